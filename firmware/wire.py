@@ -1,0 +1,154 @@
+"""The kiosk's side of the MQTT contract: topics and payloads, byte for byte as mqtt_schemas/ says.
+
+Payloads are formatted by hand rather than with json.dumps so that the field order is fixed
+and no dict is built per event; every identifier is checked with `is_identifier` when the
+config is loaded, so none needs JSON escaping here.
+"""
+
+import json
+
+from micropython import const
+
+_ID_MAX = const(32)
+# Recovery-code alphabet: digits and capitals without the look-alikes 0/O and 1/I/L.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+KINDS = ("rating", "follow_up", "recovery_confirm", "staff_signin", "staff_signout")
+OUTCOMES = ("wow", "fixed", "not_fixed")
+
+
+def is_identifier(s) -> bool:
+    """True for a store, device, station or staff id: ^[a-z0-9][a-z0-9-]{0,31}$."""
+    if not isinstance(s, str) or not 0 < len(s) <= _ID_MAX:
+        return False
+    return all("a" <= c <= "z" or "0" <= c <= "9" or (c == "-" and i > 0) for i, c in enumerate(s))
+
+
+def is_case_code(s) -> bool:
+    """True for a recovery code: a kiosk letter and three characters of CODE_ALPHABET."""
+    if not isinstance(s, str) or len(s) != 4 or not "A" <= s[0] <= "Z":
+        return False
+    return all(c in CODE_ALPHABET for c in s)
+
+
+def _num(x) -> str:
+    return "null" if x is None else str(x)
+
+
+def _id_or_null(x) -> str:
+    return "null" if x is None else '"' + x + '"'
+
+
+class Topics:
+    """One kiosk's topics, built once at start so that publishing builds no strings."""
+
+    def __init__(self, store: str, device: str) -> None:
+        base = "kiosk/v1/" + store + "/" + device + "/"
+        self.event = base + "event"
+        self.status = base + "status"
+        self.telemetry = base + "telemetry"
+        self.config = base + "config"
+        self.cmd = base + "cmd"
+        self.cases = "kiosk/v1/" + store + "/cases"
+
+
+class Events:
+    """Encodes this kiosk's events as the bytes that go to the outbox and onto the wire."""
+
+    def __init__(self, store: str, device: str) -> None:
+        self._ids = '","store":"' + store + '","device":"' + device + '","seq":'
+
+    def _head(self, kind: str, seq: int, ts, up_ms: int) -> str:
+        return (
+            '{"v":1,"kind":"'
+            + kind
+            + self._ids
+            + str(seq)
+            + ',"ts":'
+            + _num(ts)
+            + ',"up_ms":'
+            + str(up_ms)
+        )
+
+    def rating(self, seq, ts, up_ms, score: int, scale: int, station: str, staff) -> bytes:
+        return (
+            self._head("rating", seq, ts, up_ms)
+            + ',"score":'
+            + str(score)
+            + ',"scale":'
+            + str(scale)
+            + ',"station":"'
+            + station
+            + '","staff":'
+            + _id_or_null(staff)
+            + "}"
+        ).encode()
+
+    def follow_up(self, seq, ts, up_ms, rating_seq: int, code) -> bytes:
+        """The answer to "Let us make it right?": accepted when a code was shown, else None."""
+        tail = ',"accepted":false}' if code is None else ',"accepted":true,"code":"' + code + '"}'
+        return (
+            self._head("follow_up", seq, ts, up_ms) + ',"rating_seq":' + str(rating_seq) + tail
+        ).encode()
+
+    def recovery_confirm(self, seq, ts, up_ms, case: str, outcome: str) -> bytes:
+        return (
+            self._head("recovery_confirm", seq, ts, up_ms)
+            + ',"case":"'
+            + case
+            + '","outcome":"'
+            + outcome
+            + '"}'
+        ).encode()
+
+    def staff(self, seq, ts, up_ms, signin: bool, staff: str, station: str) -> bytes:
+        kind = "staff_signin" if signin else "staff_signout"
+        return (
+            self._head(kind, seq, ts, up_ms)
+            + ',"staff":"'
+            + staff
+            + '","station":"'
+            + station
+            + '"}'
+        ).encode()
+
+
+def status_online(fw: str, board: str, ts, up_ms: int, config_error) -> bytes:
+    return (
+        '{"v":1,"state":"online","fw":"'
+        + fw
+        + '","board":"'
+        + board
+        + '","ts":'
+        + _num(ts)
+        + ',"up_ms":'
+        + str(up_ms)
+        + ',"config_error":'
+        + json.dumps(config_error)
+        + "}"
+    ).encode()
+
+
+# The last will is fixed when the kiosk connects, so it carries no time.
+STATUS_WILL = b'{"v":1,"state":"offline"}'
+
+
+def telemetry(ts, up_ms, heap_free, rssi, outbox, dropped, suppressed, config_error) -> bytes:
+    return (
+        '{"v":1,"ts":'
+        + _num(ts)
+        + ',"up_ms":'
+        + str(up_ms)
+        + ',"heap_free":'
+        + str(heap_free)
+        + ',"rssi":'
+        + _num(rssi)
+        + ',"outbox":'
+        + str(outbox)
+        + ',"dropped":'
+        + str(dropped)
+        + ',"suppressed":'
+        + str(suppressed)
+        + ',"config_error":'
+        + json.dumps(config_error)
+        + "}"
+    ).encode()

@@ -1,0 +1,3 @@
+"""Host side of the kiosk feedback system."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,201 @@
+"""The wire contract on the host: checks a (topic, payload bytes) pair against mqtt_schemas/.
+
+The topic tree, the shapes each topic carries and their size limits are read from the
+AsyncAPI document; payloads are checked by compiled JSON Schema (draft 2020-12) validators.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema_rs
+import yaml
+
+from kiosk_host.paths import MQTT_SCHEMAS
+
+_PARAM = re.compile(r"\{([a-z_]+)\}")
+# Contract-level rules, beside the JSON Schema keywords that name the other rules.
+RULE_TOPIC = "topic"
+RULE_OVERSIZE = "oversize"
+RULE_JSON = "json"
+RULE_OBJECT = "object"
+RULE_KIND = "kind"
+RULE_IDENTITY = "identity"
+
+
+@dataclass(frozen=True)
+class Message:
+    """A payload that passed every rule."""
+
+    channel: str  # the AsyncAPI channel key, e.g. "event"
+    shape: str  # the AsyncAPI message name, e.g. "rating"
+    params: Mapping[str, str]  # the topic's parameters, e.g. {"store": ..., "device": ...}
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a payload was refused: the rule it broke, the field (a JSON Pointer) and in words."""
+
+    rule: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.rule} at {self.field or '(payload)'}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class _Shape:
+    name: str
+    max_bytes: int
+    validator: jsonschema_rs.Validator
+
+
+@dataclass(frozen=True)
+class _Channel:
+    key: str
+    pattern: re.Pattern[str]
+    params: tuple[str, ...]
+    discriminator: str | None
+    shapes: Mapping[str | None, _Shape]  # by discriminator value; None when only one shape
+    max_bytes: int
+
+
+class Contract:
+    """The topic tree and payload schemas, loaded and compiled once."""
+
+    def __init__(self, schema_dir: Path) -> None:
+        self.schema_dir = schema_dir
+        doc = yaml.safe_load((schema_dir / "asyncapi.yaml").read_text())
+        schemas = {
+            p.name: json.loads(p.read_text())
+            for p in sorted((schema_dir / "schemas").glob("*.json"))
+        }
+        registry = jsonschema_rs.Registry([(s["$id"], s) for s in schemas.values()])
+        self._identifier = re.compile(schemas["common.json"]["$defs"]["identifier"]["pattern"])
+        messages = doc["components"]["messages"]
+        self.channels: list[_Channel] = []
+        for key, channel in doc["channels"].items():
+            shapes: dict[str | None, _Shape] = {}
+            disc = channel.get("x-discriminator")
+            for ref in channel["messages"].values():
+                name = ref["$ref"].rsplit("/", 1)[-1]
+                msg = messages[name]
+                schema = schemas[Path(msg["payload"]["$ref"]).name]
+                value = schema["properties"][disc]["const"] if disc else None
+                validator = jsonschema_rs.validator_for(schema, registry=registry)
+                shapes[value] = _Shape(msg.get("name", name), int(msg["x-max-bytes"]), validator)
+            address: str = channel["address"]
+            params = tuple(_PARAM.findall(address))
+            regex = _PARAM.sub(
+                r"([^/]+)", re.escape(address).replace(r"\{", "{").replace(r"\}", "}")
+            )
+            self.channels.append(
+                _Channel(
+                    key=key,
+                    pattern=re.compile(regex),
+                    params=params,
+                    discriminator=disc,
+                    shapes=shapes,
+                    max_bytes=max(s.max_bytes for s in shapes.values()),
+                )
+            )
+
+    @classmethod
+    @cache
+    def load(cls) -> Contract:
+        """The project's contract, compiled once per process."""
+        return cls(MQTT_SCHEMAS)
+
+    def validate(self, topic: str, payload: bytes) -> Message | Rejection:
+        """The parsed message if `payload` is valid on `topic`, else the first rule it breaks."""
+        found = self._route(topic)
+        if isinstance(found, Rejection):
+            return found
+        channel, params = found
+        if len(payload) > channel.max_bytes:
+            return Rejection(
+                RULE_OVERSIZE,
+                "",
+                f"{len(payload)} bytes, more than the {channel.max_bytes} allowed",
+            )
+        try:
+            data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return Rejection(RULE_JSON, "", f"not UTF-8 JSON: {exc}")
+        if not isinstance(data, dict):
+            return Rejection(RULE_OBJECT, "", f"a JSON {type(data).__name__}, not an object")
+        shape = self._shape(channel, data)
+        if isinstance(shape, Rejection):
+            return shape
+        if len(payload) > shape.max_bytes:
+            return Rejection(
+                RULE_OVERSIZE, "", f"{len(payload)} bytes, more than the {shape.max_bytes} allowed"
+            )
+        for error in shape.validator.iter_errors(data):
+            return _schema_rejection(error)
+        for param, value in params.items():
+            if param in data and data[param] != value:
+                return Rejection(
+                    RULE_IDENTITY,
+                    f"/{param}",
+                    f"{data[param]!r} differs from {value!r} in the topic",
+                )
+        return Message(channel.key, shape.name, params, data)
+
+    def _route(self, topic: str) -> tuple[_Channel, dict[str, str]] | Rejection:
+        for channel in self.channels:
+            m = channel.pattern.fullmatch(topic)
+            if m is None:
+                continue
+            params = dict(zip(channel.params, m.groups(), strict=True))
+            for param, value in params.items():
+                if not self._identifier.fullmatch(value):
+                    return Rejection(
+                        RULE_TOPIC, "", f"{param} {value!r} in the topic is not a valid identifier"
+                    )
+            return channel, params
+        return Rejection(RULE_TOPIC, "", f"no channel of the contract has the topic {topic!r}")
+
+    @staticmethod
+    def _shape(channel: _Channel, data: dict[str, Any]) -> _Shape | Rejection:
+        disc = channel.discriminator
+        if disc is None:
+            return channel.shapes[None]
+        if disc not in data:
+            return Rejection("required", f"/{disc}", f"{disc!r} is a required property")
+        value = data[disc]
+        known = ", ".join(str(k) for k in channel.shapes)
+        if not isinstance(value, str):
+            return Rejection("type", f"/{disc}", f"{value!r} is not a string (one of {known})")
+        if value not in channel.shapes:
+            return Rejection(
+                RULE_KIND, f"/{disc}", f"unknown {disc} {value!r}; expected one of {known}"
+            )
+        return channel.shapes[value]
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _pointer(parts: list[str | int]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def _schema_rejection(error: jsonschema_rs.ValidationError) -> Rejection:
+    kind = error.kind
+    rule = error.schema_path[-1] if error.schema_path else "schema"
+    parts = list(error.instance_path)
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+        parts.append(kind.property)
+    elif isinstance(kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties):
+        parts.append(kind.unexpected[0])
+    return Rejection(str(rule), _pointer(parts), error.message)

@@ -1,0 +1,109 @@
+"""The kiosk's encoders, run on MicroPython, produce payloads the host's contract accepts."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+from kiosk_host.contract import Contract, Message, Rejection
+
+from tests.vm.mpvm import MicroPythonVM
+
+STORE, DEVICE = "store-12", "till-1"
+
+ENCODE_EVERY_PAYLOAD = """
+import wire
+t = wire.Topics('store-12', 'till-1')
+e = wire.Events('store-12', 'till-1')
+out = [
+    (t.event, e.rating(1, 1763900000, 5000, 4, 4, 'till-1', 'ana')),
+    (t.event, e.rating(2, None, 6000, 1, 3, 'till-1', None)),
+    (t.event, e.rating(4294967295, 4102444800, 2**53 - 1, 5, 5, 'till-1', 'ben-k')),
+    (t.event, e.follow_up(3, None, 7000, 2, 'A7K3')),
+    (t.event, e.follow_up(4, 1763900010, 8000, 2, None)),
+    (t.event, e.recovery_confirm(5, 1763900020, 9000, 'B2XZ', 'wow')),
+    (t.event, e.recovery_confirm(6, 1763900030, 9500, 'B2XZ', 'not_fixed')),
+    (t.event, e.staff(7, 1763900040, 10000, True, 'ana', 'till-1')),
+    (t.event, e.staff(8, 1763900050, 11000, False, 'ana', 'till-1')),
+    (t.status, wire.status_online('0.1.0', 'esp32-devkitc', None, 1200, None)),
+    (t.status, wire.status_online('0.1.0', 'm5', 1763900000, 1200, 'scale: expected 3..5 "7"')),
+    (t.status, wire.STATUS_WILL),
+    (t.telemetry, wire.telemetry(None, 60000, 81234, -67, 3, 0, 2, None)),
+    (t.telemetry, wire.telemetry(1763900000, 60000, 81234, None, 0, 12, 0, 'no staff list')),
+]
+for topic, payload in out:
+    print(topic, payload.decode())
+"""
+
+
+def test_every_payload_the_kiosk_encodes_is_valid(mpvm: MicroPythonVM, contract: Contract) -> None:
+    lines = mpvm.run(ENCODE_EVERY_PAYLOAD, ["wire"]).ok().splitlines()
+    assert len(lines) == 14
+    shapes = set()
+    for line in lines:
+        topic, payload = line.split(" ", 1)
+        result = contract.validate(topic, payload.encode())
+        assert isinstance(result, Message), f"{result} in {payload}"
+        shapes.add((result.channel, result.shape))
+    assert shapes == {
+        ("event", kind)
+        for kind in ("rating", "follow_up", "recovery_confirm", "staff_signin", "staff_signout")
+    } | {("status", "status"), ("status", "status_will"), ("telemetry", "telemetry")}
+    assert {c for c, _ in shapes} == {"event", "status", "telemetry"}
+
+
+def test_topics_match_the_contract(mpvm: MicroPythonVM, contract: Contract) -> None:
+    code = (
+        "import wire\nt = wire.Topics('store-12', 'till-1')\n"
+        "print(t.event, t.status, t.telemetry, t.config, t.cmd, t.cases)"
+    )
+    topics = mpvm.run(code, ["wire"]).ok().split()
+    channels = {c.key: c for c in contract.channels}
+    for key, topic in zip(
+        ["event", "status", "telemetry", "config", "cmd", "cases"], topics, strict=True
+    ):
+        assert channels[key].pattern.fullmatch(topic), (key, topic)
+
+
+def test_identifier_and_code_checks_agree_with_the_schema(mpvm: MicroPythonVM) -> None:
+    schemas = contract_common()
+    ident = re.compile(schemas["identifier"]["pattern"])
+    code_re = re.compile(schemas["case_code"]["pattern"])
+    rng = random.Random(7)
+    alphabet = "abz09-A_Z .é"
+    samples = ["", "a", "-a", "a-", "store-12", "x" * 32, "x" * 33, "Store", "a_b", "0", "_host"]
+    samples += [
+        "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 34))) for _ in range(300)
+    ]
+    codes = ["A7K3", "B2XZ", "O7K3", "A0K3", "AIK3", "ALK3", "a7k3", "A7K", "A7K33", "Z999", "1234"]
+    codes += [
+        "".join(rng.choice("A0O1IL29Zaz") for _ in range(rng.randint(3, 5))) for _ in range(200)
+    ]
+    code = (
+        "import wire, json\n"
+        f"ids = json.loads({json.dumps(json.dumps(samples))})\n"
+        f"codes = json.loads({json.dumps(json.dumps(codes))})\n"
+        "print(json.dumps([[wire.is_identifier(s) for s in ids],\n"
+        "                  [wire.is_case_code(c) for c in codes]]))\n"
+    )
+    on_kiosk_ids, on_kiosk_codes = json.loads(mpvm.run(code, ["wire"]).ok())
+    assert on_kiosk_ids == [bool(ident.fullmatch(s)) for s in samples]
+    assert on_kiosk_codes == [bool(code_re.fullmatch(c)) for c in codes]
+    assert any(on_kiosk_ids) and not all(on_kiosk_ids)
+
+
+def test_a_payload_from_a_kiosk_of_another_store_is_refused(contract: Contract) -> None:
+    payload = (
+        b'{"v":1,"kind":"rating","store":"store-13","device":"till-1","seq":1,"ts":null,'
+        b'"up_ms":1,"score":4,"scale":4,"station":"till-1","staff":null}'
+    )
+    result = contract.validate(f"kiosk/v1/{STORE}/{DEVICE}/event", payload)
+    assert isinstance(result, Rejection)
+    assert (result.rule, result.field) == ("identity", "/store")
+
+
+def contract_common() -> dict[str, dict[str, str]]:
+    common = json.loads(Contract.load().schema_dir.joinpath("schemas", "common.json").read_text())
+    defs: dict[str, dict[str, str]] = common["$defs"]
+    return defs

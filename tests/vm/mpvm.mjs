@@ -1,0 +1,39 @@
+// Runs one MicroPython program on MicroPython's WebAssembly port and reports what happened.
+// Request on stdin (JSON): {files: {"/lib/x.py": {text} | {b64}}, code, async, heapsize}.
+// Reply on stdout (JSON): {stdout, error: null | {type, traceback}}.
+import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+
+const chunks = [];
+for await (const chunk of process.stdin) chunks.push(chunk);
+const request = JSON.parse(Buffer.concat(chunks).toString("utf8"));
+
+const out = [];
+const mp = await loadMicroPython({
+  heapsize: request.heapsize ?? 1024 * 1024,
+  linebuffer: false,
+  stdout: (bytes) => out.push(...bytes),
+  stderr: (bytes) => out.push(...bytes),
+});
+
+function mkdirs(path) {
+  let dir = "";
+  for (const part of path.split("/").slice(1, -1)) {
+    dir += "/" + part;
+    try { mp.FS.mkdir(dir); } catch (e) { if (e.errno !== 20) throw e; } // 20: EEXIST
+  }
+}
+
+for (const [path, file] of Object.entries(request.files ?? {})) {
+  mkdirs(path);
+  mp.FS.writeFile(path, file.b64 !== undefined ? Buffer.from(file.b64, "base64") : file.text);
+}
+
+let error = null;
+try {
+  if (request.async) await mp.runPythonAsync(request.code);
+  else mp.runPython(request.code);
+} catch (e) {
+  // A PythonError carries the exception's type name and the MicroPython traceback.
+  error = { type: e.type ?? e.constructor.name, traceback: e.message ?? String(e) };
+}
+process.stdout.write(JSON.stringify({ stdout: Buffer.from(out).toString("utf8"), error }));

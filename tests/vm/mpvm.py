@@ -1,0 +1,110 @@
+"""Runs firmware on MicroPython's WebAssembly VM and returns what it printed or raised."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIRMWARE_DIR = ROOT / "firmware"
+BUILD_DIR = ROOT / "build" / "firmware"
+SIMHW_DIR = ROOT / "host" / "kiosk_host" / "simhw"
+RUNNER = Path(__file__).with_name("mpvm.mjs")
+LIB = "/lib"  # on MicroPython's default sys.path, as on a device
+
+
+class MicroPythonError(AssertionError):
+    """The program raised on the VM; the message is MicroPython's traceback."""
+
+
+@dataclass(frozen=True)
+class VmResult:
+    stdout: str
+    error_type: str | None
+    traceback: str | None
+
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+    def ok(self) -> str:
+        """The program's output, or MicroPythonError if it raised."""
+        if self.error_type is not None:
+            raise MicroPythonError(
+                f"{self.error_type} on MicroPython:\n{self.traceback}\n{self.stdout}"
+            )
+        return self.stdout
+
+
+class MicroPythonVM:
+    """One fresh interpreter per run, with firmware modules and the simulated hardware in /lib."""
+
+    def __init__(self, node: str = "node", heapsize: int = 1024 * 1024) -> None:
+        self.node = node
+        self.heapsize = heapsize
+
+    def run(
+        self,
+        code: str,
+        modules: Iterable[str] = (),
+        *,
+        compiled: bool = False,
+        simhw: bool = True,
+        files: Mapping[str, bytes | str] | None = None,
+        run_async: bool = False,
+        timeout: float = 120,
+    ) -> VmResult:
+        """Run `code` as __main__ with firmware `modules` (names without suffix) in /lib.
+
+        `compiled` loads the `.mpy` files that `make build` wrote instead of the sources.
+        `files` adds more files by absolute VM path. `run_async` allows top-level await.
+        """
+        request_files: dict[str, dict[str, str]] = {}
+        if simhw:
+            for path in sorted(SIMHW_DIR.glob("*.py")):
+                if path.name != "__init__.py":
+                    request_files[f"{LIB}/{path.name}"] = {"text": path.read_text()}
+        for name in modules:
+            rel = name.replace(".", "/")
+            if compiled:
+                request_files[f"{LIB}/{rel}.mpy"] = _b64(
+                    BUILD_DIR.joinpath(rel + ".mpy").read_bytes()
+                )
+            else:
+                request_files[f"{LIB}/{rel}.py"] = {
+                    "text": FIRMWARE_DIR.joinpath(rel + ".py").read_text()
+                }
+        for vm_path, data in (files or {}).items():
+            request_files[vm_path] = {"text": data} if isinstance(data, str) else _b64(data)
+        request = {
+            "files": request_files,
+            "code": code,
+            "async": run_async,
+            "heapsize": self.heapsize,
+        }
+        proc = subprocess.run(
+            [self.node, str(RUNNER)],
+            input=json.dumps(request).encode(),
+            capture_output=True,
+            cwd=ROOT,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"the MicroPython VM runner failed: {proc.stderr.decode(errors='replace')}"
+            )
+        reply = json.loads(proc.stdout)
+        error = reply["error"]
+        return VmResult(
+            stdout=reply["stdout"],
+            error_type=error["type"] if error else None,
+            traceback=error["traceback"] if error else None,
+        )
+
+
+def _b64(data: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(data).decode()}
