@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from kiosk_host.contract import Contract
 
+from kiosk_host.contract import Contract
 from tests.vm.mpvm import MicroPythonVM
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from kiosk_host.contract import Contract, Message, Rejection
 
 S, D = "store-12", "till-1"

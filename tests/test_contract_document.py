@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
 from kiosk_host.contract import Contract
 from kiosk_host.paths import MQTT_SCHEMAS, ROOT
 

@@ -9,6 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 import referencing
+
 from kiosk_host.contract import Contract, Message, Rejection
 from kiosk_host.paths import MQTT_SCHEMAS
 

@@ -7,7 +7,6 @@ import random
 import re
 
 from kiosk_host.contract import Contract, Message, Rejection
-
 from tests.vm.mpvm import MicroPythonVM
 
 STORE, DEVICE = "store-12", "till-1"
