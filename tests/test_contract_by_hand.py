@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kiosk_host.contract import Contract, Message, Rejection
+from kiosk_host.contract import Cleared, Contract, Message, Rejection
 
 S, D = "store-12", "till-1"
 NOW = 1763900000
@@ -115,3 +115,25 @@ def test_a_scale_outside_3_to_5_is_refused(scale: int) -> None:
 def test_any_topic_outside_the_tree_is_refused_not_raised(topic: str) -> None:
     result = Contract.load().validate(topic, rating(1, 4))
     assert isinstance(result, Message) == (topic == f"kiosk/v1/{S}/{D}/event")
+
+
+@pytest.mark.parametrize(
+    ("topic", "cleared"),
+    [
+        (f"kiosk/v1/{S}/{D}/status", True),
+        (f"kiosk/v1/{S}/{D}/config", True),
+        (f"kiosk/v1/{S}/summary", True),
+        (f"kiosk/v1/{S}/{D}/event", False),
+        (f"kiosk/v1/{S}/alerts", False),
+    ],
+)
+def test_an_empty_payload_clears_a_retained_topic_and_is_an_error_elsewhere(
+    contract: Contract, topic: str, cleared: bool
+) -> None:
+    result = contract.validate(topic, b"")
+    if cleared:
+        assert isinstance(result, Cleared)
+        assert result.params["store"] == S
+    else:
+        assert isinstance(result, Rejection)
+        assert result.rule == "json"

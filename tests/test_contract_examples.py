@@ -59,6 +59,7 @@ def test_invalid_example_is_rejected_by_its_rule(
     assert isinstance(result, Rejection)
     assert (result.rule, result.field) == (example["rule"], example["field"]), str(result)
     assert result.reason
+    assert str(result).startswith(f"{example['rule']} at ")  # the reason names the rule
 
 
 def test_the_rejection_examples_cover_every_kind_of_mistake() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kiosk_host import __version__
-from kiosk_host.contract import Contract, Rejection
+from kiosk_host.contract import Cleared, Contract, Rejection
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -17,6 +17,9 @@ def _validate(args: argparse.Namespace) -> int:
     if isinstance(result, Rejection):
         print(f"rejected: {result}", file=sys.stderr)
         return 1
+    if isinstance(result, Cleared):
+        print(f"clears the retained {result.channel} message")
+        return 0
     print(f"valid {result.channel}/{result.shape}")
     return 0
 

@@ -40,6 +40,14 @@ class Message:
 
 
 @dataclass(frozen=True)
+class Cleared:
+    """An empty payload on a retained topic: whoever published there removed its message."""
+
+    channel: str
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Rejection:
     """Why a payload was refused: the rule it broke, the field (a JSON Pointer) and in words."""
 
@@ -66,6 +74,7 @@ class _Channel:
     discriminator: str | None
     shapes: Mapping[str | None, _Shape]  # by discriminator value; None when only one shape
     max_bytes: int
+    retained: bool
 
 
 class Contract:
@@ -81,6 +90,10 @@ class Contract:
         registry = jsonschema_rs.Registry([(s["$id"], s) for s in schemas.values()])
         self._identifier = re.compile(schemas["common.json"]["$defs"]["identifier"]["pattern"])
         messages = doc["components"]["messages"]
+        retained = {
+            op["channel"]["$ref"].rsplit("/", 1)[-1]: bool(op["bindings"]["mqtt"]["retain"])
+            for op in doc["operations"].values()
+        }
         self.channels: list[_Channel] = []
         for key, channel in doc["channels"].items():
             shapes: dict[str | None, _Shape] = {}
@@ -105,6 +118,7 @@ class Contract:
                     discriminator=disc,
                     shapes=shapes,
                     max_bytes=max(s.max_bytes for s in shapes.values()),
+                    retained=retained[key],
                 )
             )
 
@@ -114,12 +128,14 @@ class Contract:
         """The project's contract, compiled once per process."""
         return cls(MQTT_SCHEMAS)
 
-    def validate(self, topic: str, payload: bytes) -> Message | Rejection:
+    def validate(self, topic: str, payload: bytes) -> Message | Cleared | Rejection:
         """The parsed message if `payload` is valid on `topic`, else the first rule it breaks."""
         found = self._route(topic)
         if isinstance(found, Rejection):
             return found
         channel, params = found
+        if not payload and channel.retained:
+            return Cleared(channel.key, params)
         if len(payload) > channel.max_bytes:
             return Rejection(
                 RULE_OVERSIZE,
