@@ -22,6 +22,10 @@ class Clock:
     def ticks_ms(self) -> int:
         return self._src.ticks_ms()
 
+    def after_ms(self, ms: int) -> int:
+        """The tick value `ms` milliseconds from now (for deadlines compared with since_ms)."""
+        return self._src.ticks_add(self._src.ticks_ms(), ms)
+
     def since_ms(self, start: int) -> int:
         """Milliseconds from the tick value `start` to now."""
         return self._src.ticks_diff(self._src.ticks_ms(), start)

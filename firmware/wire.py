@@ -30,6 +30,19 @@ def is_case_code(s) -> bool:
     return all(c in CODE_ALPHABET for c in s)
 
 
+# Kiosk letters: capitals without the look-alikes I, L and O, so 23 kiosks per store.
+KIOSK_LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
+_CODES = const(29791)  # 31 ** 3 codes per kiosk letter
+_SPREAD = const(7919)  # coprime with 31, so consecutive sequence numbers give unlike codes
+
+
+def case_code(letter: str, seq: int) -> str:
+    """The recovery code for the rating `seq`: unique over any 29,791 consecutive events."""
+    n = seq * _SPREAD % _CODES
+    a = CODE_ALPHABET
+    return letter + a[n // 961] + a[n // 31 % 31] + a[n % 31]
+
+
 def _num(x) -> str:
     return "null" if x is None else str(x)
 

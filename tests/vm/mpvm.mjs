@@ -36,4 +36,7 @@ try {
   // A PythonError carries the exception's type name and the MicroPython traceback.
   error = { type: e.type ?? e.constructor.name, traceback: e.message ?? String(e) };
 }
-process.stdout.write(JSON.stringify({ stdout: Buffer.from(out).toString("utf8"), error }));
+// Exit once the reply is flushed: tasks the program left running would keep Node alive.
+process.stdout.write(JSON.stringify({ stdout: Buffer.from(out).toString("utf8"), error }), () =>
+  process.exit(0),
+);

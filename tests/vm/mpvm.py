@@ -17,6 +17,19 @@ RUNNER = Path(__file__).with_name("mpvm.mjs")
 LIB = "/lib"  # on MicroPython's default sys.path, as on a device
 
 
+BOARDS_DIR = ROOT / "boards"
+
+
+def firmware_modules() -> list[str]:
+    """Every firmware module but `main`, which starts the device."""
+    return sorted(p.stem for p in FIRMWARE_DIR.glob("*.py") if p.stem != "main")
+
+
+def vm_files(*paths: Path) -> dict[str, bytes | str]:
+    """Files of the repository to put in the VM's /lib under their own names."""
+    return {f"{LIB}/{p.name}": p.read_text() for p in paths}
+
+
 class MicroPythonError(AssertionError):
     """The program raised on the VM; the message is MicroPython's traceback."""
 

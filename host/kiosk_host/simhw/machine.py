@@ -2,6 +2,14 @@
 
 import simclock
 
+# A logic analyser on every line the firmware drives. While a test sets `trace` to a list,
+# each level the firmware sets on a pin and each bus write is appended in the order they
+# happen, so that a panel emulator can tell commands from data by the D/C line:
+#   ("pin", pin_id, level)   a level set by the firmware (constructor value, value(), on(), off())
+#   ("spi", bus_id, data)    bytes written on an SPI bus
+#   ("i2c", bus_id, addr, data)   one I2C write transaction to `addr`
+trace = None
+
 
 class ResetRequested(Exception):
     """Raised by reset(): on a device the chip restarts; in simulation the run ends here."""
@@ -22,20 +30,25 @@ class Pin:
         self.pull = pull
         # An input with a pull-up reads 1 until something drives it low, as on the device.
         self._level = 1 if pull == Pin.PULL_UP else 0
-        if value != -1:
-            self._level = 1 if value else 0
         self._irq = None
+        if value != -1:
+            self._set(value)
+
+    def _set(self, v) -> None:
+        self._level = 1 if v else 0
+        if trace is not None:
+            trace.append(("pin", self.id, self._level))
 
     def value(self, v: int = -1) -> int:
         if v != -1:
-            self._level = 1 if v else 0
+            self._set(v)
         return self._level
 
     def on(self) -> None:
-        self._level = 1
+        self._set(1)
 
     def off(self) -> None:
-        self._level = 0
+        self._set(0)
 
     def __call__(self, v: int = -1) -> int:
         return self.value(v)
@@ -57,7 +70,14 @@ class Pin:
 
 
 class _RecordingBus:
-    """Keeps every write, so that a test can compare a driver's bytes with a datasheet."""
+    """Keeps every write, so that a test can compare a driver's bytes with a datasheet.
+
+    Setting `recording` to False, on one bus or on the class (`machine.SPI.recording =
+    False`), stops keeping them and allocating for them: while a test measures the heap,
+    paints many screens, or follows the module-level `trace` instead.
+    """
+
+    recording = True
 
     def __init__(self) -> None:
         self.log: list = []
@@ -77,12 +97,19 @@ class I2C(_RecordingBus):
         return list(self.devices)
 
     def writeto(self, addr: int, buf, stop: bool = True) -> int:
-        self.log.append((addr, bytes(buf)))
+        self._record(addr, buf)
         return 1
 
     def writevto(self, addr: int, vector, stop: bool = True) -> int:
-        self.log.append((addr, b"".join(bytes(b) for b in vector)))
+        if self.recording or trace is not None:
+            self._record(addr, b"".join(bytes(b) for b in vector))
         return 1
+
+    def _record(self, addr: int, buf) -> None:
+        if self.recording:
+            self.log.append((addr, bytes(buf)))
+        if trace is not None:
+            trace.append(("i2c", self.id, addr, bytes(buf)))
 
 
 SoftI2C = I2C
@@ -95,7 +122,10 @@ class SPI(_RecordingBus):
         self.baudrate = baudrate
 
     def write(self, buf) -> None:
-        self.log.append(bytes(buf))
+        if self.recording:
+            self.log.append(bytes(buf))
+        if trace is not None:
+            trace.append(("spi", self.id, bytes(buf)))
 
 
 class WDT:

@@ -1,21 +1,23 @@
 """A controllable clock with the `time` module's tick API; it moves only when told to."""
 
-_PERIOD = 1 << 30  # ticks_ms wraps here on the ESP32 port (MICROPY_PY_TIME_TICKS_PERIOD)
-_HALF = _PERIOD // 2
+# ticks_ms wraps at 2**30 on the ESP32 port (MICROPY_PY_TIME_TICKS_PERIOD). 2**30 itself is
+# not a MicroPython small int, so the arithmetic masks with 2**30 - 1 and never allocates.
+_MASK = (1 << 30) - 1
+_HALF = 1 << 29
 
 
 class SimTime:
     """Ticks, wall time and sleeps for simulated hardware and the firmware's Clock."""
 
     def __init__(self, start_ticks: int = 0, wall_s: int = 0) -> None:
-        self._ticks = start_ticks % _PERIOD
+        self._ticks = start_ticks & _MASK
         self._ms = 0  # total simulated milliseconds, never wraps
         self._wall_ms = wall_s * 1000
 
     def advance(self, ms: int) -> None:
         if ms < 0:
             raise ValueError("time only moves forward")
-        self._ticks = (self._ticks + ms) % _PERIOD
+        self._ticks = (self._ticks + ms) & _MASK
         self._ms += ms
         self._wall_ms += ms
 
@@ -26,10 +28,11 @@ class SimTime:
         return self._ticks
 
     def ticks_add(self, ticks: int, delta: int) -> int:
-        return (ticks + delta) % _PERIOD
+        return (ticks + delta) & _MASK
 
     def ticks_diff(self, end: int, start: int) -> int:
-        return (end - start + _HALF) % _PERIOD - _HALF
+        d = (end - start) & _MASK
+        return d - _HALF - _HALF if d >= _HALF else d
 
     def time(self) -> int:
         return self._wall_ms // 1000

@@ -1,0 +1,190 @@
+"""The kiosk's screens, laid out for the display's size and painted band by band.
+
+Each screen is laid out once when it is shown, as a short list of items; painting a band
+only walks that list, so a colour screen costs no allocation per band.
+"""
+
+from micropython import const
+
+from paint import FONT, Painter
+
+_TEXT = const(0)
+_FACE = const(1)
+_BAR = const(2)
+
+
+def wrap(s: str, per_line: int) -> list:
+    """Words of `s` in lines of at most `per_line` characters (longer words are cut)."""
+    lines = []
+    line = ""
+    for word in s.split():
+        while len(word) > per_line:
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(word[:per_line])
+            word = word[per_line:]
+        if not line:
+            line = word
+        elif len(line) + 1 + len(word) <= per_line:
+            line = line + " " + word
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
+def mood(i: int, n: int) -> int:
+    """-2 (very unhappy) .. 2 (very happy) for button i of n, left to right."""
+    return (8 * i + n - 1) // (2 * (n - 1)) - 2
+
+
+class Ui:
+    """Shows the kiosk's screens; `name` and `text` say what is on the screen now."""
+
+    # Each item: (kind, text, x, y, scale or radius or width, colour, mood of a face).
+
+    def __init__(self, display, texts, on_change=None) -> None:
+        self.d = display
+        self.t = texts
+        self.w = display.width
+        self.h = display.height
+        self.unit = max(1, self.h // 64)  # 1 on 128x64, 2 on 240x135, 3 on 320x240
+        self.p = Painter(display.fb, display.band_rows)
+        rgb = display.rgb
+        self.fg = rgb(255, 255, 255)
+        self.accent = rgb(255, 200, 0)
+        # very unhappy .. very happy
+        self.moods = (
+            rgb(230, 40, 40),
+            rgb(245, 140, 30),
+            rgb(240, 220, 60),
+            rgb(140, 210, 60),
+            rgb(40, 190, 80),
+        )
+        self.on_change = on_change
+        self.name = ""
+        self.text = ""
+        self._items = []
+        self._words = []
+
+    # -- layout helpers ---------------------------------------------------------------------
+
+    def _start(self, name: str) -> None:
+        self.name = name
+        self._items = []
+        self._words = []
+
+    def _lines(self, s: str, y: int, k: int, c=None) -> int:
+        """Centred, wrapped lines from row y at scale k; returns the row below them."""
+        for line in wrap(s, self.w // (FONT * k)):
+            x = (self.w - len(line) * FONT * k) // 2
+            self._items.append((_TEXT, line, x, y, k, self.fg if c is None else c, 0))
+            y += FONT * k + self.unit * 2
+        self._words.append(s)
+        return y
+
+    def _labels(self, n: int, labels) -> None:
+        """Words above buttons: `labels` is a tuple of (button index, word)."""
+        u = self.unit
+        spots = []
+        for i, word in labels:
+            width = len(word) * FONT * u
+            x = (2 * i + 1) * self.w // (2 * n) - width // 2
+            spots.append((max(0, min(self.w - width, x)), width, i, word))
+        crowded = False
+        for a in range(len(spots) - 1):
+            if spots[a][0] + spots[a][1] + FONT * u > spots[a + 1][0]:
+                crowded = True
+        base = self.h - FONT * u - 2 * u
+        for j, (x, _, i, word) in enumerate(spots):
+            y = base - (FONT * u + 3 * u) * (j % 2 if crowded else 0)
+            self._items.append((_TEXT, word, x, y, u, self.accent, 0))
+            bx = (2 * i + 1) * self.w // (2 * n)
+            self._items.append((_BAR, "", bx - 4 * u, self.h - u - 1, 8 * u, self.accent, 0))
+            self._words.append("[" + word + "]")
+
+    def _show(self) -> None:
+        self.text = " | ".join(self._words)
+        self.d.paint(self._draw)
+        if self.on_change:
+            self.on_change(self.name, self.text)
+
+    def _draw(self, fb, y0: int) -> None:
+        p = self.p
+        for kind, s, x, y, k, c, m in self._items:
+            if kind == _TEXT:
+                p.text(s, x, y, k, c, y0)
+            elif kind == _FACE:
+                p.smiley(x, y, k, m, c, y0)
+            elif p.visible(y, self.unit, y0):
+                fb.fill_rect(x, y - y0, k, self.unit, c)
+
+    # -- screens ----------------------------------------------------------------------------
+
+    def idle(self, prompt: str, n: int) -> None:
+        """The prompt over one smiley per button."""
+        self._start("idle")
+        top = self._lines(prompt, self.unit * 2, self.unit)
+        slot = self.w // n
+        r = min(slot // 2 - 2 * self.unit, (self.h - top) // 2 - 2 * self.unit)
+        cy = top + (self.h - top) // 2
+        for i in range(n):
+            m = mood(i, n)
+            self._items.append((_FACE, "", (2 * i + 1) * slot // 2, cy, r, self.moods[m + 2], m))
+        self._show()
+
+    def thanks(self) -> None:
+        self._start("thanks")
+        k = self.unit * 2
+        lines = len(wrap(self.t.THANK_YOU, self.w // (FONT * k)))
+        self._lines(self.t.THANK_YOU, (self.h - lines * (FONT * k + 2 * self.unit)) // 2, k)
+        self._show()
+
+    def sorry(self, n: int) -> None:
+        """Thanks, and "Let us make it right?": No on the leftmost button, Yes on the rightmost."""
+        self._start("sorry")
+        y = self._lines(self.t.SORRY, self.unit * 2, self.unit)
+        self._lines(self.t.MAKE_IT_RIGHT, y, self.unit)
+        self._labels(n, ((0, self.t.NO), (n - 1, self.t.YES)))
+        self._show()
+
+    def code(self, code: str) -> None:
+        """The recovery code, large enough to copy down."""
+        self._start("code")
+        u = self.unit
+        y = self._lines(self.t.YOUR_CODE, u * 2, u)
+        y = self._lines(code, y + u * 2, u * 3, self.accent)
+        self._lines(self.t.SHOW_STAFF, y + u * 2, u)
+        self._show()
+
+    def confirm(self, code: str, n: int) -> None:
+        """The customer's verdict: Wow! rightmost, Fixed beside it, Not yet leftmost."""
+        self._start("confirm")
+        self._lines(self.t.CONFIRM % code, self.unit * 2, self.unit)
+        self._labels(n, ((0, self.t.NOT_YET), (n - 2, self.t.FIXED), (n - 1, self.t.WOW)))
+        self._show()
+
+    def menu(self, title: str, items, cursor: int, n: int) -> None:
+        """A staff list: Back on the leftmost button, Next and OK on the two rightmost."""
+        self._start("staff")
+        u = self.unit
+        y = self._lines(title, u * 2, u, self.accent)
+        rows = max(1, (self.h - y - 2 * (FONT + 3) * u) // ((FONT + 2) * u))
+        first = max(0, min(cursor - rows // 2, len(items) - rows))
+        for i in range(first, min(len(items), first + rows)):
+            mark = ">" if i == cursor else " "
+            self._items.append((_TEXT, mark + items[i], 2 * u, y, u, self.fg, 0))
+            y += (FONT + 2) * u
+            self._words.append(mark + items[i])
+        self._labels(n, ((0, self.t.BACK), (n - 2, self.t.NEXT), (n - 1, self.t.OK)))
+        self._show()
+
+    def problem(self, title: str, detail: str) -> None:
+        """What is wrong, in words a technician can act on."""
+        self._start("problem")
+        y = self._lines(title, self.unit * 2, self.unit, self.moods[0])
+        self._lines(detail, y + self.unit * 2, 1 if self.unit < 3 else 2)
+        self._show()

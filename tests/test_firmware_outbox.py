@@ -1,0 +1,492 @@
+"""The outbox keeps every captured event on flash until it is acked, through any power cut.
+
+Every test runs on the MicroPython VM, on an in-memory flash (tests/vm/faultfs.py) that can
+lose power after any byte written or any rename, remove or file creation.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from tests.vm.mpvm import BUILD_DIR, ROOT, MicroPythonVM
+
+FAULTFS = Path(__file__).with_name("vm").joinpath("faultfs.py").read_text()
+
+# MicroPython helpers shared by the programs below: a mounted fault-injecting flash, event
+# payloads of varied length tied to their seq, and a model of what the outbox must hold.
+PRELUDE = r'''
+import vfs
+from faultfs import FaultFS, PowerCut
+from outbox import Outbox
+
+D = "/flash/outbox"
+fs = FaultFS()
+vfs.mount(fs, "/flash")
+blank = fs.snapshot()
+
+
+def pay(seq):
+    return ("e%d:" % seq).encode() + bytes((seq * 7 + i) & 255 for i in range(seq * 37 % 90))
+
+
+def chain(ob):
+    """Every unacked record, walked the way the MQTT link keeps a window in flight."""
+    out = []
+    r = ob.peek()
+    while r is not None:
+        out.append(r)
+        r = ob.peek(r[0])
+    return out
+
+
+class Model:
+    def __init__(self, maxr):
+        self.max = maxr
+        self.live = {}
+        self.next = 1
+        self.dropped = 0
+
+    def copy(self):
+        m = Model(self.max)
+        m.live = dict(self.live)
+        m.next = self.next
+        m.dropped = self.dropped
+        return m
+
+    def do(self, op):
+        if op == "a":
+            while len(self.live) >= self.max:
+                del self.live[min(self.live)]
+                self.dropped += 1
+            self.live[self.next] = pay(self.next)
+            self.next += 1
+        elif op != "o" and self.live and op - min(self.live) < 256:
+            self.live.pop(op, None)
+
+
+def do(ob, op):
+    if op == "a":
+        s = ob.next_seq()
+        ob.append(s, pay(s))
+    else:
+        ob.ack(op)
+
+
+def diff(ob, m):
+    """'' when the outbox holds exactly what the model says, else what differs."""
+    got = chain(ob)
+    want = sorted(m.live.items())
+    if [s for s, _ in got] != [s for s, _ in want]:
+        return "seqs %r, want %r" % ([s for s, _ in got], [s for s, _ in want])
+    for (s, p), (_, q) in zip(got, want):
+        if p != q:
+            return "payload of %d" % s
+    have = (ob.depth(), ob.next_seq(), ob.dropped())
+    if have != (len(want), m.next, m.dropped):
+        return "depth/next/dropped %r, want %r" % (have, (len(want), m.next, m.dropped))
+    return ""
+'''
+
+# A power cut at every step of one operation: for each n, restore the prepared flash, cut
+# the power after n steps of the operation, power on, reopen and compare with the model of
+# the state before and after the operation; then append once more and reboot, to show that
+# the recovered outbox goes on storing durably.
+SWEEP = r'''
+def attempt(maxr, op, n, fill):
+    """(steps the operation took or -1 if the power went off, the outbox it ran on)."""
+    ob = None if op == "o" else Outbox(D, maxr)
+    fs.cut_after(n, fill)
+    s0 = fs.steps
+    try:
+        if ob is None:
+            Outbox(D, maxr)
+        else:
+            do(ob, op)
+    except PowerCut:
+        fs.power_on()
+        return -1, ob
+    fs.power_on()
+    return fs.steps - s0, ob
+
+
+def sweep(name, maxr, prep, op, torn=None, fill=None):
+    fs.restore(blank)
+    before = Model(maxr)
+    if prep is not None:
+        ob = Outbox(D, maxr)
+        for o in prep:
+            do(ob, o)
+            before.do(o)
+        if torn is not None:  # leave an append torn after `torn` bytes at the end of the log
+            fs.cut_after(torn, fill)
+            try:
+                do(ob, "a")
+            except PowerCut:
+                pass
+            fs.power_on()
+    snap = fs.snapshot()
+    after = before.copy()
+    after.do(op)
+    total = attempt(maxr, op, None, None)[0]
+    outcomes = [0, 0]
+    errors = []
+    for n in range(total + 1):
+        fs.restore(snap)
+        took = attempt(maxr, op, n, fill)[0]
+        if (took < 0) != (n < total):
+            errors.append("%d: took %d" % (n, took))
+            continue
+        try:
+            ob = Outbox(D, maxr)
+        except Exception as e:
+            errors.append("%d: reopen %r" % (n, e))
+            continue
+        if list(fs.files) != ["/outbox/log"]:
+            errors.append("%d: files %r" % (n, list(fs.files)))
+        if not diff(ob, after):
+            k = 1
+        elif not diff(ob, before) and n < total:
+            k = 0
+        else:
+            errors.append("%d: %s" % (n, diff(ob, after)))
+            continue
+        outcomes[k] += 1
+        now = (after if k else before).copy()
+        do(ob, "a")
+        now.do("a")
+        e = diff(Outbox(D, maxr), now)
+        if e:
+            errors.append("%d: then %s" % (n, e))
+        # The same, when the failed write was an error the kiosk lived through: the outbox
+        # object it happened to goes on, and appends after a torn record, not behind it.
+        fs.restore(snap)
+        ob = attempt(maxr, op, n, fill)[1]
+        if ob is not None:
+            do(ob, "a")
+            e = diff(ob, now) or diff(Outbox(D, maxr), now)
+            if e:
+                errors.append("%d: same object then %s" % (n, e))
+    print(name, total, outcomes[0], outcomes[1], len(errors), errors[:3])
+'''
+
+
+def run(mpvm: MicroPythonVM, code: str, *, compiled: bool = False) -> list[str]:
+    files = {"/lib/faultfs.py": FAULTFS}
+    return mpvm.run(PRELUDE + code, ["outbox"], files=files, compiled=compiled).ok().splitlines()
+
+
+BASICS = r"""
+ob = Outbox(D, 5)
+print(ob.next_seq(), ob.depth(), ob.dropped(), ob.peek())
+for _ in range(4):
+    do(ob, "a")
+print(ob.next_seq(), ob.depth(), [s for s, _ in chain(ob)], ob.peek() == (1, pay(1)))
+print(ob.peek(1)[0], ob.peek(2)[0], ob.peek(4), ob.peek(-7)[0])
+ob.ack(3)
+ob.ack(1)
+print(ob.depth(), [s for s, _ in chain(ob)], ob.peek(1)[0], ob.peek(2)[0])
+steps = fs.steps
+for seq in (0, 1, 3, 5, 99, -1):
+    ob.ack(seq)
+print("no-op acks wrote", fs.steps - steps)
+ob = Outbox(D, 5)
+print(ob.next_seq(), ob.depth(), [s for s, _ in chain(ob)], chain(ob) == [(2, pay(2)), (4, pay(4))])
+ob.ack(2)
+ob.ack(4)
+print(ob.depth(), ob.peek(), ob.next_seq())
+ob = Outbox(D, 5)
+print(ob.depth(), ob.peek(), ob.next_seq(), sorted(fs.files))
+"""
+
+
+def test_seqs_peek_windows_out_of_order_acks_and_reboots(mpvm: MicroPythonVM) -> None:
+    assert run(mpvm, BASICS) == [
+        "1 0 0 None",
+        "5 4 [1, 2, 3, 4] True",
+        "2 3 None 1",
+        "2 [2, 4] 2 4",
+        "no-op acks wrote 0",
+        "5 2 [2, 4] True",
+        "0 None 5",
+        "0 None 5 ['/outbox/log']",
+    ]
+
+
+def test_compiled_module_behaves_the_same_and_stays_small(mpvm: MicroPythonVM) -> None:
+    subprocess.run(
+        ["make", "--no-print-directory", "build"], cwd=ROOT, check=True, capture_output=True
+    )
+    assert (BUILD_DIR / "outbox.mpy").stat().st_size < 3 * 1024
+    assert run(mpvm, BASICS + "import outbox\nprint(outbox.__file__)", compiled=True)[-1] == (
+        "/lib/outbox.mpy"
+    )
+    assert run(mpvm, BASICS, compiled=True) == run(mpvm, BASICS)
+
+
+def test_append_checks_seq_and_payload(mpvm: MicroPythonVM) -> None:
+    code = r"""
+ob = Outbox(D)
+print(Outbox.MAX_RECORDS, Outbox.MAX_PAYLOAD)
+for seq, p in ((2, b"x"), (0, b"x"), (1, b""), (1, bytes(1025))):
+    try:
+        ob.append(seq, p)
+        print("accepted", seq, len(p))
+    except ValueError:
+        print("refused", seq, len(p))
+ob.append(1, bytes(1024))
+ob.append(2, bytearray(b"\x00\xff"))
+print(ob.next_seq(), len(ob.peek()[1]), ob.peek(1))
+"""
+    assert run(mpvm, code) == [
+        "200 1024",
+        "refused 2 1",
+        "refused 0 1",
+        "refused 1 0",
+        "refused 1 1025",
+        "3 1024 (2, b'\\x00\\xff')",
+    ]
+
+
+def test_a_full_outbox_drops_the_oldest_unacked_and_counts_them(mpvm: MicroPythonVM) -> None:
+    code = r"""
+ob = Outbox(D, 4)
+for _ in range(4):
+    do(ob, "a")
+ob.ack(2)
+for _ in range(3):
+    do(ob, "a")
+print(ob.depth(), ob.dropped(), [s for s, _ in chain(ob)])
+ob = Outbox(D, 4)
+print(ob.depth(), ob.dropped(), [s for s, _ in chain(ob)], ob.next_seq())
+for s in (5, 6, 7):
+    ob.ack(s)
+for _ in range(30):
+    do(ob, "a")
+print(ob.depth(), ob.dropped(), [s for s, _ in chain(ob)])
+for s in range(30, 40):
+    ob.ack(s)
+ob = Outbox(D, 4)
+print(ob.depth(), ob.dropped(), ob.next_seq(), len(fs.files["/outbox/log"]))
+"""
+    assert run(mpvm, code) == [
+        "4 2 [4, 5, 6, 7]",
+        "4 2 [4, 5, 6, 7] 8",
+        "4 29 [34, 35, 36, 37]",
+        "0 29 38 20",
+    ]
+
+
+def test_acks_far_ahead_of_the_oldest_unacked_are_forgotten_not_lost(
+    mpvm: MicroPythonVM,
+) -> None:
+    # The outbox remembers acks for 256 seqs from the oldest unacked one; an ack beyond that
+    # is ignored, so its record is sent again (the host drops the duplicate by seq).
+    code = r"""
+ob = Outbox(D, 400)
+for _ in range(300):
+    ob.append(ob.next_seq(), b"e")
+for s in range(2, 301):
+    ob.ack(s)
+print(ob.depth(), ob.peek()[0], ob.peek(1)[0])
+ob.ack(1)
+ob = Outbox(D, 400)
+print(ob.depth(), ob.peek()[0], ob.next_seq())
+"""
+    assert run(mpvm, code) == ["45 1 257", "44 257 301"]
+
+
+def test_heap_of_an_open_outbox(mpvm: MicroPythonVM) -> None:
+    # gc.collect() frees garbage in this VM only once the program has yielded to the event loop.
+    code = (
+        PRELUDE
+        + r"""
+import gc, asyncio
+
+
+async def live():
+    await asyncio.sleep_ms(0)
+    gc.collect()
+    return gc.mem_alloc()
+
+
+ob = Outbox(D)
+for _ in range(150):
+    ob.append(ob.next_seq(), bytes(100))
+for s in range(1, 150, 3):
+    ob.ack(s)
+ob = None
+base = await live()
+ob = Outbox(D)
+print("object", await live() - base)
+r = ob.peek(20)
+print("with a payload", await live() - base)
+"""
+    )
+    out = mpvm.run(code, ["outbox"], files={"/lib/faultfs.py": FAULTFS}, run_async=True).ok()
+    sizes = {line.rsplit(" ", 1)[0]: int(line.rsplit(" ", 1)[1]) for line in out.splitlines()}
+    assert sizes["object"] < 1024
+    assert sizes["with a payload"] < sizes["object"] + 256
+
+
+def sweep(mpvm: MicroPythonVM, calls: str) -> dict[str, list[int]]:
+    """name -> [steps, cuts that left the state before, states after, errors]."""
+    out = run(mpvm, SWEEP + calls)
+    results: dict[str, list[int]] = {}
+    for line in out:
+        name, steps, kept_before, reached_after, errors, shown = line.split(" ", 5)
+        assert errors == "0", line
+        assert shown == "[]"
+        results[name] = [int(steps), int(kept_before), int(reached_after)]
+    return results
+
+
+def test_a_power_cut_at_every_step_of_an_append(mpvm: MicroPythonVM) -> None:
+    results = sweep(
+        mpvm,
+        'sweep("append", 5, ["a", "a", "a", "a", 2], "a")\n'
+        'sweep("append-to-empty", 5, ["a", 1], "a")\n'
+        'sweep("append-when-full", 5, ["a", "a", "a", "a", "a", 3, "a"], "a")\n'
+        # Ten drops since the last compaction: this append compacts the log as well.
+        'sweep("append-compacts", 5, ["a"] * 14, "a")\n'
+        # A torn write that leaves the rest of its bytes erased or as junk, not missing:
+        # only the record checksums tell.
+        'sweep("append-erased", 5, ["a", "a", "a", "a", 2], "a", fill=0xFF)\n'
+        'sweep("append-junk", 5, ["a", "a", "a", "a", 2], "a", fill=0x44)\n'
+        'sweep("append-zeros-compacts", 5, ["a"] * 14, "a", fill=0)\n',
+    )
+    for name, (steps, kept_before, reached_after) in results.items():
+        # A torn record is discarded; once the record is whole it stays, compaction or not.
+        assert steps > 12, name
+        assert kept_before + reached_after == steps + 1, name
+        assert kept_before > 0, name
+        assert reached_after > 0, name
+    # The cut lands on the data record (header and payload) for the first 12 + len bytes.
+    assert results["append"][1] == 12 + len(b"e5:") + 5 * 37 % 90
+    assert results["append-compacts"][2] > 100
+
+
+def test_a_power_cut_at_every_step_of_an_ack(mpvm: MicroPythonVM) -> None:
+    results = sweep(
+        mpvm,
+        'sweep("ack-middle", 5, ["a", "a", "a", "a"], 3)\n'
+        'sweep("ack-oldest", 5, ["a", "a", "a", "a", 2], 1)\n'
+        # The last unacked record: the log is compacted down to its header.
+        'sweep("ack-empties", 5, ["a", "a", "a", 1, 3], 2)\n'
+        # Garbage reaches max_records: the live records 3 and 5 are rewritten, 4 is a gap.
+        'sweep("ack-compacts", 5, ["a", "a", "a", "a", "a", 2, 4], 1)\n'
+        # The same with the newest records acked: the next seq must survive the rewrite.
+        'sweep("ack-compacts-newest", 5, ["a", "a", "a", "a", "a", 5, 4], 2)\n'
+        'sweep("ack-erased", 5, ["a", "a", "a", "a", "a", 2, 4], 1, fill=0xFF)\n'
+        'sweep("ack-junk", 5, ["a", "a", "a", "a"], 3, fill=0x41)\n',
+    )
+    for name, (steps, kept_before, reached_after) in results.items():
+        assert kept_before == 12, name  # the ack record itself; after that it holds
+        assert reached_after == steps + 1 - 12, name
+    assert results["ack-middle"][0] == 12
+    assert results["ack-compacts"][0] > 12 + 20 + 2 * 12 + 2
+
+
+def test_a_power_cut_at_every_step_of_opening(mpvm: MicroPythonVM) -> None:
+    results = sweep(
+        mpvm,
+        # The first start: directory, log header, rename.
+        'sweep("create", 5, None, "o")\n'
+        # A log that ends in a torn append is rewritten without it on open.
+        'sweep("open-torn", 5, ["a", "a", "a", 1, "a"], "o", torn=15)\n'
+        'sweep("open-torn-header", 5, ["a", "a", 2], "o", torn=5)\n'
+        'sweep("open-erased", 5, ["a", "a", "a", 1, "a"], "o", torn=15, fill=0xFF)\n',
+    )
+    assert results["create"][0] == 1 + 1 + 20 + 1
+    assert results["open-torn"][0] > 20 + 3 * 12
+    for steps, kept_before, reached_after in results.values():
+        assert kept_before == 0
+        assert reached_after == steps + 1
+
+
+def test_random_operations_with_random_power_cuts(mpvm: MicroPythonVM) -> None:
+    code = r"""
+seed = 2463534242
+
+
+def rnd(n):
+    global seed
+    seed ^= (seed << 13) & 0xFFFFFFFF
+    seed ^= seed >> 17
+    seed ^= (seed << 5) & 0xFFFFFFFF
+    return seed % n
+
+
+# The last run has neither cuts nor reboots: nothing but the running state is checked.
+for maxr, chaos in ((1, True), (4, True), (8, False)):
+    fs.restore(blank)
+    m = Model(maxr)
+    ob = Outbox(D, maxr)
+    cuts = kept = undone = peeks = 0
+    errors = []
+    for i in range(800):
+        r = rnd(100)
+        if r < 50:
+            op = "a"
+        elif r < 85 and m.live and rnd(4):
+            live = sorted(m.live)
+            op = live[rnd(len(live))]
+        elif r < 85 or r < 92 and not chaos:
+            op = rnd(m.next + 3) - 1  # acked, unknown or not yet used
+        elif r < 92:
+            op = "o"  # a reboot
+        else:
+            op = "p"
+        if op == "p":
+            after = rnd(m.next + 1)
+            want = [s for s in sorted(m.live) if s > after]
+            got = ob.peek(after)
+            if (got[0] if got else None) != (want[0] if want else None):
+                errors.append("%d: peek(%d) %r" % (i, after, got))
+            peeks += 1
+            continue
+        then = m.copy()
+        then.do(op)
+        if chaos and rnd(3) == 0:
+            fill = (None, None, 0xFF, 0, 0x44)[rnd(5)]
+            fs.cut_after(rnd(40) if rnd(2) else rnd(400), fill)
+        try:
+            if op == "o":
+                ob = Outbox(D, maxr)
+            else:
+                do(ob, op)
+            cut = False
+        except PowerCut:
+            cut = True
+        fs.cut_after(None)
+        if cut:
+            cuts += 1
+            fs.power_on()
+            ob = Outbox(D, maxr)
+            if not diff(ob, then):
+                kept += 1
+                m = then
+            elif not diff(ob, m):
+                undone += 1
+            else:
+                errors.append("%d: after a cut: %s" % (i, diff(ob, then)))
+                m = then
+            continue
+        m = then
+        e = diff(ob, m)
+        if e:
+            errors.append("%d: %r: %s" % (i, op, e))
+    print(maxr, cuts, kept, undone, peeks, m.next, m.dropped, len(errors), errors[:3])
+"""
+    out = run(mpvm, code)
+    assert len(out) == 3
+    for line in out:
+        maxr, cuts, kept, undone, peeks, next_seq, dropped, errors, shown = line.split(" ", 8)
+        assert (errors, shown) == ("0", "[]"), line
+        if maxr != "8":
+            assert int(cuts) > 30, line
+            assert int(kept) > 0, line
+            assert int(undone) > 10, line
+        assert int(peeks) > 5, line
+        assert int(next_seq) > 256, line  # the ring of gone bits wraps
+        assert int(dropped) > 0, line
