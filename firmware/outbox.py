@@ -1,6 +1,6 @@
 """The outbox: every captured event, on flash, until the broker has acknowledged it.
 
-One log file holds checksummed records, each appended in a single write:
+One log file holds checksummed records, appended one at a time:
 
     header (12 bytes, little-endian): kind u8, drops u8, length u16, seq u32, crc32 u32
     then `length` payload bytes; the crc covers the first 8 header bytes and the payload.
@@ -47,7 +47,7 @@ class Outbox:
         """Open (creating if needed) the outbox in `directory`; recovers after a power cut."""
         self._log = directory + "/log"
         self._tmp = directory + "/log.new"
-        self._max = max_records
+        self._max = max(1, max_records)
         self._h = bytearray(_HDR)
         self._hm = memoryview(self._h)[:8]
         try:
@@ -195,26 +195,24 @@ class Outbox:
         self._depth = self._dropped = self._n = self._ps = self._end = 0
         self._po = _START
         self._bm = bytearray(_CAP >> 3)
-        size = 0
         try:
-            f = open(self._log, "rb")
+            size = os.stat(self._log)[6]
         except OSError:
-            f = None  # a fresh outbox
-        if f:
-            with f:
+            size = 0  # a fresh outbox
+        if size:
+            with open(self._log, "rb") as f:
                 r = self._read(f)
                 if r and r[0] == _HEAD and len(r[3]) == 8:
                     self._lo = self._next = r[2]
                     self._dropped, top = struct.unpack("<II", r[3])
                     self._end = _START
                     r = self._read(f)
-                    while r and (r[0] == _ACK or r[0] == _DATA and r[2] >= self._next):
+                    while r and (r[0] == _ACK or (r[0] == _DATA and r[2] >= self._next)):
                         self._apply(r[0], r[1], r[2])
                         self._end += _HDR + len(r[3])
                         r = self._read(f)
                     self._skip(top)
                     self._advance()
-                size = f.seek(0, 2)
         if self._end < _START or self._end < size:
             self._compact()  # a new log, or one that ends in a torn record
         self._torn = False

@@ -10,7 +10,6 @@ from paint import FONT, Painter
 
 _TEXT = const(0)
 _FACE = const(1)
-_BAR = const(2)
 
 
 def wrap(s: str, per_line: int) -> list:
@@ -36,6 +35,10 @@ def wrap(s: str, per_line: int) -> list:
     return lines
 
 
+def _white(r: int, g: int, b: int) -> int:
+    return 1
+
+
 def mood(i: int, n: int) -> int:
     """-2 (very unhappy) .. 2 (very happy) for button i of n, left to right."""
     return (8 * i + n - 1) // (2 * (n - 1)) - 2
@@ -44,7 +47,7 @@ def mood(i: int, n: int) -> int:
 class Ui:
     """Shows the kiosk's screens; `name` and `text` say what is on the screen now."""
 
-    # Each item: (kind, text, x, y, scale or radius or width, colour, mood of a face).
+    # Each item: (kind, text, x, y, scale or radius, colour, mood of a face).
 
     def __init__(self, display, texts, on_change=None) -> None:
         self.d = display
@@ -53,7 +56,7 @@ class Ui:
         self.h = display.height
         self.unit = max(1, self.h // 64)  # 1 on 128x64, 2 on 240x135, 3 on 320x240
         self.p = Painter(display.fb, display.band_rows)
-        rgb = display.rgb
+        rgb = display.rgb if display.colour else _white  # on mono everything is lit
         self.fg = rgb(255, 255, 255)
         self.accent = rgb(255, 200, 0)
         # very unhappy .. very happy
@@ -64,6 +67,7 @@ class Ui:
             rgb(140, 210, 60),
             rgb(40, 190, 80),
         )
+        self.alarm = self.moods[0]
         self.on_change = on_change
         self.name = ""
         self.text = ""
@@ -99,11 +103,10 @@ class Ui:
             if spots[a][0] + spots[a][1] + FONT * u > spots[a + 1][0]:
                 crowded = True
         base = self.h - FONT * u - 2 * u
-        for j, (x, _, i, word) in enumerate(spots):
+        for j, (x, _, _, word) in enumerate(spots):
+            # when neighbours would touch, every other word moves up a line
             y = base - (FONT * u + 3 * u) * (j % 2 if crowded else 0)
             self._items.append((_TEXT, word, x, y, u, self.accent, 0))
-            bx = (2 * i + 1) * self.w // (2 * n)
-            self._items.append((_BAR, "", bx - 4 * u, self.h - u - 1, 8 * u, self.accent, 0))
             self._words.append("[" + word + "]")
 
     def _show(self) -> None:
@@ -117,10 +120,8 @@ class Ui:
         for kind, s, x, y, k, c, m in self._items:
             if kind == _TEXT:
                 p.text(s, x, y, k, c, y0)
-            elif kind == _FACE:
+            else:
                 p.smiley(x, y, k, m, c, y0)
-            elif p.visible(y, self.unit, y0):
-                fb.fill_rect(x, y - y0, k, self.unit, c)
 
     # -- screens ----------------------------------------------------------------------------
 
@@ -171,20 +172,22 @@ class Ui:
         """A staff list: Back on the leftmost button, Next and OK on the two rightmost."""
         self._start("staff")
         u = self.unit
+        k = max(1, u - 1)  # list lines a size smaller than the title, to fit a name and a time
         y = self._lines(title, u * 2, u, self.accent)
-        rows = max(1, (self.h - y - 2 * (FONT + 3) * u) // ((FONT + 2) * u))
+        rows = max(1, (self.h - y - 2 * (FONT + 3) * u) // ((FONT + 2) * k))
         first = max(0, min(cursor - rows // 2, len(items) - rows))
+        fit = (self.w - 2 * u) // (FONT * k)
         for i in range(first, min(len(items), first + rows)):
-            mark = ">" if i == cursor else " "
-            self._items.append((_TEXT, mark + items[i], 2 * u, y, u, self.fg, 0))
-            y += (FONT + 2) * u
-            self._words.append(mark + items[i])
+            line = (">" if i == cursor else " ") + items[i]
+            self._items.append((_TEXT, line[:fit], 2 * u, y, k, self.fg, 0))
+            y += (FONT + 2) * k
+            self._words.append(line)
         self._labels(n, ((0, self.t.BACK), (n - 2, self.t.NEXT), (n - 1, self.t.OK)))
         self._show()
 
     def problem(self, title: str, detail: str) -> None:
         """What is wrong, in words a technician can act on."""
         self._start("problem")
-        y = self._lines(title, self.unit * 2, self.unit, self.moods[0])
+        y = self._lines(title, self.unit * 2, self.unit, self.alarm)
         self._lines(detail, y + self.unit * 2, 1 if self.unit < 3 else 2)
         self._show()

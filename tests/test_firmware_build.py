@@ -18,6 +18,7 @@ def make_build(firmware_dir: Path, build_dir: Path) -> subprocess.CompletedProce
             "build",
             f"FIRMWARE_DIR={firmware_dir}",
             f"BUILD_DIR={build_dir}",
+            f"BOARDS_BUILD_DIR={build_dir.parent / 'boards'}",
         ],
         cwd=ROOT,
         capture_output=True,
@@ -52,6 +53,13 @@ def test_syntax_micropython_cannot_compile_fails_the_build(tmp_path: Path) -> No
     assert "SyntaxError" in result.stderr
     # It stopped at the first error: the modules after it in name order were not compiled.
     assert not list((tmp_path / "out").glob("*.mpy"))
+
+
+def test_every_board_file_compiles(tmp_path: Path) -> None:
+    result = make_build(FIRMWARE_DIR, tmp_path / "firmware")
+    assert result.returncode == 0, result.stderr
+    boards = {p.stem for p in (ROOT / "boards").glob("*.py")}
+    assert {p.stem for p in (tmp_path / "boards").glob("*.mpy")} == boards
 
 
 def test_compiled_modules_load_on_the_vm(mpvm: MicroPythonVM) -> None:

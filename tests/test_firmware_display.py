@@ -18,51 +18,23 @@ import pytest
 
 from tests.vm import panels
 from tests.vm.mpvm import ROOT, MicroPythonVM
-from tests.vm.panels import DATA, Dcs, Picture, Ssd1306, parse_traces, shown
+from tests.vm.panels import (
+    BOARDS,
+    DATA,
+    TRACE_ON,
+    Board,
+    Dcs,
+    Picture,
+    Ssd1306,
+    parse_traces,
+    shown,
+)
 
 BOARDS_DIR = ROOT / "boards"
 
 
-@dataclass(frozen=True)
-class Board:
-    stem: str
-    modules: tuple[str, ...]  # firmware modules the board's display needs
-    width: int
-    height: int
-    band_rows: int
-    colour: bool
-
-    def panel(self) -> Ssd1306 | Dcs:
-        """The emulated controller and glass, on the pins of the board's schematic."""
-        if self.stem == "esp32_devkitc_ssd1306":
-            return Ssd1306()
-        if self.stem == "m5stack_core":
-            return Dcs(
-                panels.ILI9342C_MEMORY, panels.M5STACK_GLASS, dc=27, cs=14, rst=33, backlight=32
-            )
-        return Dcs(panels.ST7789_MEMORY, panels.TDISPLAY_GLASS, dc=16, cs=5, rst=23, backlight=4)
-
-
-BOARDS = {
-    b.stem: b
-    for b in (
-        Board("esp32_devkitc_ssd1306", ("display", "ssd1306"), 128, 64, 64, False),
-        Board("m5stack_core", ("display", "ili9341"), 320, 240, 12, True),
-        Board("lilygo_tdisplay", ("display", "ili9341", "st7789"), 240, 135, 15, True),
-    )
-}
-
-
 def board_files(board: Board) -> dict[str, bytes | str]:
     return {"/lib/board.py": (BOARDS_DIR / f"{board.stem}.py").read_text()}
-
-
-TRACE_ON = """
-import machine
-machine.SPI.recording = False
-machine.I2C.recording = False
-machine.trace = []
-"""
 
 
 def run_board(mpvm: MicroPythonVM, board: Board, body: str) -> str:

@@ -8,14 +8,10 @@ can be read back. This file runs on MicroPython (loaded into the VM as /lib/kios
 import json
 import os
 
-import config as configmod
 import simclock
-from buttons import Buttons
-from clock import Clock
-from kiosk import Kiosk
-from outbox import Outbox
-from ui import Ui
-from wire import Events
+
+# The firmware's modules are imported when a Rig is built, not with this file, so that a
+# test can measure the firmware's own heap apart from the simulation's.
 
 WALL = 1763900000  # 2025-11-23 12:13:20 UTC
 CONFIG = {
@@ -45,6 +41,13 @@ class Rig:
     STEP_MS = 10  # the button scanner's period
 
     def __init__(self, board, conf=CONFIG, letter="A", echo=True, synced=True, outbox=None):
+        import config as configmod
+        from buttons import Buttons
+        from clock import Clock
+        from kiosk import Kiosk
+        from outbox import Outbox
+        from wire import Events
+
         self.t = simclock.reset(start_ticks=(1 << 30) - 5000, wall_s=WALL)
         self.clock = Clock(self.t)
         if synced:
@@ -70,6 +73,8 @@ class Rig:
             self.kiosk.configure(*configmod.parse(json.dumps(conf).encode()))
 
     def _ui(self, texts):
+        from ui import Ui
+
         return Ui(self.display, texts, self._changed)
 
     def _changed(self, name, text):

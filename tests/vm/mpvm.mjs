@@ -1,5 +1,6 @@
 // Runs one MicroPython program on MicroPython's WebAssembly port and reports what happened.
-// Request on stdin (JSON): {files: {"/lib/x.py": {text} | {b64}}, code, async, heapsize}.
+// Request on stdin (JSON): {files: {"/lib/x.py": {text} | {b64}}, code (one program, or a
+// list of steps run in turn in the same interpreter), async, heapsize}.
 // Reply on stdout (JSON): {stdout, error: null | {type, traceback}}.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 
@@ -28,10 +29,15 @@ for (const [path, file] of Object.entries(request.files ?? {})) {
   mp.FS.writeFile(path, file.b64 !== undefined ? Buffer.from(file.b64, "base64") : file.text);
 }
 
+// `code` may be a list of steps, each run by its own call: this port's gc.collect() frees
+// nothing while a call is running, only what earlier calls left behind.
+const steps = Array.isArray(request.code) ? request.code : [request.code];
 let error = null;
 try {
-  if (request.async) await mp.runPythonAsync(request.code);
-  else mp.runPython(request.code);
+  for (const step of steps) {
+    if (request.async) await mp.runPythonAsync(step);
+    else mp.runPython(step);
+  }
 } catch (e) {
   // A PythonError carries the exception's type name and the MicroPython traceback.
   error = { type: e.type ?? e.constructor.name, traceback: e.message ?? String(e) };

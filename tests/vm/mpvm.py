@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,7 @@ class MicroPythonVM:
 
     def run(
         self,
-        code: str,
+        code: str | Sequence[str],
         modules: Iterable[str] = (),
         *,
         compiled: bool = False,
@@ -71,6 +71,11 @@ class MicroPythonVM:
         timeout: float = 120,
     ) -> VmResult:
         """Run `code` as __main__ with firmware `modules` (names without suffix) in /lib.
+
+        `code` may be a list of steps, run one after another in the same interpreter. The
+        port's gc.collect() frees only what earlier steps left, never the garbage of the
+        step that calls it (and each `await` keeps a few bytes), so a heap measurement is
+        a step of its own: `gc.collect(); print(gc.mem_alloc())`.
 
         `compiled` loads the `.mpy` files that `make build` wrote instead of the sources.
         `files` adds more files by absolute VM path. `run_async` allows top-level await.

@@ -578,3 +578,40 @@ def _unturn(x: int, y: int, turns: int, cols: int, rows: int) -> tuple[int, int]
     if turns == 2:
         return cols - 1 - x, rows - 1 - y
     return y, rows - 1 - x
+
+
+# MicroPython: the buses keep no log of their own; `machine.trace` has every write in order.
+TRACE_ON = """
+import machine
+machine.SPI.recording = False
+machine.I2C.recording = False
+machine.trace = []
+"""
+
+
+@dataclass(frozen=True)
+class Board:
+    stem: str
+    modules: tuple[str, ...]  # firmware modules the board's display needs
+    width: int
+    height: int
+    band_rows: int
+    colour: bool
+
+    def panel(self) -> Ssd1306 | Dcs:
+        """The emulated controller and glass, on the pins of the board's schematic."""
+        if self.stem == "esp32_devkitc_ssd1306":
+            return Ssd1306()
+        if self.stem == "m5stack_core":
+            return Dcs(ILI9342C_MEMORY, M5STACK_GLASS, dc=27, cs=14, rst=33, backlight=32)
+        return Dcs(ST7789_MEMORY, TDISPLAY_GLASS, dc=16, cs=5, rst=23, backlight=4)
+
+
+BOARDS = {
+    b.stem: b
+    for b in (
+        Board("esp32_devkitc_ssd1306", ("display", "ssd1306"), 128, 64, 64, False),
+        Board("m5stack_core", ("display", "ili9341"), 320, 240, 12, True),
+        Board("lilygo_tdisplay", ("display", "ili9341", "st7789"), 240, 135, 15, True),
+    )
+}

@@ -1,0 +1,24 @@
+"""The firmware's footprint: compiled size, and live heap after 5,000 customers per board."""
+
+from __future__ import annotations
+
+from tests.test_firmware_memory import BUDGET
+from tests.vm.heap import heap_by_customers, settled
+from tests.vm.mpvm import BUILD_DIR, ROOT, MicroPythonVM
+
+
+def main() -> None:
+    mpys = sorted(BUILD_DIR.glob("*.mpy"))
+    total = sum(p.stat().st_size for p in mpys)
+    print(
+        f"firmware: {len(mpys)} modules, {total:,} bytes of .mpy in {BUILD_DIR.relative_to(ROOT)}/"
+    )
+    vm = MicroPythonVM()
+    for board, budget in sorted(BUDGET.items()):
+        heap = heap_by_customers(vm, board, [1000, 5000])
+        after = settled(heap, 5000)
+        print(
+            f"live heap on {board}: {heap[0]:,} B at start, {settled(heap, 1000):,} B after "
+            f"1,000 customers, {after:,} B after 5,000; {after / budget:.2f} of its "
+            f"{budget // 1024} KB budget"
+        )

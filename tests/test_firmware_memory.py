@@ -1,0 +1,27 @@
+"""The kiosk fits an ESP32 without PSRAM: its live heap after thousands of customers, on
+MicroPython, stays in budget and does not grow."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.vm.heap import heap_by_customers, settled
+from tests.vm.mpvm import MicroPythonVM
+
+# bytes of live heap, display buffers and the firmware's own code included
+BUDGET = {
+    "esp32_devkitc_ssd1306": 40 * 1024,
+    "m5stack_core": 56 * 1024,
+    "lilygo_tdisplay": 56 * 1024,
+}
+
+
+@pytest.mark.parametrize("board", sorted(BUDGET))
+def test_five_thousand_customers_fit_and_leave_nothing_behind(
+    mpvm: MicroPythonVM, board: str, built_firmware: None
+) -> None:
+    heap = heap_by_customers(mpvm, board, [1000, 5000])
+    print(board, heap)
+    assert max(heap.values()) <= BUDGET[board]
+    assert settled(heap, 5000) <= settled(heap, 1000)
+    assert heap[0] > 8 * 1024  # the figure holds the firmware's code and buffers

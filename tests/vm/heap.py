@@ -1,0 +1,81 @@
+"""The firmware's live heap on the MicroPython VM while it serves thousands of customers.
+
+The figure is what the kiosk itself holds: its code (loaded from the compiled .mpy, as
+deployed), the board module, display buffers and every object of the running kiosk. It
+leaves out what exists only in simulation: the simulated `machine` and clock, the test
+rig's code, and the VM's pure-Python `binascii` and `asyncio` (C and frozen on an ESP32).
+"""
+
+from __future__ import annotations
+
+from tests.vm.mpvm import BOARDS_DIR, ROOT, MicroPythonVM, firmware_modules, vm_files
+
+RIG = ROOT / "tests" / "vm" / "kiosk_rig.py"
+# The VM's collector is conservative: a stale word on the Python stack can keep a dead object
+# alive for one collection. Deep calls with empty locals overwrite those words first, and a
+# figure is taken as the least of a few measurements a few customers apart (see `settled`).
+MEASURE = """
+def scrub(d, a=None, b=None, c=None, e=None, f=None, g=None, h=None, i=None, j=None, k=None):
+    return scrub(d - 1) if d else 0
+scrub(90)
+gc.collect()
+print('HEAP', served, gc.mem_alloc() - base)
+"""
+SAMPLES = (0, 10, 20)  # customers after a mark at which it is measured again
+# Customers per VM call. The port collects garbage only between calls, where a device
+# collects whenever it runs short; small chunks keep the simulation close to the device.
+CHUNK = 250
+
+SETUP = """
+import gc, machine, simclock, binascii, asyncio, os, json, struct, framebuf, kiosk_rig
+machine.SPI.recording = False
+machine.I2C.recording = False
+gc.collect()
+base = gc.mem_alloc()
+import board
+n = len(board.BUTTONS)
+conf = dict(kiosk_rig.CONFIG, scale=n, low_threshold=1 if n == 3 else 2)
+rig = kiosk_rig.Rig(board, conf=conf, echo=False)
+served = 0
+
+def customers(count):
+    # A mix of every score; half the low ones accept the follow-up and get a code. Between
+    # customers the response interval passes and the link drains the outbox.
+    global served
+    for _ in range(count):
+        served += 1
+        score = served % n + 1
+        rig.press(score)
+        if score <= conf['low_threshold']:
+            rig.press(n if served % 2 else 1)
+        rig.sleep(6000, 1000)
+        rig.events(ack=True)
+"""
+
+
+def heap_by_customers(mpvm: MicroPythonVM, board: str, marks: list[int]) -> dict[int, int]:
+    """The live heap in bytes after 0 customers, and after each count in `marks` plus each
+    of SAMPLES."""
+    steps = [SETUP, MEASURE]
+    served = 0
+    for mark in marks:
+        for extra in SAMPLES:
+            while served < mark + extra:
+                count = min(CHUNK, mark + extra - served)
+                steps.append(f"customers({count})\n")
+                served += count
+            steps.append(MEASURE)
+    files = vm_files(RIG)
+    files["/lib/board.py"] = (BOARDS_DIR / f"{board}.py").read_text()
+    out = mpvm.run(steps, firmware_modules(), compiled=True, files=files).ok()
+    return {
+        int(line.split()[1]): int(line.split()[2])
+        for line in out.splitlines()
+        if line.startswith("HEAP ")
+    }
+
+
+def settled(heap: dict[int, int], mark: int) -> int:
+    """The heap after `mark` customers: the least of its samples (a dead object kept by a
+    stale word survives one measurement, never all of them)."""
+    return min(heap[mark + extra] for extra in SAMPLES)
