@@ -1,13 +1,15 @@
-"""The kiosk's main loop: button scanning, screen timeouts and the watchdog, as asyncio tasks."""
+"""The kiosk's main loop: buttons, screen timeouts, the link and the watchdog, as asyncio tasks."""
 
 import asyncio
 
 TICK_MS = 50  # screen timeouts are checked this often; a press is handled on its own scan
 
 
-async def run(kiosk, buttons, clock, wdt=None, guard=None) -> None:
+async def run(kiosk, buttons, clock, wdt=None, guard=None, link=None) -> None:
     """Run until reset. `wdt` is fed on every pass, so a stuck loop restarts the kiosk."""
     asyncio.create_task(buttons.run())
+    if link is not None:
+        asyncio.create_task(link.run())
     started = clock.ticks_ms()
     stable = guard is None
     while True:

@@ -239,6 +239,14 @@ class Kiosk:
         self.ui.confirm(code, self.n)
         self._timeout(self.config.confirm_timeout_ms)
 
+    def identify(self, name: str, ms: int) -> None:
+        """Show this kiosk's name for `ms`, so a technician can tell which one is which."""
+        if self.config is None:
+            return  # the screen keeps saying what is wrong; the LED and buzzer still show it
+        self.state = THANKS  # a screen that times out back to the prompt
+        self.ui.identify(name)
+        self._timeout(ms)
+
     def set_cases(self, cases) -> None:
         """The store's open cases as (code, deadline) pairs, from the retained cases topic."""
         self.cases = tuple(sorted(cases, key=lambda c: c[1])[: self.CASES_MAX])

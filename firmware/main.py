@@ -10,9 +10,12 @@ import machine
 from bootguard import BootGuard
 from clock import Clock
 
-IDENTITY = "/identity.json"  # store, device and kiosk letter, written when provisioned
+# Written when the kiosk is provisioned: store, device, letter, host, port, ssid, key, user,
+# password, fw.
+IDENTITY = "/identity.json"
 CONFIG = "/config.json"
 OUTBOX = "/outbox"
+IDS = "/cmd-ids.json"  # the last commands acted on, so a redelivered one is not repeated
 WDT_MS = 8000
 
 
@@ -24,6 +27,41 @@ def safe_mode(display, why: str) -> None:
     Ui(display, texts_en).problem(texts_en.SAFE_MODE, why)
 
 
+def _ids_file():
+    try:
+        with open(IDS) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
+def _save_ids(ids) -> None:
+    with open(IDS, "w") as f:
+        json.dump(ids, f)
+
+
+def _ntp() -> int:
+    import ntptime
+
+    return Clock.unix_from_port(ntptime.time(), time.gmtime(0)[0])
+
+
+def _blink(seconds: int) -> None:
+    """Identify: the LED flashes (and the buzzer clicks) for `seconds`."""
+    import asyncio
+
+    async def flash():
+        pins = [machine.Pin(p, machine.Pin.OUT) for p in (board.LED, board.BUZZER) if p is not None]
+        for i in range(seconds * 4):
+            for pin in pins:
+                pin.value(i & 1)
+            await asyncio.sleep_ms(125)
+        for pin in pins:
+            pin.value(0)
+
+    asyncio.create_task(flash())
+
+
 def start() -> None:
     guard = BootGuard("/boots")
     display = board.make_display()
@@ -32,31 +70,49 @@ def start() -> None:
         return
     try:
         import asyncio
+        import gc
 
         import app
+        import network
         from buttons import Buttons
         from config import ConfigFile
         from kiosk import Kiosk
+        from link import Link
         from outbox import Outbox
         from ui import Ui
         from wire import Events
 
         with open(IDENTITY) as f:
             ident = json.load(f)
+        ident["board"] = board.NAME
         clock = Clock(time)
+        outbox = Outbox(OUTBOX)
         kiosk = Kiosk(
             clock,
-            Outbox(OUTBOX),
+            outbox,
             Events(ident["store"], ident["device"]),
             lambda texts: Ui(display, texts),
             len(board.BUTTONS),
             ident["letter"],
         )
-        kiosk.configure(*ConfigFile(CONFIG).load())
+        config_file = ConfigFile(CONFIG)
+        kiosk.configure(*config_file.load())
         buttons = Buttons(board.button_pins(), board.BUTTON_ACTIVE_LOW, clock, kiosk)
+        wlan = network.WLAN(network.STA_IF)
+        hw = {
+            "ntp": _ntp,
+            "heap_free": gc.mem_free,
+            "rssi": lambda: wlan.status("rssi") if wlan.isconnected() else None,
+            "identify": _blink,
+            "reboot": machine.reset,
+            "save_config": config_file.save,
+            "load_ids": _ids_file,
+            "save_ids": _save_ids,
+        }
+        link = Link(kiosk, outbox, clock, wlan, ident, hw)
         wdt = machine.WDT(timeout=WDT_MS)
-        asyncio.run(app.run(kiosk, buttons, clock, wdt, guard))
-    except Exception as e:
+        asyncio.run(app.run(kiosk, buttons, clock, wdt, guard, link))
+    except Exception as e:  # anything at all: record it, then restart
         sys.print_exception(e)
         guard.record("%s: %s" % (type(e).__name__, e))
         machine.reset()

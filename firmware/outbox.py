@@ -40,7 +40,8 @@ _FMT = "<BBHII"
 class Outbox:
     """A durable, bounded, append-only event log on flash, drained in sequence order."""
 
-    MAX_RECORDS = const(200)
+    # A day of a busy till offline (about 450 KB of flash at most); the oldest go first.
+    MAX_RECORDS = const(2000)
     MAX_PAYLOAD = const(_MAX_PAYLOAD)  # the contract's x-max-bytes for events
 
     def __init__(self, directory: str, max_records: int = MAX_RECORDS) -> None:

@@ -185,6 +185,12 @@ class Ui:
         self._labels(n, ((0, self.t.BACK), (n - 2, self.t.NEXT), (n - 1, self.t.OK)))
         self._show()
 
+    def identify(self, name: str) -> None:
+        """The kiosk's device name, large, for a technician looking for it."""
+        self._start("identify")
+        self._lines(name, (self.h - FONT * 2 * self.unit) // 2, 2 * self.unit, self.accent)
+        self._show()
+
     def problem(self, title: str, detail: str) -> None:
         """What is wrong, in words a technician can act on."""
         self._start("problem")

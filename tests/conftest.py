@@ -1,13 +1,15 @@
-"""Fixtures shared by every test: the MicroPython VM and the wire contract."""
+"""Fixtures shared by every test: the MicroPython VM, the wire contract and the broker."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from kiosk_host.contract import Contract
+from tests.broker import Mosquitto
 from tests.vm.mpvm import ROOT, MicroPythonVM
 
 
@@ -27,3 +29,27 @@ def built_firmware() -> None:
     """The compiled firmware in build/firmware, as `make build` writes it."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     subprocess.run(["make", "--no-print-directory", "build"], cwd=ROOT, env=env, check=True)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One mosquitto per test session (per xdist worker) with the shipped broker settings,
+    anonymous on a free loopback port. Tests that stop or restart a broker take
+    `fresh_mosquitto`."""
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def fresh_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A mosquitto of this test's own, with the shipped settings, to stop, restart or kill."""
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()

@@ -247,7 +247,7 @@ ob.append(2, bytearray(b"\x00\xff"))
 print(ob.next_seq(), len(ob.peek()[1]), ob.peek(1))
 """
     assert run(mpvm, code) == [
-        "200 1024",
+        "2000 1024",
         "refused 2 1",
         "refused 0 1",
         "refused 1 0",

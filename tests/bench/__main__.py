@@ -1,6 +1,6 @@
 """`make bench`: runs every benchmark in turn."""
 
-from tests.bench import contract_validation, firmware_footprint
+from tests.bench import contract_validation, firmware_footprint, kiosk_drain
 
-for bench in (contract_validation, firmware_footprint):
+for bench in (contract_validation, firmware_footprint, kiosk_drain):
     bench.main()

@@ -21,7 +21,9 @@ scrub(90)
 gc.collect()
 print('HEAP', served, gc.mem_alloc() - base)
 """
-SAMPLES = (0, 10, 20)  # customers after a mark at which it is measured again
+# Customers after a mark at which it is measured again: whole rounds of the eight kinds, so
+# that every measurement follows the same kinds of customer.
+SAMPLES = (0, 8, 16, 24, 32)
 # Customers per VM call. The port collects garbage only between calls, where a device
 # collects whenever it runs short; small chunks keep the simulation close to the device.
 CHUNK = 250
@@ -39,15 +41,22 @@ rig = kiosk_rig.Rig(board, conf=conf, echo=False)
 served = 0
 
 def customers(count):
-    # A mix of every score; half the low ones accept the follow-up and get a code. Between
-    # customers the response interval passes and the link drains the outbox.
+    # Eight kinds of customer in turn: happy ones, middling ones, and low ratings that accept
+    # the follow-up and get a code, decline it, or walk away. Between customers the response
+    # interval passes and the link drains the outbox.
     global served
     for _ in range(count):
+        kind = served % 8
         served += 1
-        score = served % n + 1
+        score = (n, 1, n - 1, 1, 2, n, 1, n - 1)[kind]
         rig.press(score)
         if score <= conf['low_threshold']:
-            rig.press(n if served % 2 else 1)
+            if kind == 3:
+                rig.press(1)  # no, thank you
+            elif kind == 6:
+                rig.sleep(conf['follow_up_timeout_s'] * 1000 + 1000, 1000)  # no answer
+            else:
+                rig.press(n)  # yes: the code
         rig.sleep(6000, 1000)
         rig.events(ack=True)
 """

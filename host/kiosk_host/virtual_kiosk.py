@@ -1,0 +1,289 @@
+"""`kiosk-host virtual-kiosk`: the real firmware under CPython, on simulated hardware.
+
+The firmware's own modules run unchanged; the simulated `machine` and `network` stand in for
+the ESP32's, a folder stands in for its flash (so a restart keeps the outbox), and standard
+input stands in for the customer: `press N`, `hold N MS`, `chord A B MS`, `sleep MS`,
+`net down`, `net up`, `power-cut`, `quit`. Every screen change is printed as
+`SCREEN <name>: <text>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kiosk_host import __version__
+from kiosk_host.paths import FIRMWARE, ROOT
+
+SIMHW = Path(__file__).resolve().parent / "simhw"
+BOARDS = ROOT / "boards"
+_PERIOD_MASK = (1 << 30) - 1
+_HALF = 1 << 29
+
+
+class RealTime:
+    """The `time`-like source of the firmware's Clock, and of the simulated hardware, in real
+    time: ticks wrap at 2**30 as on the ESP32."""
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+
+    def elapsed_ms(self) -> int:
+        return int((time.monotonic() - self._t0) * 1000)
+
+    def ticks_ms(self) -> int:
+        return self.elapsed_ms() & _PERIOD_MASK
+
+    def ticks_add(self, ticks: int, delta: int) -> int:
+        return (ticks + delta) & _PERIOD_MASK
+
+    def ticks_diff(self, end: int, start: int) -> int:
+        d = (end - start) & _PERIOD_MASK
+        return d - 2 * _HALF if d >= _HALF else d
+
+    def time(self) -> int:
+        return int(time.time())
+
+
+def module(name: str) -> Any:
+    """A firmware or simulated-hardware module, by the name it has on the kiosk."""
+    return importlib.import_module(name)
+
+
+def load_firmware() -> None:
+    """Put the firmware, the boards and the simulated hardware on the module path."""
+    for path in (BOARDS, SIMHW, FIRMWARE, SIMHW / "cpython"):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+
+    async def sleep_ms(ms: int) -> None:
+        await asyncio.sleep(ms / 1000)
+
+    asyncio.sleep_ms = sleep_ms  # type: ignore[attr-defined]  # MicroPython's spelling
+
+
+@dataclass
+class Options:
+    store: str
+    device: str
+    broker: str
+    board: str = "esp32_devkitc_ssd1306"
+    state_dir: Path | None = None
+    letter: str = "A"
+    outbox_records: int = 2000  # as on the device
+
+
+class VirtualKiosk:
+    """One kiosk: firmware objects on simulated hardware, driven by text commands."""
+
+    SCAN_MS = 2  # faster than the device's 10 ms, so that scripted presses run quickly
+    DEBOUNCE_MS = 6
+
+    def __init__(self, opts: Options, out: Callable[[str], None]) -> None:
+        load_firmware()
+        network = module("network")
+        module("simclock").clock = RealTime()
+        Buttons = module("buttons").Buttons
+        Clock = module("clock").Clock
+        ConfigFile = module("config").ConfigFile
+        Kiosk = module("kiosk").Kiosk
+        Link = module("link").Link
+        Outbox = module("outbox").Outbox
+        Ui = module("ui").Ui
+        Events = module("wire").Events
+
+        self.out = out
+        self.opts = opts
+        state = opts.state_dir or Path(f".virtual-kiosks/{opts.store}/{opts.device}")
+        state.mkdir(parents=True, exist_ok=True)
+        self.state = state
+        self.board: Any = importlib.import_module(opts.board.replace("-", "_"))
+        display = self.board.make_display()
+        self.clock = Clock(module("simclock").clock)
+        self.outbox = Outbox(str(state / "outbox"), opts.outbox_records)
+        self.config_file = ConfigFile(str(state / "config.json"))
+        self.pins = self.board.button_pins()
+        if not (state / "config.json").exists():
+            conf = default_config(opts.device, len(self.pins))
+            self.config_file.save(json.dumps(conf).encode())
+        self.kiosk = Kiosk(
+            self.clock,
+            self.outbox,
+            Events(opts.store, opts.device),
+            lambda texts: Ui(display, texts, self._screen),
+            len(self.pins),
+            opts.letter,
+        )
+        Buttons.SCAN_MS = self.SCAN_MS
+        Buttons.DEBOUNCE_MS = self.DEBOUNCE_MS
+        self.buttons = Buttons(self.pins, self.board.BUTTON_ACTIVE_LOW, self.clock, self.kiosk)
+        for i in range(len(self.pins)):
+            self._drive(i, down=False)
+        self.kiosk.configure(*self.config_file.load())
+        url = urlparse(opts.broker)
+        self.network = network
+        network.access_point["connect_ms"] = 50
+        ident = {
+            "store": opts.store,
+            "device": opts.device,
+            "host": url.hostname or "127.0.0.1",
+            "port": url.port or 1883,
+            "user": url.username,
+            "password": url.password,
+            "ssid": network.access_point["ssid"],
+            "key": network.access_point["key"],
+            "fw": __version__,
+            "board": self.board.NAME,
+        }
+        hw = {
+            "ntp": lambda: int(time.time()),
+            "heap_free": lambda: 100_000,  # CPython has no small heap to report
+            "rssi": lambda: network.access_point["rssi"] if network.access_point["up"] else None,
+            "identify": lambda seconds: None,
+            "reboot": self._reboot,
+            "save_config": self.config_file.save,
+            "load_ids": self._load_ids,
+            "save_ids": self._save_ids,
+        }
+        self.link = Link(self.kiosk, self.outbox, self.clock, network.WLAN(), ident, hw)
+
+    # -- hardware the firmware asks for --------------------------------------------------------
+
+    def _screen(self, name: str, text: str) -> None:
+        self.out(f"SCREEN {name}: {text}")
+
+    def _load_ids(self) -> list[str]:
+        try:
+            ids: list[str] = json.loads((self.state / "cmd-ids.json").read_text())
+            return ids
+        except (OSError, ValueError):
+            return []
+
+    def _save_ids(self, ids: list[str]) -> None:
+        tmp = self.state / "cmd-ids.json.new"
+        tmp.write_text(json.dumps(ids))
+        tmp.replace(self.state / "cmd-ids.json")
+
+    def _reboot(self) -> None:
+        self.out("SCREEN reboot: restarting")
+        os._exit(3)  # the supervisor (or the test) starts it again, as the chip would restart
+
+    # -- the customer's side -------------------------------------------------------------------
+
+    def _drive(self, index: int, down: bool) -> None:
+        pressed = 0 if self.board.BUTTON_ACTIVE_LOW else 1
+        self.pins[index].drive(pressed if down else 1 - pressed)
+
+    async def _settle(self, index: int, down: bool) -> None:
+        """Wait until the scanner has taken the button's new level in (bounded)."""
+        for _ in range(200):
+            await asyncio.sleep(self.SCAN_MS / 1000)
+            if (self.buttons.state[index] != 0) == down:
+                return
+
+    async def command(self, line: str) -> bool:
+        """Carry out one line of input; False when the kiosk should stop."""
+        words = line.split()
+        if not words:
+            return True
+        verb, args = words[0], [int(w) for w in words[1:] if w.lstrip("-").isdigit()]
+        if verb == "press":
+            i = args[0] - 1
+            self._drive(i, True)
+            await self._settle(i, True)
+            self._drive(i, False)
+            await self._settle(i, False)
+        elif verb == "hold":
+            i = args[0] - 1
+            self._drive(i, True)
+            await asyncio.sleep(args[1] / 1000)
+            self._drive(i, False)
+            await self._settle(i, False)
+        elif verb == "chord":
+            a, b = args[0] - 1, args[1] - 1
+            self._drive(a, True)
+            self._drive(b, True)
+            await asyncio.sleep(args[2] / 1000)
+            self._drive(a, False)
+            self._drive(b, False)
+            await self._settle(a, False)
+        elif verb == "sleep":
+            await asyncio.sleep(args[0] / 1000)
+        elif line.strip() == "net down":
+            self.network.access_point["up"] = False
+        elif line.strip() == "net up":
+            self.network.access_point["up"] = True
+        elif verb == "power-cut":
+            os._exit(137)  # as the power goes: no goodbye to the broker, nothing flushed
+        elif verb == "quit":
+            await self.link.client.disconnect()
+            return False
+        else:
+            print(f"virtual-kiosk: unknown command {line.strip()!r}", file=sys.stderr)
+        return True
+
+    async def run(self, lines: asyncio.Queue[str | None]) -> None:
+        app = module("app")
+
+        tasks = [
+            asyncio.create_task(app.run(self.kiosk, self.buttons, self.clock, link=self.link)),
+        ]
+        try:
+            while True:
+                line = await lines.get()
+                if line is None:  # end of input: keep serving until killed
+                    await asyncio.gather(*tasks)
+                if line is not None and not await self.command(line):
+                    return
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
+def default_config(device: str, buttons: int) -> dict[str, Any]:
+    """The settings a virtual kiosk starts with until the host sends its own: the product's
+    defaults, but no response interval, since its customers are scripts that press fast."""
+    return {
+        "v": 1,
+        "prompt": "How did we do today?",
+        "language": "en",
+        "scale": buttons,
+        "low_threshold": 1 if buttons == 3 else 2,
+        "response_interval_s": 0,
+        "follow_up_timeout_s": 20,
+        "code_display_s": 30,
+        "confirm_timeout_s": 60,
+        "telemetry_interval_s": 60,
+        "station": device,
+        "staff": [],
+    }
+
+
+def _read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+    for line in sys.stdin:
+        loop.call_soon_threadsafe(lines.put_nowait, line)
+    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+async def serve(opts: Options) -> None:
+    kiosk = VirtualKiosk(opts, _print)
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    threading.Thread(target=_read_stdin, args=(loop, lines), daemon=True).start()
+    gc.collect()
+    await kiosk.run(lines)
