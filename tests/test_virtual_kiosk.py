@@ -166,3 +166,29 @@ def test_confirm_recovery_shows_the_wow_screen_and_wow_is_published_once(
         "wow",
     )
     assert kiosk.count("confirm") == 1  # the redelivered command was not acted on again
+
+
+def test_identify_shows_the_device_and_reboot_restarts_once(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    watcher = Watcher(mosquitto.url, "kiosk/v1/ident/till-1/#", "watch-ident")
+    kiosk = VirtualKiosk(mosquitto.url, tmp_path, store="ident")
+    try:
+        kiosk.wait_screen("idle")
+        wait_until(lambda: len(watcher.on("/status")) >= 1, 15, "the kiosk online")
+        identify = {"v": 1, "cmd": "identify", "id": "i-1", "ts": 1763900000, "seconds": 2}
+        publish(watcher, "kiosk/v1/ident/till-1/cmd", identify)
+        kiosk.wait_screen("identify", text="till-1")
+        kiosk.wait_screen("idle", timeout=10)
+        reboot = {"v": 1, "cmd": "reboot", "id": "r-1", "ts": 1763900000}
+        publish(watcher, "kiosk/v1/ident/till-1/cmd", reboot)
+        assert kiosk.wait_exit() == 3  # restarting, as the chip would
+        kiosk.start()
+        kiosk.wait_screen("idle")
+        publish(watcher, "kiosk/v1/ident/till-1/cmd", reboot)  # the same command, redelivered
+        kiosk.send("sleep 1500", "press 4")
+        wait_until(lambda: len(watcher.events()) == 1, 15, "a rating after the restart")
+        assert kiosk.proc is not None and kiosk.proc.poll() is None  # not rebooted again
+    finally:
+        kiosk.kill()
+        watcher.close()
