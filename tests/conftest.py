@@ -31,25 +31,24 @@ def built_firmware() -> None:
     subprocess.run(["make", "--no-print-directory", "build"], cwd=ROOT, env=env, check=True)
 
 
+def _broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.close()
+
+
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """One mosquitto per test session (per xdist worker) with the shipped broker settings,
     anonymous on a free loopback port. Tests that stop or restart a broker take
     `fresh_mosquitto`."""
-    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()
+    yield from _broker(tmp_path_factory)
 
 
 @pytest.fixture
 def fresh_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """A mosquitto of this test's own, with the shipped settings, to stop, restart or kill."""
-    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
-    try:
-        broker.start()
-        yield broker
-    finally:
-        broker.close()
+    yield from _broker(tmp_path_factory)

@@ -7,8 +7,11 @@ and power cuts; every message the kiosk publishes must fit the contract.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kiosk_host.contract import Contract, Message
 from tests.broker import Mosquitto
@@ -21,29 +24,56 @@ CONFIG = {
 }  # fmt: skip
 
 
+@pytest.fixture
+def watch() -> Iterator[Callable[..., Watcher]]:
+    """Makes paho watchers that are closed when the test ends."""
+    made: list[Watcher] = []
+
+    def make(*args: Any) -> Watcher:
+        made.append(Watcher(*args))
+        return made[-1]
+
+    yield make
+    for watcher in made:
+        watcher.close()
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., VirtualKiosk]]:
+    """Starts virtual kiosks that are killed when the test ends."""
+    made: list[VirtualKiosk] = []
+
+    def make(*args: Any, **kwargs: Any) -> VirtualKiosk:
+        made.append(VirtualKiosk(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for kiosk in made:
+        kiosk.kill()
+
+
 def publish(watcher: Watcher, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
     watcher.client.publish(topic, json.dumps(payload), qos=1, retain=retain).wait_for_publish(10)
 
 
 def test_every_message_the_kiosk_publishes_fits_the_contract(
-    fresh_mosquitto: Mosquitto, tmp_path: Path
+    fresh_mosquitto: Mosquitto,
+    tmp_path: Path,
+    watch: Callable[..., Watcher],
+    start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = Watcher(fresh_mosquitto.url)
-    kiosk = VirtualKiosk(fresh_mosquitto.url, tmp_path)
-    try:
-        kiosk.wait_screen("idle")
-        wait_until(lambda: len(watcher.on("/telemetry")) >= 1, 15, "telemetry")
-        kiosk.send("press 4", "press 2", "press 4")  # a happy rating; a low one, accepted
-        wait_until(lambda: len(watcher.events()) == 3, 15, "three events")
-        kiosk.kill()
-        wait_until(
-            lambda: any(json.loads(p)["state"] == "offline" for _, p, _ in watcher.on("/status")),
-            30,
-            "the last will",
-        )
-    finally:
-        kiosk.kill()
-        watcher.close()
+    watcher = watch(fresh_mosquitto.url)
+    kiosk = start(fresh_mosquitto.url, tmp_path)
+    kiosk.wait_screen("idle")
+    wait_until(lambda: len(watcher.on("/telemetry")) >= 1, 15, "telemetry")
+    kiosk.send("press 4", "press 2", "press 4")  # a happy rating; a low one, accepted
+    wait_until(lambda: len(watcher.events()) == 3, 15, "three events")
+    kiosk.kill()
+    wait_until(
+        lambda: any(json.loads(p)["state"] == "offline" for _, p, _ in watcher.on("/status")),
+        30,
+        "the last will",
+    )
     contract = Contract.load()
     shapes = set()
     for topic, payload, _ in watcher.messages:
@@ -56,109 +86,104 @@ def test_every_message_the_kiosk_publishes_fits_the_contract(
 
 
 def test_a_broker_restart_in_the_middle_of_500_presses_loses_nothing(
-    fresh_mosquitto: Mosquitto, tmp_path: Path
+    fresh_mosquitto: Mosquitto,
+    tmp_path: Path,
+    watch: Callable[..., Watcher],
+    start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = Watcher(fresh_mosquitto.url)
-    kiosk = VirtualKiosk(fresh_mosquitto.url, tmp_path)
-    try:
-        kiosk.wait_screen("idle")
-        kiosk.send(*["press 4"] * 250)
-        wait_until(lambda: kiosk.count("thanks") >= 120, 60, "the first presses")
-        fresh_mosquitto.restart()
-        kiosk.send(*["press 3"] * 250)
-        wait_until(lambda: kiosk.count("thanks") == 500, 120, "500 presses")
-        wait_until(lambda: len(set(watcher.seqs())) == 500, 120, "500 events at the watcher")
-    finally:
-        kiosk.kill()
-        watcher.close()
+    watcher = watch(fresh_mosquitto.url)
+    kiosk = start(fresh_mosquitto.url, tmp_path)
+    kiosk.wait_screen("idle")
+    kiosk.send(*["press 4"] * 250)
+    wait_until(lambda: kiosk.count("thanks") >= 120, 60, "the first presses")
+    fresh_mosquitto.restart()
+    kiosk.send(*["press 3"] * 250)
+    wait_until(lambda: kiosk.count("thanks") == 500, 120, "500 presses")
+    wait_until(lambda: len(set(watcher.seqs())) == 500, 120, "500 events at the watcher")
     assert first_seen(watcher.seqs()) == list(range(1, 501))
 
 
 def test_2000_presses_offline_then_every_one_arrives_in_order(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    watch: Callable[..., Watcher],
+    start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = Watcher(mosquitto.url, "kiosk/v1/offline/till-1/event", "watch-offline")
-    kiosk = VirtualKiosk(mosquitto.url, tmp_path, store="offline")
-    try:
-        kiosk.wait_screen("idle")
-        kiosk.send("net down", "sleep 200", *["press 4"] * 2000)
-        wait_until(lambda: kiosk.count("thanks") == 2000, 240, "2000 thank-yous")
-        assert watcher.seqs() == []  # nothing got out while the link was down
-        kiosk.send("net up")
-        wait_until(lambda: len(set(watcher.seqs())) == 2000, 240, "2000 events after net up")
-    finally:
-        kiosk.kill()
-        watcher.close()
+    watcher = watch(mosquitto.url, "kiosk/v1/offline/till-1/event", "watch-offline")
+    kiosk = start(mosquitto.url, tmp_path, store="offline")
+    kiosk.wait_screen("idle")
+    kiosk.send("net down", "sleep 200", *["press 4"] * 2000)
+    wait_until(lambda: kiosk.count("thanks") == 2000, 240, "2000 thank-yous")
+    assert watcher.seqs() == []  # nothing got out while the link was down
+    kiosk.send("net up")
+    wait_until(lambda: len(set(watcher.seqs())) == 2000, 240, "2000 events after net up")
     assert first_seen(watcher.seqs()) == list(range(1, 2001))
 
 
 def test_a_power_cut_during_the_drain_loses_nothing_shown_as_captured(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    watch: Callable[..., Watcher],
+    start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = Watcher(mosquitto.url, "kiosk/v1/cut/till-1/event", "watch-cut")
-    kiosk = VirtualKiosk(mosquitto.url, tmp_path, store="cut")
-    try:
-        kiosk.wait_screen("idle")
-        kiosk.send("net down", "sleep 200", *["press 4"] * 400)
-        wait_until(lambda: kiosk.count("thanks") == 400, 120, "400 thank-yous")
-        kiosk.send("net up")
-        wait_until(lambda: len(watcher.seqs()) >= 40, 60, "the drain to start")
-        kiosk.send("power-cut")
-        assert kiosk.wait_exit() == 137
-        assert len(set(watcher.seqs())) < 400  # the cut came in the middle of the drain
-        kiosk.start()  # power back: the same flash
-        wait_until(lambda: len(set(watcher.seqs())) == 400, 120, "all 400 after the restart")
-    finally:
-        kiosk.kill()
-        watcher.close()
+    watcher = watch(mosquitto.url, "kiosk/v1/cut/till-1/event", "watch-cut")
+    kiosk = start(mosquitto.url, tmp_path, store="cut")
+    kiosk.wait_screen("idle")
+    kiosk.send("net down", "sleep 200", *["press 4"] * 400)
+    wait_until(lambda: kiosk.count("thanks") == 400, 120, "400 thank-yous")
+    kiosk.send("net up")
+    wait_until(lambda: len(watcher.seqs()) >= 40, 60, "the drain to start")
+    kiosk.send("power-cut")
+    assert kiosk.wait_exit() == 137
+    assert len(set(watcher.seqs())) < 400  # the cut came in the middle of the drain
+    kiosk.start()  # power back: the same flash
+    wait_until(lambda: len(set(watcher.seqs())) == 400, 120, "all 400 after the restart")
     assert first_seen(watcher.seqs()) == list(range(1, 401))
 
 
 def test_a_retained_config_changes_the_prompt_and_a_bad_one_is_refused(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    watch: Callable[..., Watcher],
+    start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = Watcher(mosquitto.url, "kiosk/v1/conf/till-1/#", "watch-conf")
-    kiosk = VirtualKiosk(mosquitto.url, tmp_path, store="conf")
-    try:
-        kiosk.wait_screen("idle")
-        publish(watcher, "kiosk/v1/conf/till-1/config", CONFIG, retain=True)
-        kiosk.wait_screen("idle", text="How was your visit?")
-        publish(watcher, "kiosk/v1/conf/till-1/config", dict(CONFIG, scale=9), retain=True)
-        kiosk.wait_screen("problem", text="Config problem | scale: expected 3..5, got 9")
+    watcher = watch(mosquitto.url, "kiosk/v1/conf/till-1/#", "watch-conf")
+    kiosk = start(mosquitto.url, tmp_path, store="conf")
+    kiosk.wait_screen("idle")
+    publish(watcher, "kiosk/v1/conf/till-1/config", CONFIG, retain=True)
+    kiosk.wait_screen("idle", text="How was your visit?")
+    publish(watcher, "kiosk/v1/conf/till-1/config", dict(CONFIG, scale=9), retain=True)
+    kiosk.wait_screen("problem", text="Config problem | scale: expected 3..5, got 9")
 
-        def refused() -> bool:
-            states = [json.loads(p) for _, p, _ in watcher.on("/status")]
-            return any(s.get("config_error") == "scale: expected 3..5, got 9" for s in states)
+    def refused() -> bool:
+        states = [json.loads(p) for _, p, _ in watcher.on("/status")]
+        return any(s.get("config_error") == "scale: expected 3..5, got 9" for s in states)
 
-        wait_until(refused, 15, "the refusal on MQTT")
-        kiosk.wait_screen("idle", timeout=20, text="How was your visit?")  # the old one stays
-        kiosk.send("press 4")
-        wait_until(lambda: len(watcher.events()) == 1, 15, "a rating under the old config")
-    finally:
-        kiosk.kill()
-        watcher.close()
+    wait_until(refused, 15, "the refusal on MQTT")
+    kiosk.wait_screen("idle", timeout=20, text="How was your visit?")  # the old one stays
+    kiosk.send("press 4")
+    wait_until(lambda: len(watcher.events()) == 1, 15, "a rating under the old config")
 
 
 def test_confirm_recovery_shows_the_wow_screen_and_wow_is_published_once(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    watch: Callable[..., Watcher],
+    start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = Watcher(mosquitto.url, "kiosk/v1/wow/till-1/#", "watch-wow")
-    kiosk = VirtualKiosk(mosquitto.url, tmp_path, store="wow")
-    try:
-        kiosk.wait_screen("idle")
-        wait_until(lambda: len(watcher.on("/status")) >= 1, 15, "the kiosk online")
-        cmd = {"v": 1, "cmd": "confirm_recovery", "id": "c-1", "ts": 1763900000, "case": "A7K3"}
-        publish(watcher, "kiosk/v1/wow/till-1/cmd", cmd)
-        kiosk.wait_screen("confirm", text="Code A7K3: did we blow you away? | [Not yet] | "
-                          "[Fixed] | [Wow!]")  # fmt: skip
-        kiosk.send("press 4")
-        kiosk.wait_screen("thanks")
-        publish(watcher, "kiosk/v1/wow/till-1/cmd", cmd)  # the same command again
-        kiosk.send("sleep 1000")
-        wait_until(lambda: len(watcher.events()) == 1, 15, "the verdict")
-    finally:
-        kiosk.kill()
-        watcher.close()
+    watcher = watch(mosquitto.url, "kiosk/v1/wow/till-1/#", "watch-wow")
+    kiosk = start(mosquitto.url, tmp_path, store="wow")
+    kiosk.wait_screen("idle")
+    wait_until(lambda: len(watcher.on("/status")) >= 1, 15, "the kiosk online")
+    cmd = {"v": 1, "cmd": "confirm_recovery", "id": "c-1", "ts": 1763900000, "case": "A7K3"}
+    publish(watcher, "kiosk/v1/wow/till-1/cmd", cmd)
+    kiosk.wait_screen("confirm", text="Code A7K3: did we blow you away? | [Not yet] | "
+                      "[Fixed] | [Wow!]")  # fmt: skip
+    kiosk.send("press 4")
+    kiosk.wait_screen("thanks")
+    publish(watcher, "kiosk/v1/wow/till-1/cmd", cmd)  # the same command again
+    kiosk.send("sleep 1000")
+    wait_until(lambda: len(watcher.events()) == 1, 15, "the verdict")
     (verdict,) = watcher.events()
     assert (verdict["kind"], verdict["case"], verdict["outcome"]) == (
         "recovery_confirm",
@@ -169,26 +194,25 @@ def test_confirm_recovery_shows_the_wow_screen_and_wow_is_published_once(
 
 
 def test_identify_shows_the_device_and_reboot_restarts_once(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    watch: Callable[..., Watcher],
+    start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = Watcher(mosquitto.url, "kiosk/v1/ident/till-1/#", "watch-ident")
-    kiosk = VirtualKiosk(mosquitto.url, tmp_path, store="ident")
-    try:
-        kiosk.wait_screen("idle")
-        wait_until(lambda: len(watcher.on("/status")) >= 1, 15, "the kiosk online")
-        identify = {"v": 1, "cmd": "identify", "id": "i-1", "ts": 1763900000, "seconds": 2}
-        publish(watcher, "kiosk/v1/ident/till-1/cmd", identify)
-        kiosk.wait_screen("identify", text="till-1")
-        kiosk.wait_screen("idle", timeout=10)
-        reboot = {"v": 1, "cmd": "reboot", "id": "r-1", "ts": 1763900000}
-        publish(watcher, "kiosk/v1/ident/till-1/cmd", reboot)
-        assert kiosk.wait_exit() == 3  # restarting, as the chip would
-        kiosk.start()
-        kiosk.wait_screen("idle")
-        publish(watcher, "kiosk/v1/ident/till-1/cmd", reboot)  # the same command, redelivered
-        kiosk.send("sleep 1500", "press 4")
-        wait_until(lambda: len(watcher.events()) == 1, 15, "a rating after the restart")
-        assert kiosk.proc is not None and kiosk.proc.poll() is None  # not rebooted again
-    finally:
-        kiosk.kill()
-        watcher.close()
+    watcher = watch(mosquitto.url, "kiosk/v1/ident/till-1/#", "watch-ident")
+    kiosk = start(mosquitto.url, tmp_path, store="ident")
+    kiosk.wait_screen("idle")
+    wait_until(lambda: len(watcher.on("/status")) >= 1, 15, "the kiosk online")
+    identify = {"v": 1, "cmd": "identify", "id": "i-1", "ts": 1763900000, "seconds": 2}
+    publish(watcher, "kiosk/v1/ident/till-1/cmd", identify)
+    kiosk.wait_screen("identify", text="till-1")
+    kiosk.wait_screen("idle", timeout=10)
+    reboot = {"v": 1, "cmd": "reboot", "id": "r-1", "ts": 1763900000}
+    publish(watcher, "kiosk/v1/ident/till-1/cmd", reboot)
+    assert kiosk.wait_exit() == 3  # restarting, as the chip would
+    kiosk.start()
+    kiosk.wait_screen("idle")
+    publish(watcher, "kiosk/v1/ident/till-1/cmd", reboot)  # the same command, redelivered
+    kiosk.send("sleep 1500", "press 4")
+    wait_until(lambda: len(watcher.events()) == 1, 15, "a rating after the restart")
+    assert kiosk.proc is not None and kiosk.proc.poll() is None  # not rebooted again
