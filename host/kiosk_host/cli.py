@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from kiosk_host import __version__
 from kiosk_host.contract import Cleared, Contract, Rejection
+from kiosk_host.storage import Storage
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -23,6 +28,54 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"clears the retained {result.channel} message")
         return 0
     print(f"valid {result.channel}/{result.shape}")
+    return 0
+
+
+def _storage(args: argparse.Namespace) -> Storage:
+    return Storage.open(args.db)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kiosk_host.ingest import Ingest
+
+    ingest = Ingest(args.broker, _storage(args), args.client_id)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    ingest.start()
+    print(f"kiosk-host: serving {args.broker} into {args.db}", file=sys.stderr)
+    stop.wait()
+    ingest.stop()
+    return 0
+
+
+def _deadletter(args: argparse.Namespace) -> int:
+    letters = _storage(args).dead_letters(args.limit)
+    if args.json:
+        rows = [
+            {"topic": d.topic, "rule": d.rule, "field": d.field, "reason": d.reason,
+             "arrived": d.arrived, "payload": d.payload.decode("utf-8", "replace")}
+            for d in letters
+        ]  # fmt: skip
+        print(json.dumps(rows, indent=2))
+    else:
+        for d in letters:
+            print(f"{d.arrived} {d.topic}: {d.rule} at {d.field or '(payload)'}: {d.reason}")
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    devices = _storage(args).devices(args.store)
+    if args.json:
+        print(json.dumps(devices, indent=2))
+    else:
+        for d in devices:
+            t = d["telemetry"] or {}
+            print(
+                f"{d['store']}/{d['device']}: {d['state'] or 'unknown'}, fw {d['fw']}, "
+                f"{d['board']}, outbox {t.get('outbox', '?')}, dropped {t.get('dropped', '?')}"
+                + (f", config refused: {d['config_error']}" if d["config_error"] else "")
+            )
     return 0
 
 
@@ -80,6 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--outbox-records", type=int, default=2000, help="the outbox's size, as on the device"
     )
     virtual.set_defaults(run=_virtual_kiosk)
+
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument(
+        "--db",
+        default=os.environ.get("KIOSK_DB", "kiosk.db"),
+        help="the database: a SQLite file (default $KIOSK_DB or kiosk.db)",
+    )
+    serve = commands.add_parser("serve", parents=[db], help="ingest the kiosks' stream")
+    serve.add_argument("--broker", required=True, help="mqtt://[USER:PASSWORD@]HOST:PORT")
+    serve.add_argument("--client-id", default="kiosk-host", help="the persistent session's id")
+    serve.set_defaults(run=_serve)
+    dead = commands.add_parser("deadletter", parents=[db], help="messages refused, and why")
+    dead.add_argument("--json", action="store_true")
+    dead.add_argument("--limit", type=int, default=100)
+    dead.set_defaults(run=_deadletter)
+    devices = commands.add_parser("devices", parents=[db], help="the kiosks and their health")
+    devices.add_argument("--store", type=_identifier)
+    devices.add_argument("--json", action="store_true")
+    devices.set_defaults(run=_devices)
     return parser
 
 

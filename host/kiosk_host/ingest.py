@@ -1,0 +1,160 @@
+"""Durable ingest: kiosk messages from the broker into storage, acknowledged only once stored.
+
+paho-mqtt receives on a persistent session with manual acknowledgement; a writer thread
+stores the messages in batches (bounded by count and by a few milliseconds), one
+transaction each, and only after the commit acknowledges them. A crash before the commit
+leaves the messages unacknowledged, so the broker delivers them again; the storage keeps
+each event once. Anything that breaks the contract is dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kiosk_host import __version__
+from kiosk_host.contract import Cleared, Contract, Message, Rejection
+from kiosk_host.recovery import event_time
+from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
+
+HOST_STATUS = "kiosk/v1/_host/status"
+KIOSK_CHANNELS = ("event", "status", "telemetry")  # what kiosks send; the rest is the host's
+MAX_SKEW_S = 300  # a device clock further ahead of the arrival than this is not believed
+
+
+@dataclass(frozen=True)
+class Received:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    arrived: int
+
+
+Classified = EventRow | DeadLetter | DeviceStatus | None
+
+
+def classify(contract: Contract, topic: str, payload: bytes, arrived: int) -> Classified:
+    """What one message becomes: an event, a device's status, a dead letter, or nothing (the
+    host's own publications and cleared retained messages)."""
+    result = contract.validate(topic, payload)
+    if isinstance(result, Rejection):
+        return DeadLetter(topic, payload, result.rule, result.field, result.reason, arrived)
+    if isinstance(result, Cleared) or result.channel not in KIOSK_CHANNELS:
+        return None
+    return _kiosk_message(result, payload, arrived)
+
+
+def _kiosk_message(m: Message, raw: bytes, arrived: int) -> EventRow | DeviceStatus:
+    store, device = m.params["store"], m.params["device"]
+    if m.channel != "event":
+        return DeviceStatus(store, device, m.payload, arrived, m.channel == "telemetry")
+    p = m.payload
+    at, flagged = event_time(p["ts"], arrived, True, MAX_SKEW_S)
+    return EventRow(
+        store, device, p["seq"], p["kind"], at, p["ts"], arrived, flagged, p, raw.decode()
+    )
+
+
+class Ingest:
+    """The aggregator's ingest loop; `start()` connects and returns, `stop()` ends it."""
+
+    BATCH_MAX = 500  # messages in one transaction, at most
+    BATCH_MS = 5  # how long a batch waits for more messages before it is committed
+
+    def __init__(self, broker: str, storage: Storage, client_id: str = "kiosk-host") -> None:
+        url = urlparse(broker)
+        self.host = url.hostname or "127.0.0.1"
+        self.port = url.port or 1883
+        self.storage = storage
+        self.contract = Contract.load()
+        self.client_id = client_id
+        self.inbox: queue.Queue[Received] = queue.Queue()
+        self.stored = self.duplicates = self.dead = 0
+        self.on_stored: Callable[[list[EventRow]], None] | None = None
+        self._stop = threading.Event()
+        self._writer = threading.Thread(target=self._write, name="ingest-writer", daemon=True)
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        c.manual_ack_set(True)
+        c.max_inflight_messages_set(100)
+        c.max_queued_messages_set(0)
+        c.will_set(HOST_STATUS, self._status("offline", None), qos=1, retain=True)
+        if url.username:
+            c.username_pw_set(url.username, url.password)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.reconnect_delay_set(1, 5)
+        self.client = c
+
+    def _status(self, state: str, ts: int | None) -> bytes:
+        return json.dumps(
+            {"v": 1, "state": state, "host": self.client_id, "ts": ts, "version": __version__}
+        ).encode()
+
+    def start(self) -> None:
+        self._writer.start()
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.publish(HOST_STATUS, self._status("offline", int(time.time())), 1, True)
+        self._stop.set()
+        self._writer.join(10)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: object,
+                    props: object = None) -> None:  # fmt: skip
+        client.subscribe("kiosk/v1/#", qos=1)
+        client.publish(HOST_STATUS, self._status("online", int(time.time())), 1, True)
+
+    def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        self.inbox.put(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, int(time.time())))
+
+    def _write(self) -> None:
+        while not self._stop.is_set() or not self.inbox.empty():
+            try:
+                first = self.inbox.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            batch = [first]
+            deadline = time.monotonic() + self.BATCH_MS / 1000
+            while len(batch) < self.BATCH_MAX:
+                wait = deadline - time.monotonic()
+                try:
+                    batch.append(
+                        self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait()
+                    )
+                except queue.Empty:
+                    break
+            self._commit(batch)
+
+    def _commit(self, batch: list[Received]) -> None:
+        events: list[EventRow] = []
+        dead: list[DeadLetter] = []
+        devices: list[DeviceStatus] = []
+        for r in batch:
+            item = classify(self.contract, r.topic, r.payload, r.arrived)
+            if isinstance(item, EventRow):
+                events.append(item)
+            elif isinstance(item, DeadLetter):
+                dead.append(item)
+            elif isinstance(item, DeviceStatus):
+                devices.append(item)
+        result = self.storage.store_batch(events, dead, devices)
+        self.stored += result.events
+        self.duplicates += result.duplicates
+        self.dead += result.dead_letters
+        for r in batch:  # only now: the batch is committed
+            if r.qos:
+                self.client.ack(r.mid, r.qos)
+        if self.on_stored is not None and events:
+            self.on_stored(events)

@@ -1,0 +1,380 @@
+"""The service-recovery rules: event times, breakdowns, cases against their deadline, alerts.
+
+Pure functions on frozen values, no I/O and no clock reads: every function is given the time
+it needs in Unix seconds (event time), so a timer, a replay and a restart all reach the same
+result.
+
+A case's life (DESIGN.md section 4)::
+
+    open --mark_fixed--> fixed --verdict wow--> wow              (recovered in time)
+      |                    |   --verdict fixed--> recovered      (recovered in time)
+      |                    +---verdict not_fixed--> open, escalations + 1
+      +--verdict wow / fixed / not_fixed: as from fixed (only the customer's verdict counts)
+    at the deadline: open -> breached, fixed -> unconfirmed
+
+The window is half-open, [rated_at, deadline): a verdict at `deadline - 1` is in time; a
+verdict at `deadline` or later is late. A late verdict is stored (`verdict`, `verdict_at`,
+`late_verdict` True) but never turns a breached or unconfirmed case into a success.
+
+Every operation is judged at its own event time `at`. A kiosk that was offline may deliver a
+verdict it took before the deadline after the host already settled the case; judged at its
+own time that verdict was in time, so it still counts (breached is read back as open,
+unconfirmed as fixed, and the verdict applies). The caller settles again with its `now`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, get_args
+
+from kiosk_host.stores import StoreConfig
+
+State = Literal["open", "fixed", "wow", "recovered", "breached", "unconfirmed"]
+STATES: Final[tuple[State, ...]] = get_args(State)
+WAITING: Final[tuple[State, ...]] = ("open", "fixed")  # on the store's case list
+IN_TIME: Final[tuple[State, ...]] = ("wow", "recovered")  # "recovered in time"
+Outcome = Literal["wow", "fixed", "not_fixed"]
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+AlertType = Literal["case_opened", "deadline_near", "breached", "negative_surge", "praise"]
+Severity = Literal["info", "warning", "critical"]
+
+EARLIEST_PLAUSIBLE: Final = 1_577_836_800  # 2020-01-01T00:00:00Z: an unsynced clock is earlier
+TEXT_MAX: Final = 200  # alert.json: text maxLength
+_ALERT_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "https://kiosk-feedback.invalid/mqtt/v1/alert.json")
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+class RuleError(Exception):
+    """An operation the rules do not allow on the case as it stands; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def event_time(
+    device_ts: int | None, arrival: int, last_sync_ok: bool, max_skew_s: int
+) -> tuple[int, bool]:
+    """When an event happened, and whether that time is only the host's arrival time.
+
+    The kiosk's wall time is used when it sent one, its clock is synced (`last_sync_ok`) and
+    the time is plausible: not before 2020-01-01 and at most `max_skew_s` after the arrival.
+    Any earlier time is plausible, so an event replayed late from the outbox keeps its own
+    time. Otherwise the arrival time is used and flagged (True): a kiosk that was offline
+    without a clock may have taken the event long before.
+    """
+    if (
+        device_ts is not None
+        and last_sync_ok
+        and EARLIEST_PLAUSIBLE <= device_ts <= arrival + max_skew_s
+    ):
+        return device_ts, False
+    return arrival, True
+
+
+def is_breakdown(cfg: StoreConfig, score: int) -> bool:
+    """A score at or below the store's low threshold is a service breakdown."""
+    return score <= cfg.low_threshold
+
+
+@dataclass(frozen=True)
+class Case:
+    """A recovery case: a breakdown whose customer accepted "Let us make it right?"."""
+
+    store: str
+    code: str  # the recovery code the customer was shown, unique within the store
+    device: str  # the kiosk the breakdown was rated on
+    station: str
+    rating_seq: int
+    opened_at: int  # the rating's event time
+    deadline: int  # end of the window, exclusive
+    state: State = "open"
+    escalations: int = 0  # "Not yet" answers
+    fixed_by: str | None = None  # who last marked it fixed
+    fixed_at: int | None = None
+    note: str | None = None
+    verdict: Outcome | None = None  # the customer's last verdict
+    verdict_at: int | None = None
+    late_verdict: bool = False  # the last verdict came at or after the deadline
+
+    @property
+    def recovered_in_time(self) -> bool:
+        """The customer confirmed the recovery (Wow! or Fixed) before the deadline."""
+        return self.state in IN_TIME
+
+    @property
+    def waiting(self) -> bool:
+        """Still waiting for staff or the customer (open or fixed)."""
+        return self.state in WAITING
+
+    @property
+    def escalated(self) -> bool:
+        return self.escalations > 0
+
+
+def open_case(
+    cfg: StoreConfig,
+    store: str,
+    code: str,
+    device: str,
+    station: str,
+    rating_seq: int,
+    rated_at: int,
+) -> Case:
+    """A new open case whose deadline is `rated_at` + the store's window (24 h by default).
+
+    The window is elapsed time, not wall-clock time: across a daylight-saving change the
+    store's clock shows the deadline 25 hours after the rating in spring (clocks go forward)
+    and 23 hours after it in autumn. A rating that arrives late may already be past its
+    deadline; `settle` then closes the case at once.
+    """
+    return Case(
+        store=store,
+        code=code,
+        device=device,
+        station=station,
+        rating_seq=rating_seq,
+        opened_at=rated_at,
+        deadline=rated_at + cfg.window_hours * 3600,
+    )
+
+
+def settle(case: Case, now: int) -> Case:
+    """The case with its deadline applied at `now`: at or after the deadline an open case is
+    breached and a fixed one unconfirmed; any other case is returned unchanged. A timer and
+    a restart call it alike."""
+    if now < case.deadline:
+        return case
+    if case.state == "open":
+        return replace(case, state="breached")
+    if case.state == "fixed":
+        return replace(case, state="unconfirmed")
+    return case
+
+
+def mark_fixed(case: Case, staff: str, at: int, note: str | None = None) -> Case:
+    """A staff member fixed the problem at `at`; the case waits for the customer's verdict."""
+    c = _as_of(case, at)
+    if c.state == "open":
+        return replace(c, state="fixed", fixed_by=staff, fixed_at=at, note=note)
+    if c.state == "fixed":
+        raise RuleError(
+            f"case {c.code} is already marked fixed by {c.fixed_by}; "
+            "it waits for the customer's verdict"
+        )
+    raise RuleError(f"case {c.code} cannot be marked fixed: {_closed(c)}")
+
+
+def apply_verdict(case: Case, outcome: Outcome, at: int) -> Case:
+    """The customer's verdict given at `at`: wow -> wow, fixed -> recovered, not_fixed -> back
+    to open with one more escalation. At or after the deadline the verdict is only stored
+    (`late_verdict`) and the case stays breached or unconfirmed."""
+    if outcome not in OUTCOMES:
+        raise RuleError(f"{outcome!r} is no verdict; expected one of {', '.join(OUTCOMES)}")
+    c = _as_of(case, at)
+    if c.state in IN_TIME:
+        raise RuleError(f"case {c.code} already has a verdict: {_closed(c)}")
+    if c.state in ("breached", "unconfirmed"):
+        return replace(c, verdict=outcome, verdict_at=at, late_verdict=True)
+    if outcome == "not_fixed":
+        return replace(
+            c,
+            state="open",
+            escalations=c.escalations + 1,
+            verdict=outcome,
+            verdict_at=at,
+            late_verdict=False,
+        )
+    state: State = "wow" if outcome == "wow" else "recovered"
+    return replace(c, state=state, verdict=outcome, verdict_at=at, late_verdict=False)
+
+
+def _as_of(case: Case, at: int) -> Case:
+    """The case as it stood at event time `at` (see the module's docstring)."""
+    if at >= case.deadline:
+        return settle(case, at)
+    if case.state == "breached":
+        return replace(case, state="open")
+    if case.state == "unconfirmed":
+        return replace(case, state="fixed")
+    return case
+
+
+def _closed(c: Case) -> str:
+    words = {
+        "wow": "the customer said Wow!",
+        "recovered": "the customer confirmed it was made right",
+        "breached": f"its window closed at {_utc(c.deadline)} while it was still open",
+        "unconfirmed": f"its window closed at {_utc(c.deadline)} without the customer's verdict",
+    }
+    return words.get(c.state, c.state)
+
+
+def _utc(unix_s: int) -> str:
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert for the store's managers (mqtt_schemas/schemas/alert.json without v and id)."""
+
+    type: AlertType
+    severity: Severity
+    store: str
+    case: str | None
+    device: str | None
+    deadline: int | None
+    text: str
+    at: int
+
+    @property
+    def id(self) -> str:
+        """A stable id: the same case alert raised again (after a restart) has the same id."""
+        at = None if self.case else self.at  # a store or kiosk alert is one of many
+        key = (self.store, self.type, self.case, self.device, self.deadline, at)
+        return str(uuid.uuid5(_ALERT_IDS, repr(key)))
+
+    def to_payload(self) -> dict[str, Any]:
+        """The payload for kiosk/v1/{store}/alerts."""
+        return {
+            "v": 1,
+            "id": self.id,
+            "store": self.store,
+            "ts": self.at,
+            "type": self.type,
+            "severity": self.severity,
+            "text": self.text,
+            "case": self.case,
+            "device": self.device,
+            "deadline": self.deadline,
+        }
+
+
+def case_alerts(cfg: StoreConfig, before: Case | None, after: Case, now: int) -> list[Alert]:
+    """The alerts a change of a case raises: `case_opened` for a new case (`before` None) and
+    `breached` when it has just become breached (a late rating can do both at once)."""
+    alerts = []
+    when = _local(cfg, after.deadline)
+    hours = _hours(after.deadline - after.opened_at)
+    if before is None:
+        if after.deadline <= now:
+            text = (
+                f"New case {after.code} at {after.station} arrived after its {hours} window "
+                f"had closed ({when})"
+            )
+        else:
+            text = f"New case {after.code} at {after.station}: make it right by {when} ({hours})"
+        alerts.append(_case_alert("case_opened", "info", after, text, now))
+    if after.state == "breached" and (before is None or before.state != "breached"):
+        text = f"Case {after.code} at {after.station} missed its {hours} window ({when})"
+        if after.escalations:
+            n = after.escalations
+            text += f" after {n} 'Not yet' answer{'s' if n != 1 else ''}"
+        alerts.append(_case_alert("breached", "critical", after, text, now))
+    return alerts
+
+
+def near_alerts(cfg: StoreConfig, case: Case, now: int, already_sent: bool) -> list[Alert]:
+    """A `deadline_near` alert once a waiting case is within `near_hours` of its deadline;
+    nothing when one was already sent for the case, or when the store set near_hours = 0."""
+    lead = cfg.near_hours * 3600
+    if already_sent or lead <= 0 or not case.waiting:
+        return []
+    if not case.deadline - lead <= now < case.deadline:
+        return []
+    left = _duration(case.deadline - now)
+    if case.state == "fixed":
+        text = (
+            f"Case {case.code} at {case.station}: fixed by {case.fixed_by}, "
+            f"{left} left for the customer to confirm"
+        )
+    else:
+        text = f"Case {case.code} at {case.station}: {left} left to make it right"
+    return [_case_alert("deadline_near", "warning", case, text, now)]
+
+
+def surge_alert(
+    cfg: StoreConfig,
+    recent: Sequence[tuple[int, int]],
+    now: int,
+    *,
+    store: str,
+    device: str | None = None,
+    last_sent_at: int | None = None,
+) -> Alert | None:
+    """A `negative_surge` alert when, of the (time, score) ratings in the last
+    `surge_window_min` minutes, (now - window, now], there are at least `surge_min_ratings`
+    and more than `surge_share` of them are low. `device` None means the ratings are the
+    store's; no second alert while the last one (`last_sent_at`) is younger than the window."""
+    window = cfg.surge_window_min * 60
+    if last_sent_at is not None and now - last_sent_at < window:
+        return None
+    scores = [score for t, score in recent if now - window < t <= now]
+    low = sum(1 for s in scores if is_breakdown(cfg, s))
+    if len(scores) < cfg.surge_min_ratings or low <= cfg.surge_share * len(scores):
+        return None
+    where = f"at {device}" if device else "across the store"
+    text = (
+        f"{low} of {len(scores)} ratings in the last {cfg.surge_window_min} min were low "
+        f"({round(100 * low / len(scores))}%) {where}"
+    )
+    return Alert("negative_surge", "warning", store, None, device, None, _clip(text), now)
+
+
+def praise_alert(
+    cfg: StoreConfig,
+    recent_scores: Sequence[int],
+    now: int,
+    *,
+    store: str,
+    device: str | None = None,
+) -> Alert | None:
+    """A `praise` alert when the latest scores (oldest first) end in a run of `praise_run`
+    top ratings, and again at every further `praise_run` (10, 20, 30 in a row). Pass more
+    scores than the run, or the run is taken to start with the first score given."""
+    run = 0
+    for score in reversed(recent_scores):
+        if score != cfg.scale:
+            break
+        run += 1
+    if run < cfg.praise_run or run % cfg.praise_run:
+        return None
+    where = f"at {device}" if device else "in the store"
+    text = f"{run} top ratings in a row {where}: customers are happy"
+    return Alert("praise", "info", store, None, device, None, _clip(text), now)
+
+
+def _case_alert(type_: AlertType, severity: Severity, case: Case, text: str, now: int) -> Alert:
+    return Alert(
+        type_, severity, case.store, case.code, case.device, case.deadline, _clip(text), now
+    )
+
+
+def _local(cfg: StoreConfig, unix_s: int) -> str:
+    t = datetime.fromtimestamp(unix_s, cfg.tz)
+    return f"{_DAYS[t.weekday()]} {t.day} {_MONTHS[t.month - 1]} {t:%H:%M}"
+
+
+def _hours(seconds: int) -> str:
+    h, rest = divmod(seconds, 3600)
+    return f"{h} h" if not rest else _duration(seconds)
+
+
+def _duration(seconds: int) -> str:
+    h, m = seconds // 3600, seconds % 3600 // 60
+    if h and m:
+        return f"{h} h {m} min"
+    if h:
+        return f"{h} h"
+    return f"{m} min" if m else "less than a minute"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1] + "…"

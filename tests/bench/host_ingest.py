@@ -1,0 +1,108 @@
+"""The aggregator's durable ingest: its rate against a bare paho-mqtt subscriber draining the
+same stream through the same broker, and its latency from publish to commit at 500 events/s."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kiosk_host.ingest import Ingest
+from kiosk_host.storage import EventRow, Storage
+from tests.broker import Mosquitto
+from tests.test_host_ingest import publish_all, publisher, rating, stream
+from tests.virtual_kiosks import wait_until
+
+EVENTS = 50_000
+TOPIC = "kiosk/v1/+/+/event"
+
+
+def bare_subscriber(broker: Mosquitto, received: list[int]) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare", clean_session=False)
+    c.max_inflight_messages_set(100)
+    c.on_message = lambda client, userdata, msg: received.append(1)
+    c.on_connect = lambda client, userdata, flags, rc, props: client.subscribe(TOPIC, qos=1)
+    c.connect(broker.host, broker.port)
+    return c
+
+
+def drain_rates(broker: Mosquitto, db: Path) -> tuple[float, float]:
+    received: list[int] = []
+    bare = bare_subscriber(broker, received)
+    bare.loop_start()
+    storage = Storage(db)
+    ingest = Ingest(broker.url, storage, "bench-ingest")
+    ingest.start()
+    wait_until(lambda: bare.is_connected() and ingest.client.is_connected(), 10, "subscribers")
+    time.sleep(0.5)
+    bare.disconnect()
+    bare.loop_stop()
+    ingest.stop()  # both sessions persist: the broker queues the stream for each
+    pub = publisher(broker, "bench-publisher")
+    publish_all(pub, stream("bench", 50, EVENTS // 50))
+    pub.loop_stop()
+    start = time.monotonic()
+    bare.reconnect()
+    bare.loop_start()
+    wait_until(lambda: len(received) >= EVENTS, 300, "the bare subscriber")
+    bare_rate = EVENTS / (time.monotonic() - start)
+    bare.loop_stop()
+    start = time.monotonic()
+    ingest = Ingest(broker.url, storage, "bench-ingest")
+    ingest.start()
+    wait_until(lambda: storage.event_count("bench") >= EVENTS, 300, "durable ingest")
+    ingest_rate = EVENTS / (time.monotonic() - start)
+    ingest.stop()
+    return bare_rate, ingest_rate
+
+
+def latencies(broker: Mosquitto, db: Path, rate: int = 500, seconds: int = 10) -> list[float]:
+    sent: dict[int, float] = {}
+    lat: list[float] = []
+    lock = threading.Lock()
+
+    def committed(rows: list[EventRow]) -> None:
+        now = time.monotonic()
+        with lock:
+            lat.extend(now - sent[r.seq] for r in rows if r.seq in sent)
+
+    ingest = Ingest(broker.url, Storage(db), "bench-latency")
+    ingest.on_stored = committed
+    ingest.start()
+    wait_until(ingest.client.is_connected, 10, "the aggregator")
+    time.sleep(0.5)
+    pub = publisher(broker, "bench-steady")
+    start = time.monotonic()
+    for seq in range(1, rate * seconds + 1):
+        due = start + seq / rate
+        time.sleep(max(0.0, due - time.monotonic()))
+        with lock:
+            sent[seq] = time.monotonic()
+        pub.publish("kiosk/v1/steady/till-1/event", rating("steady", "till-1", seq), qos=1)
+    wait_until(lambda: len(lat) >= rate * seconds, 30, "every event committed")
+    pub.loop_stop()
+    ingest.stop()
+    return lat
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Mosquitto(Path(tmp) / "broker")
+        broker.start()
+        try:
+            bare, durable = drain_rates(broker, Path(tmp) / "rate.db")
+            lat = sorted(latencies(broker, Path(tmp) / "latency.db"))
+        finally:
+            broker.close()
+    p50 = statistics.median(lat) * 1000
+    p99 = lat[int(len(lat) * 0.99)] * 1000
+    print(
+        f"durable ingest of {EVENTS:,} events: {durable:,.0f}/s; bare paho subscriber on the "
+        f"same stream: {bare:,.0f}/s; ratio {durable / bare:.2f} (target 0.70)"
+    )
+    print(f"publish to commit at 500 events/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms")

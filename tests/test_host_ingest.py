@@ -1,0 +1,225 @@
+"""Durable ingest against a real mosquitto: nothing lost, nothing twice, bad input set aside."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kiosk_host.contract import Cleared, Contract, Message
+from kiosk_host.ingest import KIOSK_CHANNELS, Ingest, classify
+from kiosk_host.paths import ROOT
+from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
+from tests.broker import Mosquitto
+from tests.virtual_kiosks import wait_until
+
+KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
+RULES = {
+    "type", "minimum", "maximum", "required", "pattern", "enum", "const", "not",
+    "additionalProperties", "minLength", "maxLength", "maxItems", "minItems", "oversize",
+    "json", "object", "kind", "identity", "topic",
+}  # fmt: skip
+
+
+def rating(store: str, device: str, seq: int, score: int = 4) -> bytes:
+    event = {
+        "v": 1, "kind": "rating", "store": store, "device": device, "seq": seq,
+        "ts": 1763900000 + seq, "up_ms": seq * 1000, "score": score, "scale": 4,
+        "station": device, "staff": None,
+    }  # fmt: skip
+    return json.dumps(event).encode()
+
+
+def stream(store: str, devices: int, per_device: int) -> list[tuple[str, bytes, int]]:
+    """(topic, payload, score) of a store's events, devices interleaved as in a shop."""
+    rng = random.Random(store)
+    out = []
+    for seq in range(1, per_device + 1):
+        for d in range(devices):
+            score = rng.randint(1, 4)
+            device = f"till-{d}"
+            out.append(
+                (f"kiosk/v1/{store}/{device}/event", rating(store, device, seq, score), score)
+            )
+    return out
+
+
+def publisher(broker: Mosquitto, client_id: str) -> paho.Client:
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    c.max_inflight_messages_set(100)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+def publish_all(c: paho.Client, items: list[tuple[str, bytes, int]], pace: float = 0) -> None:
+    infos = []
+    for i, (topic, payload, _) in enumerate(items):
+        infos.append(c.publish(topic, payload, qos=1))
+        if pace and i % 100 == 0:
+            time.sleep(pace)
+    for info in infos:
+        info.wait_for_publish(60)
+
+
+def test_a_burst_published_while_the_aggregator_is_down_is_stored_once(
+    fresh_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path / "kiosk.db")
+    first = Ingest(fresh_mosquitto.url, storage, "agg-burst")
+    first.start()  # makes the persistent session and its subscription
+    wait_until(first.client.is_connected, 10, "the aggregator to connect")
+    time.sleep(0.3)
+    first.stop()
+    items = stream("burst", 50, 1000)
+    pub = publisher(fresh_mosquitto, "burst-publisher")
+    publish_all(pub, items)
+    pub.loop_stop()
+    second = Ingest(fresh_mosquitto.url, storage, "agg-burst")
+    second.start()
+    try:
+        wait_until(lambda: storage.event_count("burst") >= 50_000, 180, "50,000 events stored")
+        time.sleep(0.5)
+    finally:
+        second.stop()
+    assert storage.event_count("burst") == 50_000
+    assert storage.score_counts("burst") == Counter(score for _, _, score in items)
+    assert all(storage.seqs("burst", f"till-{d}") == list(range(1, 1001)) for d in range(50))
+
+
+def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
+    fresh_mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    db = tmp_path / "kiosk.db"
+    args = [str(KIOSK_HOST), "serve", "--broker", fresh_mosquitto.url, "--db", str(db),
+            "--client-id", "agg-kill"]  # fmt: skip
+
+    def serve() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, stderr=subprocess.DEVNULL)
+
+    proc = serve()
+    storage = Storage(db)
+    wait_until(lambda: storage.version() >= 1, 10, "the aggregator's database")
+    time.sleep(0.5)  # its session and subscription
+    items = stream("killed", 20, 1000)
+    pub = publisher(fresh_mosquitto, "kill-publisher")
+    rng = random.Random(9)
+    chunks = [items[i : i + 2000] for i in range(0, len(items), 2000)]
+    try:
+        for chunk in chunks:  # ten chunks, a kill -9 at a random moment in each
+            for topic, payload, _ in chunk:
+                pub.publish(topic, payload, qos=1)
+            time.sleep(rng.uniform(0.01, 0.3))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            proc = serve()
+        wait_until(lambda: storage.event_count("killed") >= 20_000, 180, "20,000 events stored")
+        time.sleep(0.5)
+    finally:
+        pub.loop_stop()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+    assert storage.event_count("killed") == 20_000
+    # the figures equal those of the stream as published, without interruption
+    assert storage.score_counts("killed") == Counter(score for _, _, score in items)
+
+
+def test_bad_messages_are_dead_lettered_and_ingest_carries_on(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path / "kiosk.db")
+    ingest = Ingest(mosquitto.url, storage, "agg-bad")
+    ingest.start()
+    pub = publisher(mosquitto, "bad-publisher")
+    try:
+        wait_until(ingest.client.is_connected, 10, "the aggregator to connect")
+        time.sleep(0.3)
+        bad = [
+            ("kiosk/v1/bad/till-1/event", b"{not json"),
+            ("kiosk/v1/bad/till-1/event", rating("bad", "till-2", 1)),  # another device's
+            ("kiosk/v1/bad/till-1/event", rating("bad", "till-1", 2, score=9)),
+            ("kiosk/v1/bad/till-1/event", b"x" * 5000),
+            ("kiosk/v1/bad/till-1/gossip", b"{}"),
+        ]  # fmt: skip
+        good = [("kiosk/v1/bad/till-1/event", rating("bad", "till-1", s)) for s in (3, 4, 4, 5)]
+        for topic, payload in bad + good:
+            pub.publish(topic, payload, qos=1).wait_for_publish(10)
+        wait_until(lambda: storage.event_count("bad") == 3 and ingest.dead >= 5, 20, "ingest")
+    finally:
+        pub.loop_stop()
+        ingest.stop()
+    out = subprocess.run(
+        [str(KIOSK_HOST), "deadletter", "--json", "--db", str(tmp_path / "kiosk.db")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    letters = json.loads(out.stdout)
+    assert sorted(d["rule"] for d in letters) == [
+        "identity",
+        "json",
+        "maximum",
+        "oversize",
+        "topic",
+    ]
+    assert all(d["reason"] for d in letters)
+    assert ingest.duplicates == 1  # seq 4 twice: stored once
+
+
+GOOD: dict[str, Any] = json.loads(rating("fuzz", "till-1", 1))
+keys = st.sampled_from(sorted(GOOD))
+values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
+                   st.lists(st.integers(), max_size=3))  # fmt: skip
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> tuple[str, bytes]:
+    topic = draw(st.sampled_from([
+        "kiosk/v1/fuzz/till-1/event", "kiosk/v1/fuzz/till-1/status",
+        "kiosk/v1/fuzz/till-1/telemetry", "kiosk/v1/Fuzz/till-1/event", "kiosk/v1/fuzz/event",
+    ]) | st.text(max_size=40))  # fmt: skip
+    how = draw(st.integers(0, 3))
+    if how == 0:
+        return topic, draw(st.binary(max_size=300))
+    payload = dict(GOOD, seq=draw(st.integers(1, 10**6)))
+    if how == 1:
+        payload[draw(keys)] = draw(values)
+    elif how == 2:
+        payload.pop(draw(keys))
+    return topic, json.dumps(payload).encode()
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(messages(), min_size=1, max_size=20))
+def test_fuzzed_input_is_stored_or_dead_lettered_with_a_reason(
+    tmp_path: Path, batch: list[tuple[str, bytes]]
+) -> None:
+    contract = Contract.load()
+    storage = Storage(tmp_path / "fuzz.db")
+    try:
+        before = len(storage.dead_letters(10**6))
+        items = [classify(contract, topic, payload, 1763900000) for topic, payload in batch]
+        events = [i for i in items if isinstance(i, EventRow)]
+        dead = [i for i in items if isinstance(i, DeadLetter)]
+        storage.store_batch(events, dead, [i for i in items if isinstance(i, DeviceStatus)])
+        for (topic, payload), item in zip(batch, items, strict=True):
+            good = contract.validate(topic, payload)
+            if isinstance(item, DeadLetter):
+                assert item.rule in RULES and item.reason, item
+            elif isinstance(item, EventRow):
+                assert item.payload == json.loads(payload)
+            elif isinstance(item, DeviceStatus):
+                assert isinstance(good, Message) and good.channel in ("status", "telemetry")
+            else:  # nothing for the host to keep: its own publications, a cleared message
+                assert isinstance(good, Cleared) or good.channel not in KIOSK_CHANNELS
+        assert len(storage.dead_letters(10**6)) - before == len(dead)
+    finally:
+        storage.close()

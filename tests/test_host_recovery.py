@@ -1,0 +1,471 @@
+"""The recovery rules of DESIGN.md section 4: event time, cases against the deadline, alerts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kiosk_host.contract import Contract, Message
+from kiosk_host.recovery import (
+    EARLIEST_PLAUSIBLE,
+    STATES,
+    Alert,
+    Case,
+    RuleError,
+    apply_verdict,
+    case_alerts,
+    event_time,
+    is_breakdown,
+    mark_fixed,
+    near_alerts,
+    open_case,
+    praise_alert,
+    settle,
+    surge_alert,
+)
+from kiosk_host.stores import DEFAULT, StoreConfig, parse_stores
+
+BERLIN = ZoneInfo("Europe/Berlin")
+CFG = parse_stores('[stores.store-12]\ntz = "Europe/Berlin"\n').get("store-12")
+S = "store-12"
+T0 = 1_748_500_000  # 2025-05-29 06:26:40 UTC
+DAY = 86_400
+
+
+def new_case(rated_at: int = T0, cfg: StoreConfig = CFG) -> Case:
+    return open_case(cfg, S, "A7K3", "till-1", "till-1", 41, rated_at)
+
+
+# --- event time -----------------------------------------------------------------------------
+
+
+def test_event_time_uses_the_synced_device_time() -> None:
+    assert event_time(T0 - 3, T0, True, 300) == (T0 - 3, False)
+    assert event_time(T0 + 300, T0, True, 300) == (T0 + 300, False)  # skew limit included
+
+
+def test_event_time_without_a_device_time_is_the_arrival_flagged() -> None:
+    assert event_time(None, T0, True, 300) == (T0, True)
+    assert event_time(None, T0, False, 300) == (T0, True)
+
+
+def test_event_time_of_an_unsynced_kiosk_is_the_arrival_flagged() -> None:
+    assert event_time(T0 - 60, T0, False, 300) == (T0, True)
+
+
+@pytest.mark.parametrize(
+    "device_ts",
+    [
+        0,  # 1970: a clock that never synced
+        86_400 * 365,  # 1971
+        EARLIEST_PLAUSIBLE - 1,  # 2019-12-31 23:59:59
+        T0 + 301,  # just beyond the allowed skew
+        4_102_444_800,  # 2100: far future
+    ],
+)
+def test_an_implausible_device_time_is_replaced_by_the_arrival(device_ts: int) -> None:
+    assert event_time(device_ts, T0, True, 300) == (T0, True)
+
+
+def test_a_late_arrival_from_the_outbox_keeps_its_original_time() -> None:
+    three_days_ago = T0 - 3 * DAY
+    assert event_time(three_days_ago, T0, True, 300) == (three_days_ago, False)
+    assert event_time(EARLIEST_PLAUSIBLE, T0, True, 300) == (EARLIEST_PLAUSIBLE, False)
+
+
+def test_breakdown_is_at_or_below_the_low_threshold() -> None:
+    assert [is_breakdown(DEFAULT, s) for s in (1, 2, 3, 4)] == [True, True, False, False]
+    five = StoreConfig(scale=5, low_threshold=3)
+    assert [is_breakdown(five, s) for s in (1, 2, 3, 4, 5)] == [True, True, True, False, False]
+
+
+# --- transitions ----------------------------------------------------------------------------
+
+
+def test_a_new_case_is_open_with_a_24_hour_deadline() -> None:
+    c = new_case()
+    assert (c.state, c.opened_at, c.deadline, c.escalations) == ("open", T0, T0 + DAY, 0)
+    assert (c.store, c.code, c.device, c.station, c.rating_seq) == (
+        S,
+        "A7K3",
+        "till-1",
+        "till-1",
+        41,
+    )
+    assert c.waiting and not c.recovered_in_time and not c.escalated
+    assert (
+        open_case(StoreConfig(window_hours=48), S, "A7K3", "d", "s", 1, T0).deadline == T0 + 2 * DAY
+    )
+
+
+def test_open_fixed_wow() -> None:
+    fixed = mark_fixed(new_case(), "ana", T0 + 3600, "replaced the broken charger, free coffee")
+    assert (fixed.state, fixed.fixed_by, fixed.fixed_at) == ("fixed", "ana", T0 + 3600)
+    assert fixed.note == "replaced the broken charger, free coffee"
+    wow = apply_verdict(fixed, "wow", T0 + 7200)
+    assert (wow.state, wow.verdict, wow.verdict_at, wow.late_verdict) == (
+        "wow",
+        "wow",
+        T0 + 7200,
+        False,
+    )
+    assert wow.recovered_in_time and not wow.waiting
+    assert settle(wow, T0 + 2 * DAY) == wow  # a closed case stays closed
+
+
+def test_open_fixed_recovered() -> None:
+    c = apply_verdict(mark_fixed(new_case(), "ana", T0 + 60), "fixed", T0 + 120)
+    assert (c.state, c.verdict) == ("recovered", "fixed")
+    assert c.recovered_in_time
+
+
+def test_not_yet_sends_the_case_back_to_open_escalated() -> None:
+    fixed = mark_fixed(new_case(), "ana", T0 + 60)
+    again = apply_verdict(fixed, "not_fixed", T0 + 120)
+    assert (again.state, again.escalations, again.verdict) == ("open", 1, "not_fixed")
+    assert again.escalated and again.waiting
+    twice = apply_verdict(mark_fixed(again, "ben-k", T0 + 180), "not_fixed", T0 + 240)
+    assert (twice.state, twice.escalations) == ("open", 2)
+    finally_ = apply_verdict(mark_fixed(twice, "cleo", T0 + 300), "wow", T0 + 360)
+    assert (finally_.state, finally_.fixed_by, finally_.escalations) == ("wow", "cleo", 2)
+
+
+def test_a_verdict_on_an_open_case_counts_without_a_staff_mark() -> None:
+    c = apply_verdict(new_case(), "wow", T0 + 60)
+    assert c.state == "wow" and c.fixed_by is None
+
+
+def test_at_the_deadline_an_open_case_is_breached() -> None:
+    c = new_case()
+    assert settle(c, T0 + DAY - 1).state == "open"
+    breached = settle(c, T0 + DAY)
+    assert breached.state == "breached" and not breached.recovered_in_time
+    assert settle(breached, T0 + 5 * DAY) == breached
+
+
+def test_at_the_deadline_a_fixed_case_without_verdict_is_unconfirmed() -> None:
+    c = mark_fixed(new_case(), "ana", T0 + 60)
+    assert settle(c, T0 + DAY - 1).state == "fixed"
+    assert settle(c, T0 + DAY).state == "unconfirmed"
+    assert settle(c, T0 + DAY).fixed_by == "ana"  # a staff mark alone is no recovery
+
+
+def test_a_settle_before_the_deadline_changes_nothing() -> None:
+    c = new_case()
+    assert settle(c, T0 - DAY) is c
+    assert settle(c, T0 + 3600) is c
+
+
+def test_a_verdict_one_second_before_the_deadline_counts() -> None:
+    c = apply_verdict(mark_fixed(new_case(), "ana", T0 + 60), "wow", T0 + DAY - 1)
+    assert c.state == "wow" and c.recovered_in_time and not c.late_verdict
+
+
+@pytest.mark.parametrize("late", [0, 1, 3600])
+def test_a_verdict_at_or_after_the_deadline_is_stored_but_stays_unconfirmed(late: int) -> None:
+    fixed = mark_fixed(new_case(), "ana", T0 + 60)
+    c = apply_verdict(fixed, "wow", T0 + DAY + late)
+    assert (c.state, c.verdict, c.verdict_at, c.late_verdict) == (
+        "unconfirmed",
+        "wow",
+        T0 + DAY + late,
+        True,
+    )
+    assert not c.recovered_in_time
+
+
+@pytest.mark.parametrize("outcome", ["wow", "fixed", "not_fixed"])
+def test_a_late_verdict_does_not_turn_a_breach_into_a_success(outcome: str) -> None:
+    breached = settle(new_case(), T0 + DAY)
+    c = apply_verdict(breached, outcome, T0 + DAY + 1)  # type: ignore[arg-type]
+    assert (c.state, c.verdict, c.late_verdict) == ("breached", outcome, True)
+    assert not c.recovered_in_time
+    # also when nothing settled the case before the verdict came in
+    c = apply_verdict(new_case(), outcome, T0 + DAY + 1)  # type: ignore[arg-type]
+    assert (c.state, c.late_verdict) == ("breached", True)
+
+
+def test_an_in_time_verdict_delivered_after_the_case_was_settled_still_counts() -> None:
+    # The kiosk was offline: the customer said Wow! one minute before the deadline, the
+    # event reached the host an hour after the timer had settled the case.
+    unconfirmed = settle(mark_fixed(new_case(), "ana", T0 + 60), T0 + DAY)
+    c = apply_verdict(unconfirmed, "wow", T0 + DAY - 60)
+    assert (c.state, c.late_verdict, c.fixed_by) == ("wow", False, "ana")
+    # A "Not yet" given in time reopens it, and the next settle breaches it.
+    c = apply_verdict(unconfirmed, "not_fixed", T0 + DAY - 60)
+    assert (c.state, c.escalations) == ("open", 1)
+    assert settle(c, T0 + DAY + 3600).state == "breached"
+
+
+def test_a_late_arriving_rating_past_its_deadline_is_breached_at_once() -> None:
+    rated_at, now = T0, T0 + 2 * DAY  # replayed from the outbox two days later
+    t, flagged = event_time(rated_at, now, True, 300)
+    assert (t, flagged) == (rated_at, False)
+    opened = new_case(t)
+    c = settle(opened, now)
+    assert c.state == "breached"
+    alerts = case_alerts(CFG, None, c, now)
+    assert [a.type for a in alerts] == ["case_opened", "breached"]
+    assert "arrived after its 24 h window had closed" in alerts[0].text
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: mark_fixed(new_case(), "ana", T0 + 1), "already marked fixed by ana"),
+        (lambda: apply_verdict(new_case(), "wow", T0 + 1), "the customer said Wow!"),
+        (lambda: apply_verdict(new_case(), "fixed", T0 + 1), "confirmed it was made right"),
+        (lambda: settle(new_case(), T0 + DAY), "window closed"),
+        (lambda: settle(mark_fixed(new_case(), "ana", T0), T0 + DAY), "without the customer"),
+    ],
+)
+def test_a_closed_or_fixed_case_cannot_be_fixed_again(make: Callable[[], Case], words: str) -> None:
+    c = make()
+    settled = c.state in ("breached", "unconfirmed")
+    with pytest.raises(RuleError) as err:
+        mark_fixed(c, "ben-k", T0 + DAY + 1 if settled else T0 + 7200)
+    assert words in err.value.reason
+
+
+def test_fixing_after_the_deadline_is_refused_even_before_any_settle() -> None:
+    with pytest.raises(RuleError, match="window closed"):
+        mark_fixed(new_case(), "ana", T0 + DAY)
+
+
+def test_a_second_verdict_on_a_recovered_case_is_refused() -> None:
+    c = apply_verdict(new_case(), "wow", T0 + 60)
+    with pytest.raises(RuleError, match="already has a verdict"):
+        apply_verdict(c, "not_fixed", T0 + 120)
+    with pytest.raises(RuleError, match="already has a verdict"):
+        apply_verdict(c, "wow", T0 + DAY + 1)
+
+
+def test_an_unknown_verdict_is_refused() -> None:
+    with pytest.raises(RuleError, match="no verdict"):
+        apply_verdict(new_case(), "great", T0)  # type: ignore[arg-type]
+
+
+# --- daylight saving ------------------------------------------------------------------------
+
+
+def _local(unix_s: int) -> datetime:
+    return datetime.fromtimestamp(unix_s, BERLIN)
+
+
+def test_deadline_across_the_spring_change_is_25_hours_on_the_local_clock() -> None:
+    # Clocks go forward on Sunday 2025-03-30 at 02:00 (CET -> CEST).
+    rated = int(datetime(2025, 3, 29, 10, 0, tzinfo=BERLIN).timestamp())
+    c = new_case(rated)
+    assert c.deadline - rated == 24 * 3600
+    assert _local(c.deadline).replace(tzinfo=None) == datetime(2025, 3, 30, 11, 0)
+    assert settle(c, c.deadline - 1).state == "open"
+    assert settle(c, c.deadline).state == "breached"
+    near = near_alerts(CFG, c, c.deadline - 4 * 3600, already_sent=False)
+    assert _local(near[0].at).replace(tzinfo=None) == datetime(2025, 3, 30, 7, 0)
+    assert case_alerts(CFG, None, c, rated)[0].text.endswith(
+        "make it right by Sun 30 Mar 11:00 (24 h)"
+    )
+
+
+def test_deadline_across_the_autumn_change_is_23_hours_on_the_local_clock() -> None:
+    # Clocks go back on Sunday 2025-10-26 at 03:00 (CEST -> CET).
+    rated = int(datetime(2025, 10, 25, 10, 0, tzinfo=BERLIN).timestamp())
+    c = new_case(rated)
+    assert c.deadline - rated == 24 * 3600
+    assert _local(c.deadline).replace(tzinfo=None) == datetime(2025, 10, 26, 9, 0)
+    local_gap = _local(c.deadline).replace(tzinfo=None) - _local(rated).replace(tzinfo=None)
+    assert local_gap == timedelta(hours=23)
+    assert apply_verdict(c, "wow", c.deadline - 1).state == "wow"
+    assert apply_verdict(c, "wow", c.deadline + 1).state == "breached"
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+
+def _valid(contract: Contract, alert: Alert) -> None:
+    payload = json.dumps(alert.to_payload(), ensure_ascii=False).encode()
+    result = contract.validate(f"kiosk/v1/{alert.store}/alerts", payload)
+    assert isinstance(result, Message), result
+
+
+def test_a_new_case_raises_case_opened(contract: Contract) -> None:
+    c = new_case()
+    alerts = case_alerts(CFG, None, c, T0 + 5)
+    assert [(a.type, a.severity, a.case, a.device, a.deadline, a.at) for a in alerts] == [
+        ("case_opened", "info", "A7K3", "till-1", T0 + DAY, T0 + 5)
+    ]
+    assert alerts[0].text == "New case A7K3 at till-1: make it right by Fri 30 May 08:26 (24 h)"
+    _valid(contract, alerts[0])
+
+
+def test_no_case_alert_for_other_changes() -> None:
+    c = new_case()
+    fixed = mark_fixed(c, "ana", T0 + 60)
+    assert case_alerts(CFG, c, fixed, T0 + 60) == []
+    assert case_alerts(CFG, fixed, apply_verdict(fixed, "wow", T0 + 90), T0 + 90) == []
+    assert case_alerts(CFG, fixed, settle(fixed, T0 + DAY), T0 + DAY) == []  # unconfirmed
+
+
+def test_a_breach_raises_breached_once(contract: Contract) -> None:
+    c = apply_verdict(mark_fixed(new_case(), "ana", T0 + 60), "not_fixed", T0 + 120)
+    breached = settle(c, T0 + DAY)
+    alerts = case_alerts(CFG, c, breached, T0 + DAY)
+    assert [(a.type, a.severity) for a in alerts] == [("breached", "critical")]
+    assert alerts[0].text == (
+        "Case A7K3 at till-1 missed its 24 h window (Fri 30 May 08:26) after 1 'Not yet' answer"
+    )
+    assert case_alerts(CFG, breached, breached, T0 + DAY + 60) == []
+    _valid(contract, alerts[0])
+
+
+def test_deadline_near_is_sent_exactly_once(contract: Contract) -> None:
+    c = new_case()
+    sent: list[Alert] = []
+    for now in range(T0, T0 + DAY + 3600, 600):  # a timer every 10 minutes
+        c = settle(c, now)
+        new = near_alerts(CFG, c, now, already_sent=bool(sent))
+        sent += new
+    assert len(sent) == 1
+    alert = sent[0]
+    assert (alert.type, alert.severity, alert.case) == ("deadline_near", "warning", "A7K3")
+    assert T0 + DAY - 4 * 3600 <= alert.at < T0 + DAY - 4 * 3600 + 600
+    exact = near_alerts(CFG, new_case(), T0 + DAY - 4 * 3600, already_sent=False)
+    assert exact[0].text == "Case A7K3 at till-1: 4 h left to make it right"
+    _valid(contract, alert)
+
+
+def test_deadline_near_bounds_and_states() -> None:
+    c = new_case()
+    lead = T0 + DAY - 4 * 3600
+    assert near_alerts(CFG, c, lead - 1, already_sent=False) == []
+    assert near_alerts(CFG, c, T0 + DAY, already_sent=False) == []  # too late: breached
+    fixed = mark_fixed(c, "ana", T0 + 60)
+    text = near_alerts(CFG, fixed, lead + 30 * 60, already_sent=False)[0].text
+    assert text == "Case A7K3 at till-1: fixed by ana, 3 h 30 min left for the customer to confirm"
+    assert near_alerts(CFG, apply_verdict(fixed, "wow", lead - 60), lead, False) == []
+    assert near_alerts(StoreConfig(near_hours=0), c, lead + 60, already_sent=False) == []
+
+
+def _ratings(lows: int, highs: int, now: int) -> list[tuple[int, int]]:
+    return [(now - 60 * i, 1) for i in range(lows)] + [
+        (now - 60 * (lows + i), 4) for i in range(highs)
+    ]
+
+
+def test_negative_surge_above_the_share(contract: Contract) -> None:
+    alert = surge_alert(CFG, _ratings(5, 5, T0), T0, store=S, device="till-1")
+    assert alert is not None
+    assert (alert.type, alert.severity, alert.case, alert.deadline) == (
+        "negative_surge",
+        "warning",
+        None,
+        None,
+    )
+    assert alert.text == "5 of 10 ratings in the last 60 min were low (50%) at till-1"
+    _valid(contract, alert)
+    store_wide = surge_alert(CFG, _ratings(5, 5, T0), T0, store=S)
+    assert store_wide is not None and store_wide.device is None
+    assert store_wide.text.endswith("across the store")
+    _valid(contract, store_wide)
+
+
+def test_no_surge_at_or_below_the_share_or_with_too_few_ratings() -> None:
+    assert surge_alert(CFG, _ratings(4, 6, T0), T0, store=S) is None  # 40 %: not above
+    assert surge_alert(CFG, _ratings(9, 0, T0), T0, store=S) is None  # 9 ratings: too few
+    old = [(T0 - 3600, 1), *_ratings(4, 5, T0)]  # one hour ago: outside (now - 60 min, now]
+    assert surge_alert(CFG, old, T0, store=S) is None
+    assert surge_alert(CFG, _ratings(5, 5, T0), T0, store=S, last_sent_at=T0 - 600) is None
+    assert surge_alert(CFG, _ratings(5, 5, T0), T0, store=S, last_sent_at=T0 - 3600) is not None
+
+
+def test_praise_for_a_run_of_top_ratings(contract: Contract) -> None:
+    nine = [1] + [4] * 9
+    assert praise_alert(CFG, nine, T0, store=S, device="till-1") is None
+    alert = praise_alert(CFG, [*nine, 4], T0, store=S, device="till-1")
+    assert alert is not None and (alert.type, alert.severity) == ("praise", "info")
+    assert alert.text.startswith("10 top ratings in a row at till-1")
+    _valid(contract, alert)
+    assert praise_alert(CFG, [*nine, 4, 4], T0, store=S) is None  # once per run ...
+    assert praise_alert(CFG, [1] + [4] * 20, T0, store=S) is not None  # ... and at 20
+    assert praise_alert(CFG, [4] * 9 + [3], T0, store=S) is None
+    assert praise_alert(StoreConfig(scale=5), [4] * 10, T0, store=S) is None  # 4 is not top of 5
+
+
+def test_alert_ids_are_stable_for_a_case_and_distinct_between_alerts() -> None:
+    c = new_case()
+    first = case_alerts(CFG, None, c, T0)[0]
+    again = case_alerts(CFG, None, c, T0 + 30)[0]  # raised again after a restart
+    assert first.id == again.id
+    breached = case_alerts(CFG, c, settle(c, T0 + DAY), T0 + DAY)[0]
+    assert breached.id != first.id
+    s1 = surge_alert(CFG, _ratings(5, 5, T0), T0, store=S)
+    s2 = surge_alert(CFG, _ratings(5, 5, T0 + 7200), T0 + 7200, store=S)
+    assert s1 is not None and s2 is not None and s1.id != s2.id
+
+
+def test_the_rules_never_read_the_clock() -> None:
+    def run() -> tuple[object, ...]:
+        c = new_case()
+        return (
+            settle(c, T0 + DAY),
+            apply_verdict(mark_fixed(c, "ana", T0 + 60), "wow", T0 + 120),
+            event_time(None, T0, True, 300),
+            case_alerts(CFG, None, c, T0),
+            near_alerts(CFG, c, T0 + DAY - 3600, already_sent=False),
+        )
+
+    with freeze_time("2025-05-29 06:26:40"):
+        at_rating = run()
+    with freeze_time("2031-01-01 00:00:00"):
+        years_later = run()
+    assert at_rating == years_later
+
+
+# --- property -------------------------------------------------------------------------------
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["fix", "wow", "fixed", "not_fixed", "settle"]),
+        st.integers(min_value=-DAY, max_value=3 * DAY),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS)
+def test_any_sequence_keeps_a_valid_state_and_no_late_verdict_succeeds(
+    ops: list[tuple[str, int]],
+) -> None:
+    c = new_case()
+    for op, offset in ops:
+        at = T0 + offset
+        try:
+            if op == "fix":
+                c = mark_fixed(c, "ana", at)
+            elif op == "settle":
+                c = settle(c, at)
+            else:
+                c = apply_verdict(c, op, at)  # type: ignore[arg-type]
+        except RuleError as err:
+            assert err.reason
+            continue
+        assert c.state in STATES
+        assert c.deadline == T0 + DAY
+        if c.recovered_in_time:
+            assert c.verdict_at is not None and c.verdict_at < c.deadline
+            assert c.verdict == ("wow" if c.state == "wow" else "fixed")
+        if op != "fix" and op != "settle" and at >= c.deadline:
+            assert c.state in ("breached", "unconfirmed") and c.late_verdict
+            assert not c.recovered_in_time
+        if op == "settle" and at >= c.deadline:
+            assert not c.waiting
+        if c.late_verdict:
+            assert c.verdict_at is not None and c.verdict_at >= c.deadline
