@@ -17,8 +17,10 @@ def main() -> None:
     for board, budget in sorted(BUDGET.items()):
         heap = heap_by_customers(vm, board, [1000, 5000])
         after = settled(heap, 5000)
+        linked = settled(heap_by_customers(vm, board, [5000], link=True), 5000)
         print(
             f"live heap on {board}: {heap[0]:,} B at start, {settled(heap, 1000):,} B after "
             f"1,000 customers, {after:,} B after 5,000; {after / budget:.2f} of its "
-            f"{budget // 1024} KB budget"
+            f"{budget // 1024} KB budget; {linked:,} B ({linked / budget:.2f}) with the link "
+            "and MQTT client loaded"
         )

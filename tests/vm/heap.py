@@ -1,7 +1,8 @@
 """The firmware's live heap on the MicroPython VM while it serves thousands of customers.
 
 The figure is what the kiosk itself holds: its code (loaded from the compiled .mpy, as
-deployed), the board module, display buffers and every object of the running kiosk. It
+deployed), the board module, display buffers and every object of the running kiosk; with
+`link`, its link to the host and MQTT client too (built, not connected). It
 leaves out what exists only in simulation: the simulated `machine` and clock, the test
 rig's code, and the VM's pure-Python `binascii` and `asyncio` (C and frozen on an ESP32).
 """
@@ -29,7 +30,8 @@ SAMPLES = (0, 8, 16, 24, 32)
 CHUNK = 250
 
 SETUP = """
-import gc, machine, simclock, binascii, asyncio, os, json, struct, framebuf, kiosk_rig
+import gc, machine, network, simclock, binascii, asyncio, os, json, struct, framebuf, random
+import kiosk_rig
 machine.SPI.recording = False
 machine.I2C.recording = False
 gc.collect()
@@ -62,10 +64,20 @@ def customers(count):
 """
 
 
-def heap_by_customers(mpvm: MicroPythonVM, board: str, marks: list[int]) -> dict[int, int]:
+LINK = """
+from link import Link
+link = Link(rig.kiosk, rig.outbox, rig.clock, network.WLAN(), dict(
+    store='store-12', device='till-1', host='127.0.0.1', ssid='shop', key='secret',
+    fw='0.1.0', board=board.NAME), dict(load_ids=list))
+"""
+
+
+def heap_by_customers(
+    mpvm: MicroPythonVM, board: str, marks: list[int], link: bool = False
+) -> dict[int, int]:
     """The live heap in bytes after 0 customers, and after each count in `marks` plus each
     of SAMPLES."""
-    steps = [SETUP, MEASURE]
+    steps = [SETUP + (LINK if link else ""), MEASURE]
     served = 0
     for mark in marks:
         for extra in SAMPLES:
