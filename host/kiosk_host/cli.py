@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -15,7 +16,11 @@ from pathlib import Path
 
 from kiosk_host import __version__
 from kiosk_host.contract import Cleared, Contract, Rejection
+from kiosk_host.engine import Engine
+from kiosk_host.recognition import Rating, attribute, board, to_payload
+from kiosk_host.recovery import STATES, RuleError
 from kiosk_host.storage import Storage
+from kiosk_host.stores import Stores, load_stores
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -35,10 +40,82 @@ def _storage(args: argparse.Namespace) -> Storage:
     return Storage.open(args.db)
 
 
+def _stores(args: argparse.Namespace) -> Stores:
+    return load_stores(args.stores) if args.stores else Stores({})
+
+
+def _cases_list(args: argparse.Namespace) -> int:
+    cases = _storage(args).cases(args.store, [args.state] if args.state else [])
+    if args.json:
+        print(json.dumps([dataclasses.asdict(c) for c in cases], indent=2))
+    for c in [] if args.json else cases:
+        fixed = f", fixed by {c.fixed_by}" if c.fixed_by else ""
+        print(f"{c.code} {c.state} at {c.station}, deadline {c.deadline}{fixed}")
+    return 0
+
+
+def _cases_fix(args: argparse.Namespace) -> int:
+    engine = Engine(_stores(args))
+    case = engine.fix(_storage(args), args.store, args.code, args.staff, args.note)
+    print(json.dumps(dataclasses.asdict(case)) if args.json else f"{case.code} {case.state}")
+    return 0
+
+
+def _cases_confirm_on(args: argparse.Namespace) -> int:
+    """Ask a kiosk to show the customer the confirmation screen for a case."""
+    import time
+    import uuid
+    from urllib.parse import urlparse
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    if _storage(args).case_by_code(args.store, args.code) is None:
+        raise RuleError(f"no case {args.code} in store {args.store}")
+    url = urlparse(args.broker)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"kiosk-host-cli-{uuid.uuid4()}")
+    if url.username:
+        client.username_pw_set(url.username, url.password)
+    client.connect(url.hostname or "127.0.0.1", url.port or 1883)
+    client.loop_start()
+    cmd = {"v": 1, "cmd": "confirm_recovery", "id": str(uuid.uuid4()), "ts": int(time.time()),
+           "case": args.code}  # fmt: skip
+    topic = f"kiosk/v1/{args.store}/{args.device}/cmd"
+    client.publish(topic, json.dumps(cmd), qos=1).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    print(json.dumps(cmd) if args.json else f"sent confirm_recovery {args.code} to {topic}")
+    return 0
+
+
+def _recognition(args: argparse.Namespace) -> int:
+    import time
+
+    storage = _storage(args)
+    cfg = _stores(args).get(args.store)
+    now = int(time.time())
+    since = now - (7 if args.period == "week" else 1) * 86400
+    rows = [r for r in storage.ratings(args.store, since, now) if r.kind == "rating"]
+    ratings = [
+        Rating(r.payload["staff"] or attribute((), cfg, r.payload["station"], r.at),
+               r.payload["score"], r.at, r.payload["scale"])
+        for r in rows
+    ]  # fmt: skip
+    payload = to_payload(
+        board(cfg, ratings, storage.cases(args.store), since, now), args.store, now
+    )
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        for person in payload["staff"]:
+            print(f"{person['name'] or person['staff']}: " + "; ".join(person["reasons"]))
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from kiosk_host.ingest import Ingest
 
-    ingest = Ingest(args.broker, _storage(args), args.client_id)
+    ingest = Ingest(args.broker, _storage(args), args.client_id, _stores(args))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -143,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", parents=[db], help="ingest the kiosks' stream")
     serve.add_argument("--broker", required=True, help="mqtt://[USER:PASSWORD@]HOST:PORT")
     serve.add_argument("--client-id", default="kiosk-host", help="the persistent session's id")
+    serve.add_argument("--stores", help="stores.toml: time zones, hours, thresholds, rosters")
     serve.set_defaults(run=_serve)
     dead = commands.add_parser("deadletter", parents=[db], help="messages refused, and why")
     dead.add_argument("--json", action="store_true")
@@ -152,12 +230,42 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--store", type=_identifier)
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(run=_devices)
+
+    cases = commands.add_parser("cases", help="recovery cases").add_subparsers(
+        dest="action", required=True
+    )
+    store = argparse.ArgumentParser(add_help=False, parents=[db])
+    store.add_argument("--store", required=True, type=_identifier)
+    store.add_argument("--json", action="store_true")
+    store.add_argument("--stores", help="stores.toml")
+    listing = cases.add_parser("list", parents=[store], help="the store's cases")
+    listing.add_argument("--state", choices=STATES)
+    listing.set_defaults(run=_cases_list)
+    fix = cases.add_parser("fix", parents=[store], help="mark a case fixed")
+    fix.add_argument("code")
+    fix.add_argument("--staff", required=True, type=_identifier)
+    fix.add_argument("--note")
+    fix.set_defaults(run=_cases_fix)
+    confirm = cases.add_parser(
+        "confirm-on", parents=[store], help="show a kiosk the customer's confirmation screen"
+    )
+    confirm.add_argument("code")
+    confirm.add_argument("--device", required=True, type=_identifier)
+    confirm.add_argument("--broker", required=True)
+    confirm.set_defaults(run=_cases_confirm_on)
+    recognition = commands.add_parser("recognition", parents=[store], help="the staff board")
+    recognition.add_argument("--period", choices=("day", "week"), default="week")
+    recognition.set_defaults(run=_recognition)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except (RuleError, ValueError, OSError) as why:  # say what to fix, not a traceback
+        print(f"kiosk-host: {getattr(why, 'reason', why)}", file=sys.stderr)
+        return 2
     return code
 
 

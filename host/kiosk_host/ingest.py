@@ -22,12 +22,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host import __version__
 from kiosk_host.contract import Cleared, Contract, Message, Rejection
+from kiosk_host.engine import Engine
 from kiosk_host.recovery import event_time
 from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
+from kiosk_host.stores import Stores
 
 HOST_STATUS = "kiosk/v1/_host/status"
 KIOSK_CHANNELS = ("event", "status", "telemetry")  # what kiosks send; the rest is the host's
 MAX_SKEW_S = 300  # a device clock further ahead of the arrival than this is not believed
+CASES_LISTED = 50  # the contract's most cases in one retained list
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,15 @@ class Ingest:
     BATCH_MAX = 500  # messages in one transaction, at most
     BATCH_MS = 5  # how long a batch waits for more messages before it is committed
 
-    def __init__(self, broker: str, storage: Storage, client_id: str = "kiosk-host") -> None:
+    TICK_S = 1.0  # deadlines are checked, and retained case lists refreshed, this often
+
+    def __init__(
+        self,
+        broker: str,
+        storage: Storage,
+        client_id: str = "kiosk-host",
+        stores: Stores | None = None,
+    ) -> None:
         url = urlparse(broker)
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or 1883
@@ -80,6 +91,9 @@ class Ingest:
         self.inbox: queue.Queue[Received] = queue.Queue()
         self.stored = self.duplicates = self.dead = 0
         self.on_stored: Callable[[list[EventRow]], None] | None = None
+        self.engine = Engine(stores or Stores({}))
+        self.dirty: set[str] = set()  # stores whose retained case list is out of date
+        self._next_tick = 0.0
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write, name="ingest-writer", daemon=True)
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
@@ -120,7 +134,11 @@ class Ingest:
         self.inbox.put(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, int(time.time())))
 
     def _write(self) -> None:
+        """The one thread that writes: batches of messages, and the deadline ticks."""
         while not self._stop.is_set() or not self.inbox.empty():
+            if time.monotonic() >= self._next_tick:
+                self._next_tick = time.monotonic() + self.TICK_S
+                self._tick()
             try:
                 first = self.inbox.get(timeout=0.1)
             except queue.Empty:
@@ -149,12 +167,37 @@ class Ingest:
                 dead.append(item)
             elif isinstance(item, DeviceStatus):
                 devices.append(item)
-        result = self.storage.store_batch(events, dead, devices)
+        result = self.storage.store_batch(events, dead, devices, apply=self.engine.apply)
         self.stored += result.events
         self.duplicates += result.duplicates
         self.dead += result.dead_letters
         for r in batch:  # only now: the batch is committed
             if r.qos:
                 self.client.ack(r.mid, r.qos)
+        self.dirty.update(e.store for e in events if e.kind != "rating")
         if self.on_stored is not None and events:
             self.on_stored(events)
+
+    def _tick(self) -> None:
+        self.engine.tick(self.storage)
+        alerts = self.storage.unpublished_alerts()
+        for _, store, payload in alerts:
+            self.dirty.add(store)
+            self.client.publish(f"kiosk/v1/{store}/alerts", payload, qos=1)
+        if alerts:
+            with self.storage.transaction():
+                self.storage.mark_published([i for i, _, _ in alerts])
+        for store in sorted(self.dirty):
+            self.client.publish(f"kiosk/v1/{store}/cases", self.cases_payload(store), 1, True)
+        self.dirty.clear()
+
+    def cases_payload(self, store: str) -> bytes:
+        """The store's waiting cases, soonest deadline first, as kiosks and managers see them."""
+        waiting = self.storage.cases(store, ("open", "fixed"))[:CASES_LISTED]
+        cases = [
+            {"code": c.code, "state": c.state, "deadline": c.deadline, "opened": c.opened_at,
+             "station": c.station, "escalated": c.escalations > 0}
+            for c in waiting
+        ]  # fmt: skip
+        payload = {"v": 1, "store": store, "ts": int(time.time()), "cases": cases}
+        return json.dumps(payload, separators=(",", ":")).encode()

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+from kiosk_host.recovery import Alert, Case
 
 # Each migration runs once, in order, in its own transaction; the version is kept in the
 # database so that a newer host upgrades an older file at start.
@@ -54,8 +57,44 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (store, device)
     ) WITHOUT ROWID;
     """,
+    """
+    CREATE TABLE cases (
+        store TEXT NOT NULL,
+        device TEXT NOT NULL,
+        rating_seq INTEGER NOT NULL,
+        code TEXT NOT NULL,
+        station TEXT NOT NULL,
+        opened_at INTEGER NOT NULL,
+        deadline INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        escalations INTEGER NOT NULL,
+        fixed_by TEXT,
+        fixed_at INTEGER,
+        note TEXT,
+        verdict TEXT,
+        verdict_at INTEGER,
+        late_verdict INTEGER NOT NULL,
+        near_sent INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (store, device, rating_seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX cases_by_code ON cases (store, code, opened_at);
+    CREATE INDEX cases_waiting ON cases (state, deadline);
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        store TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0,
+        acked_by TEXT,
+        comment TEXT
+    );
+    """,
 )
 DEAD_LETTER_BYTES = 2048
+_CASE_FIELDS = (
+    "store", "device", "rating_seq", "code", "station", "opened_at", "deadline", "state",
+    "escalations", "fixed_by", "fixed_at", "note", "verdict", "verdict_at", "late_verdict",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,12 +178,22 @@ class Storage:
         events: Iterable[EventRow],
         dead: Iterable[DeadLetter] = (),
         devices: Iterable[DeviceStatus] = (),
+        apply: Callable[[Storage, EventRow], list[DeadLetter]] | None = None,
     ) -> Stored:
-        """Store one batch in one transaction; returns what was new."""
+        """Store one batch in one transaction; returns what was new. `apply` is called, in the
+        same transaction, for every new event other than a rating (the recovery cases), and
+        may return dead letters (a verdict for an unknown case)."""
         letters = 0
         db = self.db
+        events = list(events)
+        dead = list(dead)
         db.execute("BEGIN IMMEDIATE")
         try:
+            if apply is not None:
+                for e in [e for e in events if e.kind != "rating"]:
+                    if self._insert_event(e):
+                        dead += apply(self, e)
+                events = [e for e in events if e.kind == "rating"]
             rows = [
                 (e.store, e.device, e.seq, e.kind, e.at, e.device_ts, e.arrived,
                  int(e.time_flagged), e.raw or json.dumps(e.payload, separators=(",", ":")))
@@ -172,6 +221,105 @@ class Storage:
             db.execute("ROLLBACK")
             raise
         return Stored(new, dup, letters)
+
+    def _insert_event(self, e: EventRow) -> bool:
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO events (store, device, seq, kind, at, device_ts,"
+            " arrived, time_flagged, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.store, e.device, e.seq, e.kind, e.at, e.device_ts, e.arrived, int(e.time_flagged),
+             e.raw or json.dumps(e.payload, separators=(",", ":"))),
+        )  # fmt: skip
+        return cur.rowcount > 0
+
+    def transaction(self) -> _Transaction:
+        """`with storage.transaction():` one transaction, committed when the block ends."""
+        return _Transaction(self.db)
+
+    # -- recovery cases and alerts ----------------------------------------------------------
+
+    def event(self, store: str, device: str, seq: int) -> EventRow | None:
+        row = self.db.execute(
+            "SELECT kind, at, device_ts, arrived, time_flagged, payload FROM events"
+            " WHERE store = ? AND device = ? AND seq = ?",
+            (store, device, seq),
+        ).fetchone()
+        if row is None:
+            return None
+        kind, at, device_ts, arrived, flagged, payload = row
+        return EventRow(store, device, seq, kind, at, device_ts, arrived, bool(flagged),
+                        json.loads(payload), payload)  # fmt: skip
+
+    def save_case(self, c: Case, near_sent: bool | None = None) -> None:
+        values = [getattr(c, f) for f in _CASE_FIELDS]
+        self.db.execute(
+            f"INSERT INTO cases ({', '.join(_CASE_FIELDS)}) VALUES"
+            f" ({', '.join('?' * len(_CASE_FIELDS))}) ON CONFLICT (store, device, rating_seq)"
+            f" DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in _CASE_FIELDS[3:])}",
+            values,
+        )
+        if near_sent is not None:
+            self.db.execute(
+                "UPDATE cases SET near_sent = ? WHERE store = ? AND device = ? AND rating_seq = ?",
+                (int(near_sent), c.store, c.device, c.rating_seq),
+            )
+
+    def _cases(self, where: str, args: Sequence[Any]) -> list[tuple[Case, bool]]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(_CASE_FIELDS)}, near_sent FROM cases WHERE {where}", args
+        )
+        out = []
+        for r in rows:
+            fields = dict(zip(_CASE_FIELDS, r[:-1], strict=True))
+            fields["late_verdict"] = bool(fields["late_verdict"])
+            out.append((Case(**fields), bool(r[-1])))
+        return out
+
+    def case_by_code(self, store: str, code: str) -> Case | None:
+        """The latest case with this code in the store (codes repeat after many events)."""
+        found = self._cases("store = ? AND code = ? ORDER BY opened_at DESC LIMIT 1", (store, code))
+        return found[0][0] if found else None
+
+    def cases(self, store: str, states: Sequence[str] = ()) -> list[Case]:
+        if states:
+            marks = ", ".join("?" * len(states))
+            where = f"store = ? AND state IN ({marks}) ORDER BY deadline"
+            return [c for c, _ in self._cases(where, (store, *states))]
+        return [c for c, _ in self._cases("store = ? ORDER BY deadline", (store,))]
+
+    def waiting_cases(self, until: int) -> list[tuple[Case, bool]]:
+        """Cases still open or fixed whose deadline is before `until`, with near_sent."""
+        return self._cases(
+            "state IN ('open', 'fixed') AND deadline < ? ORDER BY deadline", (until,)
+        )
+
+    def add_alert(self, a: Alert) -> bool:
+        """Keep an alert to publish; False when the same alert was kept before."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO alerts (id, store, at, payload) VALUES (?, ?, ?, ?)",
+            (a.id, a.store, a.at, json.dumps(a.to_payload())),
+        )
+        return cur.rowcount > 0
+
+    def unpublished_alerts(self) -> list[tuple[str, str, bytes]]:
+        rows = self.db.execute(
+            "SELECT id, store, payload FROM alerts WHERE published = 0 ORDER BY at"
+        )
+        return [(i, s, p.encode()) for i, s, p in rows]
+
+    def mark_published(self, ids: Sequence[str]) -> None:
+        self.db.executemany("UPDATE alerts SET published = 1 WHERE id = ?", [(i,) for i in ids])
+
+    def ratings(self, store: str, since: int, until: int) -> list[EventRow]:
+        rows = self.db.execute(
+            "SELECT device, seq, at, device_ts, arrived, time_flagged, payload FROM events"
+            " WHERE store = ? AND kind IN ('rating', 'staff_signin', 'staff_signout')"
+            " AND at >= ? AND at < ? ORDER BY at",
+            (store, since, until),
+        )
+        return [
+            EventRow(store, d, q, json.loads(p)["kind"], a, ts, arr, bool(f), json.loads(p), p)
+            for d, q, a, ts, arr, f, p in rows
+        ]
 
     def _device(self, s: DeviceStatus) -> None:
         self.db.execute(
@@ -239,3 +387,16 @@ class Storage:
 
     def close(self) -> None:
         self.db.close()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")

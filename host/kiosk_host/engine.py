@@ -1,0 +1,100 @@
+"""The recovery engine: applies kiosk events and the passing of time to the stored cases.
+
+It runs inside the storage transaction that stores the events, so a case changes exactly
+once per event even when the broker delivers an event again after a crash; the rules
+themselves are the pure functions of `recovery`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kiosk_host.recovery import (
+    Case,
+    RuleError,
+    apply_verdict,
+    case_alerts,
+    mark_fixed,
+    near_alerts,
+    open_case,
+    settle,
+)
+from kiosk_host.storage import DeadLetter, EventRow, Storage
+from kiosk_host.stores import Stores
+
+
+class Engine:
+    """Cases and alerts for every store; `now` is injectable so that tests freeze time."""
+
+    NEAR_MAX_S = 48 * 3600  # no store warns earlier than this before a deadline
+
+    def __init__(self, stores: Stores, now: Callable[[], float] = time.time) -> None:
+        self.stores = stores
+        self.now = now
+
+    def apply(self, storage: Storage, e: EventRow) -> list[DeadLetter]:
+        """Apply one new event (inside the storing transaction); dead letters for events that
+        break a rule of the cases, such as a verdict for a code the store never issued."""
+        p = e.payload
+        try:
+            if e.kind == "follow_up" and p["accepted"]:
+                self._open(storage, e)
+            elif e.kind == "recovery_confirm":
+                self._verdict(storage, e)
+        except RuleError as why:
+            topic = f"kiosk/v1/{e.store}/{e.device}/event"
+            return [DeadLetter(topic, e.raw.encode(), "case", "/case", why.reason, e.arrived)]
+        return []
+
+    def _open(self, storage: Storage, e: EventRow) -> None:
+        cfg = self.stores.get(e.store)
+        p = e.payload
+        rating = storage.event(e.store, e.device, p["rating_seq"])
+        rated_at = rating.at if rating is not None else e.at
+        station = rating.payload["station"] if rating is not None else e.device
+        now = int(self.now())
+        case = settle(
+            open_case(cfg, e.store, p["code"], e.device, station, p["rating_seq"], rated_at), now
+        )
+        storage.save_case(case)
+        for alert in case_alerts(cfg, None, case, now):
+            storage.add_alert(alert)
+
+    def _verdict(self, storage: Storage, e: EventRow) -> None:
+        p = e.payload
+        before = storage.case_by_code(e.store, p["case"])
+        if before is None:
+            raise RuleError(f"no case {p['case']} in store {e.store}")
+        self._change(storage, before, apply_verdict(before, p["outcome"], e.at))
+
+    def _change(self, storage: Storage, before: Case, after: Case) -> None:
+        cfg = self.stores.get(before.store)
+        now = int(self.now())
+        after = settle(after, now)
+        storage.save_case(after)
+        for alert in case_alerts(cfg, before, after, now):
+            storage.add_alert(alert)
+
+    def fix(self, storage: Storage, store: str, code: str, staff: str, note: str | None) -> Case:
+        """A staff member marked the case fixed (from the CLI or the dashboard)."""
+        with storage.transaction():
+            before = storage.case_by_code(store, code)
+            if before is None:
+                raise RuleError(f"no case {code} in store {store}")
+            after = mark_fixed(before, staff, int(self.now()), note)
+            self._change(storage, before, after)
+        return after
+
+    def tick(self, storage: Storage) -> None:
+        """Deadlines: near alerts, and breaches at the deadline (also right after a restart)."""
+        now = int(self.now())
+        with storage.transaction():
+            for case, near_sent in storage.waiting_cases(now + self.NEAR_MAX_S):
+                cfg = self.stores.get(case.store)
+                if case.deadline <= now:
+                    self._change(storage, case, case)
+                    continue
+                for alert in near_alerts(cfg, case, now, near_sent):
+                    storage.add_alert(alert)
+                    storage.save_case(case, near_sent=True)

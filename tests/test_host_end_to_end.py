@@ -1,0 +1,68 @@
+"""End to end: a virtual kiosk, mosquitto, the aggregator and the CLI, as a store would run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kiosk_host.ingest import Ingest
+from kiosk_host.storage import Storage
+from tests.broker import Mosquitto
+from tests.virtual_kiosks import KIOSK_HOST, VirtualKiosk, Watcher, wait_until
+
+
+def cli(*args: str) -> Any:
+    out = subprocess.run(
+        [str(KIOSK_HOST), *args, "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_a_low_rating_becomes_a_case_that_staff_recover_and_get_credit_for(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "kiosk.db")
+    ingest = Ingest(mosquitto.url, Storage(Path(db)), "agg-e2e")
+    ingest.start()
+    watcher = Watcher(mosquitto.url, "kiosk/v1/e2e/#", "watch-e2e")
+    kiosk = VirtualKiosk(mosquitto.url, tmp_path / "kiosk", store="e2e")
+    try:
+        kiosk.wait_screen("idle")
+        kiosk.send("press 2", "press 4")  # a breakdown, and yes to "Let us make it right?"
+        kiosk.wait_screen("code")
+        code = kiosk.last()[1].split(" | ")[1]
+
+        def case() -> dict[str, Any]:
+            found = [
+                c for c in cli("cases", "list", "--store", "e2e", "--db", db) if c["code"] == code
+            ]
+            return found[0] if found else {}
+
+        wait_until(lambda: case().get("state") == "open", 20, f"case {code} open")
+
+        def listed() -> bool:
+            retained = watcher.on("/e2e/cases")
+            cases = json.loads(retained[-1][1])["cases"] if retained else []
+            return any(c["code"] == code for c in cases)
+
+        wait_until(listed, 10, "the retained case list for kiosks and managers")
+        fix = ("cases", "fix", code, "--store", "e2e", "--staff", "ana", "--note", "new coffee")
+        fixed = cli(*fix, "--db", db)
+        assert (fixed["state"], fixed["fixed_by"]) == ("fixed", "ana")
+        cli("cases", "confirm-on", code, "--store", "e2e", "--device", "till-1",
+            "--broker", mosquitto.url, "--db", db)  # fmt: skip
+        kiosk.wait_screen("confirm")
+        assert kiosk.last()[1].startswith(f"Code {code}: did we blow you away?")
+        kiosk.send("press 4")  # Wow!
+        wait_until(lambda: case().get("state") == "wow", 20, f"case {code} recovered")
+    finally:
+        kiosk.kill()
+        watcher.close()
+        ingest.stop()
+    board = cli("recognition", "--store", "e2e", "--period", "week", "--db", db)
+    (ana,) = [p for p in board["staff"] if p["staff"] == "ana"]
+    assert ana["wow_in_time"] == 1
+    assert any("Wow" in reason for reason in ana["reasons"])
