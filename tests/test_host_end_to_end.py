@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from kiosk_host.contract import Contract, Message
 from kiosk_host.ingest import Ingest
 from kiosk_host.storage import Storage
 from tests.broker import Mosquitto
@@ -58,6 +59,15 @@ def test_a_low_rating_becomes_a_case_that_staff_recover_and_get_credit_for(
         assert kiosk.last()[1].startswith(f"Code {code}: did we blow you away?")
         kiosk.send("press 4")  # Wow!
         wait_until(lambda: case().get("state") == "wow", 20, f"case {code} recovered")
+
+        def figures() -> dict[str, Any]:
+            retained = watcher.on("/e2e/summary")
+            return json.loads(retained[-1][1]) if retained else {}
+
+        wait_until(lambda: figures().get("recovered_in_time") == 1, 10, "the store's summary")
+        summary = watcher.on("/e2e/summary")[-1]
+        assert isinstance(Contract.load().validate(summary[0], summary[1]), Message)
+        assert (figures()["ratings"], figures()["breakdowns"], figures()["open_cases"]) == (1, 1, 0)
     finally:
         kiosk.kill()
         watcher.close()

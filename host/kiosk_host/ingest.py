@@ -25,12 +25,13 @@ from kiosk_host.contract import Cleared, Contract, Message, Rejection
 from kiosk_host.engine import Engine
 from kiosk_host.recovery import event_time
 from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
-from kiosk_host.stores import Stores
+from kiosk_host.stores import Stores, is_open
+from kiosk_host.summary import case_list, summary
 
 HOST_STATUS = "kiosk/v1/_host/status"
 KIOSK_CHANNELS = ("event", "status", "telemetry")  # what kiosks send; the rest is the host's
 MAX_SKEW_S = 300  # a device clock further ahead of the arrival than this is not believed
-CASES_LISTED = 50  # the contract's most cases in one retained list
+NO_STORES = Stores({})  # every store on the defaults
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ class Received:
 Classified = EventRow | DeadLetter | DeviceStatus | None
 
 
-def classify(contract: Contract, topic: str, payload: bytes, arrived: int) -> Classified:
+def classify(
+    contract: Contract, topic: str, payload: bytes, arrived: int, stores: Stores = NO_STORES
+) -> Classified:
     """What one message becomes: an event, a device's status, a dead letter, or nothing (the
     host's own publications and cleared retained messages)."""
     result = contract.validate(topic, payload)
@@ -53,17 +56,18 @@ def classify(contract: Contract, topic: str, payload: bytes, arrived: int) -> Cl
         return DeadLetter(topic, payload, result.rule, result.field, result.reason, arrived)
     if isinstance(result, Cleared) or result.channel not in KIOSK_CHANNELS:
         return None
-    return _kiosk_message(result, payload, arrived)
+    return _kiosk_message(result, payload, arrived, stores)
 
 
-def _kiosk_message(m: Message, raw: bytes, arrived: int) -> EventRow | DeviceStatus:
+def _kiosk_message(m: Message, raw: bytes, arrived: int, stores: Stores) -> EventRow | DeviceStatus:
     store, device = m.params["store"], m.params["device"]
     if m.channel != "event":
         return DeviceStatus(store, device, m.payload, arrived, m.channel == "telemetry")
     p = m.payload
     at, flagged = event_time(p["ts"], arrived, True, MAX_SKEW_S)
+    outside = p["kind"] == "rating" and not is_open(stores.get(store), at)
     return EventRow(
-        store, device, p["seq"], p["kind"], at, p["ts"], arrived, flagged, p, raw.decode()
+        store, device, p["seq"], p["kind"], at, p["ts"], arrived, flagged, p, raw.decode(), outside
     )
 
 
@@ -91,7 +95,8 @@ class Ingest:
         self.inbox: queue.Queue[Received] = queue.Queue()
         self.stored = self.duplicates = self.dead = 0
         self.on_stored: Callable[[list[EventRow]], None] | None = None
-        self.engine = Engine(stores or Stores({}))
+        self.stores = stores or NO_STORES
+        self.engine = Engine(self.stores)
         self.dirty: set[str] = set()  # stores whose retained case list is out of date
         self._next_tick = 0.0
         self._stop = threading.Event()
@@ -160,7 +165,7 @@ class Ingest:
         dead: list[DeadLetter] = []
         devices: list[DeviceStatus] = []
         for r in batch:
-            item = classify(self.contract, r.topic, r.payload, r.arrived)
+            item = classify(self.contract, r.topic, r.payload, r.arrived, self.stores)
             if isinstance(item, EventRow):
                 events.append(item)
             elif isinstance(item, DeadLetter):
@@ -174,7 +179,7 @@ class Ingest:
         for r in batch:  # only now: the batch is committed
             if r.qos:
                 self.client.ack(r.mid, r.qos)
-        self.dirty.update(e.store for e in events if e.kind != "rating")
+        self.dirty.update(e.store for e in events)
         if self.on_stored is not None and events:
             self.on_stored(events)
 
@@ -187,17 +192,10 @@ class Ingest:
         if alerts:
             with self.storage.transaction():
                 self.storage.mark_published([i for i, _, _ in alerts])
-        for store in sorted(self.dirty):
-            self.client.publish(f"kiosk/v1/{store}/cases", self.cases_payload(store), 1, True)
+        now = int(time.time())
+        for store in sorted(self.dirty):  # at most once a tick, after the changes settle
+            cases = case_list(self.storage, store, now)
+            self.client.publish(f"kiosk/v1/{store}/cases", json.dumps(cases), 1, True)
+            figures = summary(self.storage, self.stores.get(store), store, now)
+            self.client.publish(f"kiosk/v1/{store}/summary", json.dumps(figures), 1, True)
         self.dirty.clear()
-
-    def cases_payload(self, store: str) -> bytes:
-        """The store's waiting cases, soonest deadline first, as kiosks and managers see them."""
-        waiting = self.storage.cases(store, ("open", "fixed"))[:CASES_LISTED]
-        cases = [
-            {"code": c.code, "state": c.state, "deadline": c.deadline, "opened": c.opened_at,
-             "station": c.station, "escalated": c.escalations > 0}
-            for c in waiting
-        ]  # fmt: skip
-        payload = {"v": 1, "store": store, "ts": int(time.time()), "cases": cases}
-        return json.dumps(payload, separators=(",", ":")).encode()

@@ -89,8 +89,27 @@ MIGRATIONS: Sequence[str] = (
         comment TEXT
     );
     """,
+    """
+    ALTER TABLE events ADD COLUMN score INTEGER;              -- a rating's score, else null
+    ALTER TABLE events ADD COLUMN outside INTEGER NOT NULL DEFAULT 0;  -- outside opening hours
+    CREATE INDEX events_ratings ON events (store, outside, at, score) WHERE kind = 'rating';
+    CREATE INDEX cases_by_state ON cases (store, state, deadline);
+    """,
 )
 DEAD_LETTER_BYTES = 2048
+_INSERT_EVENT = (
+    "INSERT OR IGNORE INTO events (store, device, seq, kind, at, device_ts, arrived,"
+    " time_flagged, payload, score, outside) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _event_values(e: EventRow) -> tuple[Any, ...]:
+    raw = e.raw or json.dumps(e.payload, separators=(",", ":"))
+    score = e.payload.get("score") if e.kind == "rating" else None
+    return (e.store, e.device, e.seq, e.kind, e.at, e.device_ts, e.arrived, int(e.time_flagged),
+            raw, score, int(e.outside))  # fmt: skip
+
+
 _CASE_FIELDS = (
     "store", "device", "rating_seq", "code", "station", "opened_at", "deadline", "state",
     "escalations", "fixed_by", "fixed_at", "note", "verdict", "verdict_at", "late_verdict",
@@ -109,6 +128,7 @@ class EventRow:
     time_flagged: bool
     payload: dict[str, Any]
     raw: str = ""  # the payload as received, stored as it is when given
+    outside: bool = False  # pressed outside the store's opening hours: kept, not counted
 
 
 @dataclass(frozen=True)
@@ -194,16 +214,8 @@ class Storage:
                     if self._insert_event(e):
                         dead += apply(self, e)
                 events = [e for e in events if e.kind == "rating"]
-            rows = [
-                (e.store, e.device, e.seq, e.kind, e.at, e.device_ts, e.arrived,
-                 int(e.time_flagged), e.raw or json.dumps(e.payload, separators=(",", ":")))
-                for e in events
-            ]  # fmt: skip
-            cur = db.executemany(
-                "INSERT OR IGNORE INTO events (store, device, seq, kind, at, device_ts,"
-                " arrived, time_flagged, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            cur = db.executemany(_INSERT_EVENT, [_event_values(e) for e in events])
+            rows = events
             new = max(cur.rowcount, 0)
             dup = len(rows) - new
             for d in dead:
@@ -223,13 +235,7 @@ class Storage:
         return Stored(new, dup, letters)
 
     def _insert_event(self, e: EventRow) -> bool:
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO events (store, device, seq, kind, at, device_ts,"
-            " arrived, time_flagged, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (e.store, e.device, e.seq, e.kind, e.at, e.device_ts, e.arrived, int(e.time_flagged),
-             e.raw or json.dumps(e.payload, separators=(",", ":"))),
-        )  # fmt: skip
-        return cur.rowcount > 0
+        return self.db.execute(_INSERT_EVENT, _event_values(e)).rowcount > 0
 
     def transaction(self) -> _Transaction:
         """`with storage.transaction():` one transaction, committed when the block ends."""
@@ -279,12 +285,12 @@ class Storage:
         found = self._cases("store = ? AND code = ? ORDER BY opened_at DESC LIMIT 1", (store, code))
         return found[0][0] if found else None
 
-    def cases(self, store: str, states: Sequence[str] = ()) -> list[Case]:
-        if states:
-            marks = ", ".join("?" * len(states))
-            where = f"store = ? AND state IN ({marks}) ORDER BY deadline"
-            return [c for c, _ in self._cases(where, (store, *states))]
-        return [c for c, _ in self._cases("store = ? ORDER BY deadline", (store,))]
+    def cases(self, store: str, states: Sequence[str] = (), limit: int = -1) -> list[Case]:
+        """The store's cases in the given states (all when none), soonest deadline first."""
+        marks = ", ".join("?" * len(states))
+        where = f"store = ? AND state IN ({marks})" if states else "store = ?"
+        found = self._cases(f"{where} ORDER BY deadline LIMIT ?", (store, *states, limit))
+        return [c for c, _ in found]
 
     def waiting_cases(self, until: int) -> list[tuple[Case, bool]]:
         """Cases still open or fixed whose deadline is before `until`, with near_sent."""
@@ -308,6 +314,37 @@ class Storage:
 
     def mark_published(self, ids: Sequence[str]) -> None:
         self.db.executemany("UPDATE alerts SET published = 1 WHERE id = ?", [(i,) for i in ids])
+
+    def score_counts_between(
+        self, store: str, since: int, until: int
+    ) -> tuple[dict[int, int], int]:
+        """Ratings per score in [since, until) inside opening hours, and how many were outside."""
+        counts: dict[int, int] = {}
+        outside = 0
+        rows = self.db.execute(
+            "SELECT outside, score, count(*) FROM events WHERE kind = 'rating' AND store = ?"
+            " AND outside IN (0, 1) AND at >= ? AND at < ? GROUP BY outside, score",
+            (store, since, until),
+        )
+        for out, score, n in rows:
+            if out:
+                outside += n
+            else:
+                counts[int(score)] = int(n)
+        return counts, outside
+
+    def case_figures(self, store: str, since: int, until: int, now: int) -> dict[str, int]:
+        """Cases waiting now, overdue (breached in the period), recovered in time in it."""
+        row = self.db.execute(
+            "SELECT"
+            " (SELECT count(*) FROM cases WHERE store = ? AND state IN ('open', 'fixed')),"
+            " (SELECT count(*) FROM cases WHERE store = ? AND state IN ('breached', 'unconfirmed')"
+            "   AND deadline >= ? AND deadline < ?),"
+            " (SELECT count(*) FROM cases WHERE store = ? AND state IN ('wow', 'recovered')"
+            "   AND verdict_at >= ? AND verdict_at < ?)",
+            (store, store, since, min(until, now + 1), store, since, until),
+        ).fetchone()
+        return {"open": row[0], "overdue": row[1], "recovered_in_time": row[2]}
 
     def ratings(self, store: str, since: int, until: int) -> list[EventRow]:
         rows = self.db.execute(
