@@ -72,6 +72,22 @@ def test_a_low_rating_becomes_a_case_that_staff_recover_and_get_credit_for(
         kiosk.kill()
         watcher.close()
         ingest.stop()
+    for topic, payload, _ in watcher.messages:  # summary, cases, alerts, recognition
+        assert isinstance(Contract.load().validate(topic, payload), Message), topic
+    assert {t.rsplit("/", 1)[1] for t, _, _ in watcher.messages} >= {
+        "summary",
+        "cases",
+        "alerts",
+        "recognition",
+    }
+    alerts = cli("alerts", "list", "--store", "e2e", "--db", db)
+    (opened,) = [a for a in alerts if a["type"] == "case_opened"]
+    assert opened["case"] == code
+    subprocess.run([str(KIOSK_HOST), "alerts", "ack", opened["id"], "--by", "maria", "--db", db],
+                   check=True, timeout=60)  # fmt: skip
+    assert cli("alerts", "list", "--store", "e2e", "--db", db)[0]["acked_by"] == "maria"
+    (today,) = cli("report", "--store", "e2e", "--period", "day", "--db", db)
+    assert (today["ratings"], today["breakdowns"], today["counts"]) == (1, 1, [0, 1, 0, 0])
     board = cli("recognition", "--store", "e2e", "--period", "week", "--db", db)
     (ana,) = [p for p in board["staff"] if p["staff"] == "ana"]
     assert ana["wow_in_time"] == 1

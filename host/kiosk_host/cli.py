@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import dataclasses
 import json
 import os
@@ -11,13 +12,13 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kiosk_host import __version__
+from kiosk_host import __version__, summary
 from kiosk_host.contract import Cleared, Contract, Rejection
 from kiosk_host.engine import Engine
-from kiosk_host.recognition import Rating, attribute, board, to_payload
 from kiosk_host.recovery import STATES, RuleError
 from kiosk_host.storage import Storage
 from kiosk_host.stores import Stores, load_stores
@@ -89,26 +90,55 @@ def _cases_confirm_on(args: argparse.Namespace) -> int:
 
 
 def _recognition(args: argparse.Namespace) -> int:
-    import time
-
-    storage = _storage(args)
+    days = 7 if args.period == "week" else 1
     cfg = _stores(args).get(args.store)
-    now = int(time.time())
-    since = now - (7 if args.period == "week" else 1) * 86400
-    rows = [r for r in storage.ratings(args.store, since, now) if r.kind == "rating"]
-    ratings = [
-        Rating(r.payload["staff"] or attribute((), cfg, r.payload["station"], r.at),
-               r.payload["score"], r.at, r.payload["scale"])
-        for r in rows
-    ]  # fmt: skip
-    payload = to_payload(
-        board(cfg, ratings, storage.cases(args.store), since, now), args.store, now
-    )
+    payload = summary.recognition(_storage(args), cfg, args.store, int(time.time()), days)
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
         for person in payload["staff"]:
             print(f"{person['name'] or person['staff']}: " + "; ".join(person["reasons"]))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    days = 7 if args.period == "week" else 1
+    cfg = _stores(args).get(args.store)
+    rows = summary.report(_storage(args), cfg, args.store, int(time.time()), days)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif args.csv:
+        out = csv.writer(sys.stdout)
+        scores = [f"score_{s}" for s in range(1, cfg.scale + 1)]
+        out.writerow(["day", "weekday", *scores, "ratings", "breakdowns", "satisfaction",
+                      "outside_hours", "breakdowns_by_hour"])  # fmt: skip
+        for r in rows:
+            hours = " ".join(f"{h}h:{n}" for h, n in r["breakdowns_by_hour"].items())
+            out.writerow([r["day"], r["weekday"], *r["counts"], r["ratings"], r["breakdowns"],
+                          r["satisfaction"], r["outside_hours"], hours])  # fmt: skip
+    else:
+        for r in rows:
+            share = "-" if r["satisfaction"] is None else f"{r['satisfaction']:.0%}"
+            hours = ", ".join(f"{h}h {n}" for h, n in r["breakdowns_by_hour"].items())
+            print(f"{r['day']} {r['weekday']}: {r['ratings']} ratings, {share} satisfied, "
+                  f"{r['breakdowns']} breakdowns" + (f" ({hours})" if hours else ""))  # fmt: skip
+    return 0
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    storage = _storage(args)
+    if args.action == "list":
+        alerts = storage.alerts(args.store)
+        if args.json:
+            print(json.dumps(alerts, indent=2))
+        for a in [] if args.json else alerts:
+            done = f" (acknowledged by {a['acked_by']})" if a["acked_by"] else ""
+            print(f"{a['id']} {a['type']} {a['severity']}: {a['text']}{done}")
+        return 0
+    by = args.by if args.action == "ack" else None
+    text = args.text if args.action == "comment" else None
+    if not storage.note_alert(args.id, by, text):
+        raise ValueError(f"no alert {args.id}; `kiosk-host alerts list --store S` shows them")
     return 0
 
 
@@ -256,6 +286,24 @@ def build_parser() -> argparse.ArgumentParser:
     recognition = commands.add_parser("recognition", parents=[store], help="the staff board")
     recognition.add_argument("--period", choices=("day", "week"), default="week")
     recognition.set_defaults(run=_recognition)
+    report = commands.add_parser(
+        "report", parents=[store], help="the store's days, and when it broke down"
+    )
+    report.add_argument("--period", choices=("day", "week"), default="day")
+    report.add_argument("--csv", action="store_true")
+    report.set_defaults(run=_report)
+    alerts = commands.add_parser("alerts", help="alerts for the store's managers").add_subparsers(
+        dest="action", required=True
+    )
+    alerts.add_parser("list", parents=[store]).set_defaults(run=_alerts)
+    ack = alerts.add_parser("ack", parents=[db], help="acknowledge an alert")
+    ack.add_argument("id")
+    ack.add_argument("--by", required=True)
+    ack.set_defaults(run=_alerts)
+    comment = alerts.add_parser("comment", parents=[db], help="comment on an alert")
+    comment.add_argument("id")
+    comment.add_argument("text")
+    comment.set_defaults(run=_alerts)
     return parser
 
 

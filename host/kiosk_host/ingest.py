@@ -26,7 +26,7 @@ from kiosk_host.engine import Engine
 from kiosk_host.recovery import event_time
 from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
 from kiosk_host.stores import Stores, is_open
-from kiosk_host.summary import case_list, summary
+from kiosk_host.summary import case_list, recognition, summary
 
 HOST_STATUS = "kiosk/v1/_host/status"
 KIOSK_CHANNELS = ("event", "status", "telemetry")  # what kiosks send; the rest is the host's
@@ -196,6 +196,9 @@ class Ingest:
         for store in sorted(self.dirty):  # at most once a tick, after the changes settle
             cases = case_list(self.storage, store, now)
             self.client.publish(f"kiosk/v1/{store}/cases", json.dumps(cases), 1, True)
-            figures = summary(self.storage, self.stores.get(store), store, now)
+            cfg = self.stores.get(store)
+            figures = summary(self.storage, cfg, store, now)
             self.client.publish(f"kiosk/v1/{store}/summary", json.dumps(figures), 1, True)
+            board = recognition(self.storage, cfg, store, now)
+            self.client.publish(f"kiosk/v1/{store}/recognition", json.dumps(board), 1, True)
         self.dirty.clear()

@@ -347,16 +347,35 @@ class Storage:
         return {"open": row[0], "overdue": row[1], "recovered_in_time": row[2]}
 
     def ratings(self, store: str, since: int, until: int) -> list[EventRow]:
+        """Ratings and sign-ins/outs of the store in [since, until), oldest first."""
         rows = self.db.execute(
-            "SELECT device, seq, at, device_ts, arrived, time_flagged, payload FROM events"
-            " WHERE store = ? AND kind IN ('rating', 'staff_signin', 'staff_signout')"
+            "SELECT device, seq, kind, at, device_ts, arrived, time_flagged, payload, outside"
+            " FROM events WHERE store = ? AND kind IN ('rating', 'staff_signin', 'staff_signout')"
             " AND at >= ? AND at < ? ORDER BY at",
             (store, since, until),
         )
         return [
-            EventRow(store, d, q, json.loads(p)["kind"], a, ts, arr, bool(f), json.loads(p), p)
-            for d, q, a, ts, arr, f, p in rows
+            EventRow(store, d, q, k, a, ts, arr, bool(f), json.loads(p), p, bool(out))
+            for d, q, k, a, ts, arr, f, p, out in rows
         ]
+
+    def alerts(self, store: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT payload, acked_by, comment FROM alerts WHERE store = ?"
+            " ORDER BY at DESC LIMIT ?",
+            (store, limit),
+        )
+        return [{**json.loads(p), "acked_by": a, "comment": c} for p, a, c in rows]
+
+    def note_alert(self, alert_id: str, acked_by: str | None, comment: str | None) -> bool:
+        """Acknowledge an alert, comment on it, or both; False for an unknown id."""
+        with self.transaction():
+            cur = self.db.execute(
+                "UPDATE alerts SET acked_by = coalesce(?, acked_by), comment = coalesce(?, comment)"
+                " WHERE id = ?",
+                (acked_by, comment, alert_id),
+            )
+        return cur.rowcount > 0
 
     def _device(self, s: DeviceStatus) -> None:
         self.db.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from typing import Any
 
+from kiosk_host.recognition import Rating, attribute, board, to_payload
 from kiosk_host.storage import Storage
 from kiosk_host.stores import StoreConfig, local_day
 
@@ -56,3 +57,50 @@ def case_list(storage: Storage, store: str, now: int) -> dict[str, Any]:
         for c in waiting
     ]  # fmt: skip
     return {"v": 1, "store": store, "ts": now, "cases": cases}
+
+
+def recognition(
+    storage: Storage, cfg: StoreConfig, store: str, now: int, days: int = 7
+) -> dict[str, Any]:
+    """The payload of kiosk/v1/{store}/recognition for the last `days` days: each rating
+    credited to whoever was signed in at the kiosk, else to the roster."""
+    since = now - days * 86400
+    ratings = [
+        Rating(r.payload["staff"] or attribute((), cfg, r.payload["station"], r.at),
+               r.payload["score"], r.at, r.payload["scale"])
+        for r in storage.ratings(store, since, now)
+        if r.kind == "rating"
+    ]  # fmt: skip
+    return to_payload(board(cfg, ratings, storage.cases(store), since, now), store, now)
+
+
+def report(
+    storage: Storage, cfg: StoreConfig, store: str, now: int, days: int
+) -> list[dict[str, Any]]:
+    """One row per local day of the period: counts per score, satisfaction, breakdowns, and
+    the hours of the day in which the breakdowns happened (it matters when, more than why)."""
+    rows = []
+    for back in range(days - 1, -1, -1):
+        since, until = day_bounds(cfg, now - back * 86400)
+        counts, outside = storage.score_counts_between(store, since, until)
+        ratings = sum(counts.values())
+        low = [
+            r
+            for r in storage.ratings(store, since, until)
+            if r.kind == "rating" and not r.outside and r.payload["score"] <= cfg.low_threshold
+        ]
+        hours: dict[int, int] = {}
+        for r in low:
+            hour = datetime.fromtimestamp(r.at, cfg.tz).hour
+            hours[hour] = hours.get(hour, 0) + 1
+        rows.append({
+            "day": local_day(cfg, since).isoformat(),
+            "weekday": local_day(cfg, since).strftime("%a"),
+            "counts": [counts.get(s, 0) for s in range(1, cfg.scale + 1)],
+            "ratings": ratings,
+            "breakdowns": len(low),
+            "satisfaction": round((ratings - len(low)) / ratings, 4) if ratings else None,
+            "outside_hours": outside,
+            "breakdowns_by_hour": {f"{h:02d}": n for h, n in sorted(hours.items())},
+        })  # fmt: skip
+    return rows
