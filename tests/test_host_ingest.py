@@ -21,7 +21,7 @@ from kiosk_host.ingest import KIOSK_CHANNELS, Ingest, classify
 from kiosk_host.paths import ROOT
 from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
 from tests.broker import Mosquitto
-from tests.virtual_kiosks import wait_until
+from tests.virtual_kiosks import Watcher, wait_until
 
 KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
 RULES = {
@@ -268,3 +268,35 @@ def test_fuzzed_input_is_stored_or_dead_lettered_with_a_reason(
         assert len(storage.dead_letters(10**6)) - before == len(dead)
     finally:
         storage.close()
+
+
+def test_a_run_of_top_ratings_is_praised_and_a_surge_of_low_ones_raised_once(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path / "kiosk.db")
+    ingest = Ingest(mosquitto.url, storage, "agg-alerts")
+    ingest.start()
+    watcher = Watcher(mosquitto.url, "kiosk/v1/+/alerts", "watch-alerts")
+    pub = publisher(mosquitto, "alerts-publisher")
+    try:
+        wait_until(ingest.client.is_connected, 10, "the aggregator to connect")
+        time.sleep(0.3)
+        happy = [("kiosk/v1/happy/till-1/event", rating("happy", "till-1", s, 4), 4)
+                 for s in range(1, 13)]  # fmt: skip
+        # 12 ratings within the hour, 7 of them low: more than 40 %
+        grim = [("kiosk/v1/grim/till-1/event", rating("grim", "till-1", s, 1 if s % 2 else 3), 0)
+                for s in range(1, 13)]  # fmt: skip
+        publish_all(pub, happy + grim)
+        wait_until(lambda: len(watcher.messages) >= 2, 20, "the alerts")
+        time.sleep(2.5)  # more ticks: the same run and surge are not raised again
+    finally:
+        pub.loop_stop()
+        watcher.close()
+        ingest.stop()
+    alerts = [json.loads(p) for _, p, _ in watcher.messages]
+    assert sorted((a["store"], a["type"]) for a in alerts) == [
+        ("grim", "negative_surge"),
+        ("happy", "praise"),
+    ]
+    contract = Contract.load()
+    assert all(isinstance(contract.validate(t, p), Message) for t, p, _ in watcher.messages)

@@ -224,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         "virtual-kiosk",
         help="run the kiosk firmware on simulated hardware against a broker",
         description="Reads press N, hold N MS, chord A B MS, sleep MS, net down, net up, "
-        "power-cut and quit on standard input; prints SCREEN <name>: <text> on every change.",
+        "power-cut [N] and quit on standard input; prints SCREEN <name>: <text> on every "
+        "change. power-cut N cuts the power once N more events are acknowledged.",
     )
     virtual.add_argument("--store", required=True, type=_identifier)
     virtual.add_argument("--device", required=True, type=_identifier)

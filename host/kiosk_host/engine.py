@@ -8,7 +8,7 @@ themselves are the pure functions of `recovery`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from kiosk_host.recovery import (
     Case,
@@ -18,7 +18,9 @@ from kiosk_host.recovery import (
     mark_fixed,
     near_alerts,
     open_case,
+    praise_alert,
     settle,
+    surge_alert,
 )
 from kiosk_host.storage import DeadLetter, EventRow, Storage
 from kiosk_host.stores import Stores
@@ -98,3 +100,33 @@ class Engine:
                 for alert in near_alerts(cfg, case, now, near_sent):
                     storage.add_alert(alert)
                     storage.save_case(case, near_sent=True)
+
+    def stream_alerts(self, storage: Storage, stores: Iterable[str]) -> None:
+        """Negative surge and praise for stores with new ratings, timed by the latest rating
+        so that the same run or surge, looked at again, is the same alert (kept once)."""
+        with storage.transaction():
+            for store in stores:
+                cfg = self.stores.get(store)
+                window = cfg.surge_window_min * 60
+                recent = storage.last_scores(store, max(4 * cfg.praise_run, 500))
+                if not recent:
+                    continue
+                latest = recent[-1][0]
+                in_window = [(t, sc) for t, sc in recent if t > latest - window]
+                last = storage.last_alert_at(store, "negative_surge")
+                # A run is praised at every praise_run (10, 20, ...) it reaches: as of the
+                # rating that reached the last of them, however many came since.
+                run = 0
+                for _, sc in reversed(recent):
+                    if sc != cfg.scale:
+                        break
+                    run += 1
+                cut = len(recent) - run % cfg.praise_run
+                scores = [sc for _, sc in recent[:cut]]
+                found = [
+                    surge_alert(cfg, in_window, latest, store=store, last_sent_at=last),
+                    praise_alert(cfg, scores, recent[cut - 1][0], store=store) if cut else None,
+                ]
+                for alert in found:
+                    if alert is not None:
+                        storage.add_alert(alert)

@@ -97,7 +97,8 @@ class Ingest:
         self.on_stored: Callable[[list[EventRow]], None] | None = None
         self.stores = stores or NO_STORES
         self.engine = Engine(self.stores)
-        self.dirty: set[str] = set()  # stores whose retained case list is out of date
+        self.dirty: set[str] = set()  # stores whose retained views are out of date
+        self.rated: set[str] = set()  # stores with new ratings: surge and praise to check
         self._next_tick = 0.0
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write, name="ingest-writer", daemon=True)
@@ -180,11 +181,14 @@ class Ingest:
             if r.qos:
                 self.client.ack(r.mid, r.qos)
         self.dirty.update(e.store for e in events)
+        self.rated.update(e.store for e in events if e.kind == "rating")
         if self.on_stored is not None and events:
             self.on_stored(events)
 
     def _tick(self) -> None:
         self.engine.tick(self.storage)
+        self.engine.stream_alerts(self.storage, self.rated)
+        self.rated.clear()
         alerts = self.storage.unpublished_alerts()
         for _, store, payload in alerts:
             self.dirty.add(store)

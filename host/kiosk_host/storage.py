@@ -359,6 +359,22 @@ class Storage:
             for d, q, k, a, ts, arr, f, p, out in rows
         ]
 
+    def last_alert_at(self, store: str, type_: str) -> int | None:
+        row = self.db.execute(
+            "SELECT max(at) FROM alerts WHERE store = ? AND json_extract(payload, '$.type') = ?",
+            (store, type_),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def last_scores(self, store: str, n: int) -> list[tuple[int, int]]:
+        """The store's last `n` ratings inside opening hours as (time, score), oldest first."""
+        rows = self.db.execute(
+            "SELECT at, score FROM events WHERE kind = 'rating' AND store = ? AND outside = 0"
+            " ORDER BY at DESC LIMIT ?",
+            (store, n),
+        ).fetchall()
+        return [(int(a), int(sc)) for a, sc in reversed(rows)]
+
     def alerts(self, store: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT payload, acked_by, comment FROM alerts WHERE store = ?"

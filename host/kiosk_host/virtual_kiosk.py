@@ -3,7 +3,8 @@
 The firmware's own modules run unchanged; the simulated `machine` and `network` stand in for
 the ESP32's, a folder stands in for its flash (so a restart keeps the outbox), and standard
 input stands in for the customer: `press N`, `hold N MS`, `chord A B MS`, `sleep MS`,
-`net down`, `net up`, `power-cut`, `quit`. Every screen change is printed as
+`net down`, `net up`, `power-cut` (now, or `power-cut N`: once N more events are
+acknowledged), `quit`. Every screen change is printed as
 `SCREEN <name>: <text>`.
 """
 
@@ -179,6 +180,20 @@ class VirtualKiosk:
         self.out("SCREEN reboot: restarting")
         os._exit(3)  # the supervisor (or the test) starts it again, as the chip would restart
 
+    def _cut_after_acks(self, n: int) -> None:
+        """`power-cut N`: the power goes once the broker has acknowledged N more events, so
+        that a test can cut it in the middle of a drain, however fast the drain is."""
+        ack = self.outbox.ack
+        left = [n]
+
+        def counting(seq: int) -> None:
+            ack(seq)
+            left[0] -= 1
+            if left[0] <= 0:
+                os._exit(137)
+
+        self.outbox.ack = counting
+
     # -- the customer's side -------------------------------------------------------------------
 
     def _drive(self, index: int, down: bool) -> None:
@@ -224,6 +239,8 @@ class VirtualKiosk:
             self.network.access_point["up"] = False
         elif line.strip() == "net up":
             self.network.access_point["up"] = True
+        elif verb == "power-cut" and args:
+            self._cut_after_acks(args[0])
         elif verb == "power-cut":
             os._exit(137)  # as the power goes: no goodbye to the broker, nothing flushed
         elif verb == "quit":
