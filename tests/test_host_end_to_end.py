@@ -53,6 +53,12 @@ def test_a_low_rating_becomes_a_case_that_staff_recover_and_get_credit_for(
         fix = ("cases", "fix", code, "--store", "e2e", "--staff", "ana", "--note", "new coffee")
         fixed = cli(*fix, "--db", db)
         assert (fixed["state"], fixed["fixed_by"]) == ("fixed", "ana")
+
+        def listed_as_fixed() -> bool:
+            cases = json.loads(watcher.on("/e2e/cases")[-1][1])["cases"]
+            return any(c["code"] == code and c["state"] == "fixed" for c in cases)
+
+        wait_until(listed_as_fixed, 10, "the retained case list to show the fix")
         cli("cases", "confirm-on", code, "--store", "e2e", "--device", "till-1",
             "--broker", mosquitto.url, "--db", db)  # fmt: skip
         kiosk.wait_screen("confirm")

@@ -100,6 +100,7 @@ class Ingest:
         self.dirty: set[str] = set()  # stores whose retained views are out of date
         self.rated: set[str] = set()  # stores with new ratings: surge and praise to check
         self._next_tick = 0.0
+        self._changes = storage.outside_changes()
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write, name="ingest-writer", daemon=True)
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
@@ -186,6 +187,10 @@ class Ingest:
             self.on_stored(events)
 
     def _tick(self) -> None:
+        changes = self.storage.outside_changes()
+        if changes != self._changes:  # a case fixed from the CLI: its store's views change
+            self._changes = changes
+            self.dirty.update(self.storage.case_stores())
         self.engine.tick(self.storage)
         self.engine.stream_alerts(self.storage, self.rated)
         self.rated.clear()

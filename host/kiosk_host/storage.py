@@ -359,6 +359,14 @@ class Storage:
             for d, q, k, a, ts, arr, f, p, out in rows
         ]
 
+    def outside_changes(self) -> int:
+        """A number that changes whenever another process (the CLI) commits a change."""
+        version: int = self.db.execute("PRAGMA data_version").fetchone()[0]
+        return version
+
+    def case_stores(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT store FROM cases")]
+
     def last_alert_at(self, store: str, type_: str) -> int | None:
         row = self.db.execute(
             "SELECT max(at) FROM alerts WHERE store = ? AND json_extract(payload, '$.type') = ?",
