@@ -7,7 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STUBS := build/typings
 # Debian packages by the command that shows they are there.
-SYSTEM_PACKAGES := node:nodejs npm:npm mosquitto:mosquitto mosquitto_sub:mosquitto-clients
+SYSTEM_PACKAGES := node:nodejs npm:npm mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
+	chromium:chromium socat:socat openssl:openssl
 
 FIRMWARE_DIR ?= firmware
 BUILD_DIR ?= build/firmware
