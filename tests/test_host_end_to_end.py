@@ -9,7 +9,6 @@ from typing import Any
 
 from kiosk_host.contract import Contract, Message
 from kiosk_host.ingest import Ingest
-from kiosk_host.storage import Storage
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import KIOSK_HOST, VirtualKiosk, Watcher, wait_until
 
@@ -26,7 +25,7 @@ def test_a_low_rating_becomes_a_case_that_staff_recover_and_get_credit_for(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     db = str(tmp_path / "kiosk.db")
-    ingest = Ingest(mosquitto.url, Storage(Path(db)), "agg-e2e")
+    ingest = Ingest(mosquitto.url, Path(db), "agg-e2e")
     ingest.start()
     watcher = Watcher(mosquitto.url, "kiosk/v1/e2e/#", "watch-e2e")
     kiosk = VirtualKiosk(mosquitto.url, tmp_path / "kiosk", store="e2e")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -17,9 +18,11 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host.contract import Cleared, Contract, Message
-from kiosk_host.ingest import KIOSK_CHANNELS, Ingest, classify
+from kiosk_host.engine import Engine
+from kiosk_host.ingest import Ingest
 from kiosk_host.paths import ROOT
 from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
+from kiosk_host.writer import KIOSK_CHANNELS, NO_STORES, classify
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import Watcher, wait_until
 
@@ -76,7 +79,7 @@ def test_a_burst_published_while_the_aggregator_is_down_is_stored_once(
     fresh_mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     storage = Storage(tmp_path / "kiosk.db")
-    first = Ingest(fresh_mosquitto.url, storage, "agg-burst")
+    first = Ingest(fresh_mosquitto.url, storage.path, "agg-burst")
     first.start()  # makes the persistent session and its subscription
     wait_until(first.client.is_connected, 10, "the aggregator to connect")
     time.sleep(0.3)
@@ -85,7 +88,7 @@ def test_a_burst_published_while_the_aggregator_is_down_is_stored_once(
     pub = publisher(fresh_mosquitto, "burst-publisher")
     publish_all(pub, items)
     pub.loop_stop()
-    second = Ingest(fresh_mosquitto.url, storage, "agg-burst")
+    second = Ingest(fresh_mosquitto.url, storage.path, "agg-burst")
     second.start()
     try:
         wait_until(lambda: storage.event_count("burst") >= 50_000, 180, "50,000 events stored")
@@ -128,6 +131,14 @@ def with_cases(items: list[tuple[str, bytes, int]]) -> list[tuple[str, bytes, in
     return out
 
 
+def store_process(aggregator: int) -> int:
+    """The pid of the aggregator's store process: the one child of its main thread."""
+    path = Path(f"/proc/{aggregator}/task/{aggregator}/children")
+    wait_until(lambda: path.read_text().split() != [], 10, "the store process")
+    (child,) = path.read_text().split()
+    return int(child)
+
+
 def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
     fresh_mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -135,8 +146,12 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
     args = [str(KIOSK_HOST), "serve", "--broker", fresh_mosquitto.url, "--db", str(db),
             "--client-id", "agg-kill"]  # fmt: skip
 
+    logs: list[Path] = []
+
     def serve() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        logs.append(tmp_path / f"serve-{len(logs)}.log")
+        with logs[-1].open("wb") as log:
+            return subprocess.Popen(args, stderr=log)
 
     proc = serve()
     storage = Storage(db)
@@ -147,12 +162,19 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
     rng = random.Random(9)
     step = len(items) // 10 + 1
     try:
-        for i in range(0, len(items), step):  # ten parts, a kill -9 at a random moment in each
+        # ten parts, a kill -9 at a random moment in each: of the receiver, or of its store
+        # process, after which the receiver ends by itself and says why
+        for n, i in enumerate(range(0, len(items), step)):
             for topic, payload, _ in items[i : i + step]:
                 pub.publish(topic, payload, qos=1)
             time.sleep(rng.uniform(0.01, 0.3))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            if n % 2:
+                os.kill(store_process(proc.pid), signal.SIGKILL)
+                assert proc.wait(30) == 1  # at once, or as soon as it started
+                assert "ingest stopped" in logs[-1].read_text()
+            else:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
             proc = serve()
         wait_until(lambda: storage.event_count("killed") >= len(items), 180, "every event stored")
         time.sleep(0.5)
@@ -163,7 +185,7 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
     assert storage.event_count("killed") == len(items)
     # The figures equal those of an uninterrupted run of the same stream, in one process.
     calm = Storage(tmp_path / "calm.db")
-    engine = Ingest("mqtt://127.0.0.1:1", calm).engine
+    engine = Engine(NO_STORES)
     contract = Contract.load()
     rows = [classify(contract, t, p, 1763900000) for t, p, _ in items]
     calm.store_batch([r for r in rows if isinstance(r, EventRow)], apply=engine.apply)
@@ -183,7 +205,7 @@ def test_bad_messages_are_dead_lettered_and_ingest_carries_on(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     storage = Storage(tmp_path / "kiosk.db")
-    ingest = Ingest(mosquitto.url, storage, "agg-bad")
+    ingest = Ingest(mosquitto.url, storage.path, "agg-bad")
     ingest.start()
     pub = publisher(mosquitto, "bad-publisher")
     try:
@@ -274,7 +296,7 @@ def test_a_run_of_top_ratings_is_praised_and_a_surge_of_low_ones_raised_once(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     storage = Storage(tmp_path / "kiosk.db")
-    ingest = Ingest(mosquitto.url, storage, "agg-alerts")
+    ingest = Ingest(mosquitto.url, storage.path, "agg-alerts")
     ingest.start()
     watcher = Watcher(mosquitto.url, "kiosk/v1/+/alerts", "watch-alerts")
     pub = publisher(mosquitto, "alerts-publisher")

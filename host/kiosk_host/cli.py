@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,16 +142,23 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from kiosk_host.ingest import Ingest
+    from kiosk_host.ingest import Ingest, IngestError
 
-    ingest = Ingest(args.broker, _storage(args), args.client_id, _stores(args))
-    stop = threading.Event()
+    _storage(args).close()  # refuses what it cannot open, and migrates, before anything starts
+    ingest = Ingest(args.broker, Path(args.db), args.client_id, _stores(args))
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    ingest.start()
+        signal.signal(sig, lambda *_: ingest.stopped.set())
+    try:
+        ingest.start()
+    except IngestError as why:
+        print(f"kiosk-host: {why}", file=sys.stderr)
+        return 1
     print(f"kiosk-host: serving {args.broker} into {args.db}", file=sys.stderr)
-    stop.wait()
+    ingest.stopped.wait()
     ingest.stop()
+    if ingest.error:
+        print(f"kiosk-host: {ingest.error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -80,8 +80,11 @@ class _Channel:
 class Contract:
     """The topic tree and payload schemas, loaded and compiled once."""
 
+    ROUTES_KEPT = 10_000  # topics whose channel and parameters are remembered
+
     def __init__(self, schema_dir: Path) -> None:
         self.schema_dir = schema_dir
+        self._routes: dict[str, tuple[_Channel, dict[str, str]] | Rejection] = {}
         doc = yaml.safe_load((schema_dir / "asyncapi.yaml").read_text())
         schemas = {
             p.name: json.loads(p.read_text())
@@ -143,7 +146,7 @@ class Contract:
                 f"{len(payload)} bytes, more than the {channel.max_bytes} allowed",
             )
         try:
-            data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+            data = _DECODER.decode(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             return Rejection(RULE_JSON, "", f"not UTF-8 JSON: {exc}")
         if not isinstance(data, dict):
@@ -167,6 +170,15 @@ class Contract:
         return Message(channel.key, shape.name, params, data)
 
     def _route(self, topic: str) -> tuple[_Channel, dict[str, str]] | Rejection:
+        found = self._routes.get(topic)
+        if found is None:
+            found = self._match(topic)
+            if len(self._routes) >= self.ROUTES_KEPT:
+                self._routes.clear()  # a few thousand kiosks' topics: start again when full
+            self._routes[topic] = found
+        return found
+
+    def _match(self, topic: str) -> tuple[_Channel, dict[str, str]] | Rejection:
         for channel in self.channels:
             m = channel.pattern.fullmatch(topic)
             if m is None:
@@ -188,18 +200,20 @@ class Contract:
         if disc not in data:
             return Rejection("required", f"/{disc}", f"{disc!r} is a required property")
         value = data[disc]
+        if isinstance(value, str) and value in channel.shapes:
+            return channel.shapes[value]
         known = ", ".join(str(k) for k in channel.shapes)
         if not isinstance(value, str):
             return Rejection("type", f"/{disc}", f"{value!r} is not a string (one of {known})")
-        if value not in channel.shapes:
-            return Rejection(
-                RULE_KIND, f"/{disc}", f"unknown {disc} {value!r}; expected one of {known}"
-            )
-        return channel.shapes[value]
+        why = f"unknown {disc} {value!r}; expected one of {known}"
+        return Rejection(RULE_KIND, f"/{disc}", why)
 
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # NaN and Infinity are not JSON
 
 
 def _pointer(parts: list[str | int]) -> str:

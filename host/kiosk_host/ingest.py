@@ -1,108 +1,81 @@
 """Durable ingest: kiosk messages from the broker into storage, acknowledged only once stored.
 
-paho-mqtt receives on a persistent session with manual acknowledgement; a writer thread
-stores the messages in batches (bounded by count and by a few milliseconds), one
-transaction each, and only after the commit acknowledges them. A crash before the commit
-leaves the messages unacknowledged, so the broker delivers them again; the storage keeps
-each event once. Anything that breaks the contract is dead-lettered with its reason.
+paho-mqtt receives on a persistent session with manual acknowledgement, and a courier thread
+hands the messages in batches (bounded by count and by a few milliseconds) to the store
+process (`writer`), which stores each batch in one transaction. Only after its answer are the
+batch's messages acknowledged: a crash before the commit leaves them unacknowledged, so the
+broker delivers them again, and the storage keeps each event once. While the store process
+works on one batch, the receiver takes in and acknowledges the next: the two run on two cores.
 """
 
 from __future__ import annotations
 
 import json
-import queue
+import logging
+import socket
+import subprocess
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host import __version__
-from kiosk_host.contract import Cleared, Contract, Message, Rejection
-from kiosk_host.engine import Engine
-from kiosk_host.recovery import event_time
-from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
-from kiosk_host.stores import Stores, is_open
-from kiosk_host.summary import case_list, recognition, summary
+from kiosk_host import __version__, metrics, writer
+from kiosk_host.stores import Stores
+from kiosk_host.writer import KIOSK_CHANNELS, classify
 
+__all__ = ["HOST_STATUS", "KIOSK_CHANNELS", "Ingest", "IngestError", "classify"]
 HOST_STATUS = "kiosk/v1/_host/status"
-KIOSK_CHANNELS = ("event", "status", "telemetry")  # what kiosks send; the rest is the host's
-MAX_SKEW_S = 300  # a device clock further ahead of the arrival than this is not believed
-NO_STORES = Stores({})  # every store on the defaults
+log = logging.getLogger(__name__)
+
+# topic, payload, message id, QoS, arrival (Unix seconds), arrival (monotonic)
+Inbound = tuple[str, bytes, int, int, float, float]
 
 
-@dataclass(frozen=True)
-class Received:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    arrived: int
-
-
-Classified = EventRow | DeadLetter | DeviceStatus | None
-
-
-def classify(
-    contract: Contract, topic: str, payload: bytes, arrived: int, stores: Stores = NO_STORES
-) -> Classified:
-    """What one message becomes: an event, a device's status, a dead letter, or nothing (the
-    host's own publications and cleared retained messages)."""
-    result = contract.validate(topic, payload)
-    if isinstance(result, Rejection):
-        return DeadLetter(topic, payload, result.rule, result.field, result.reason, arrived)
-    if isinstance(result, Cleared) or result.channel not in KIOSK_CHANNELS:
-        return None
-    return _kiosk_message(result, payload, arrived, stores)
-
-
-def _kiosk_message(m: Message, raw: bytes, arrived: int, stores: Stores) -> EventRow | DeviceStatus:
-    store, device = m.params["store"], m.params["device"]
-    if m.channel != "event":
-        return DeviceStatus(store, device, m.payload, arrived, m.channel == "telemetry")
-    p = m.payload
-    at, flagged = event_time(p["ts"], arrived, True, MAX_SKEW_S)
-    outside = p["kind"] == "rating" and not is_open(stores.get(store), at)
-    return EventRow(
-        store, device, p["seq"], p["kind"], at, p["ts"], arrived, flagged, p, raw.decode(), outside
-    )
+class IngestError(RuntimeError):
+    """The store process stopped: nothing more can be stored or acknowledged."""
 
 
 class Ingest:
-    """The aggregator's ingest loop; `start()` connects and returns, `stop()` ends it."""
+    """The aggregator's ingest; `start()` connects and returns, `stop()` ends it."""
 
     BATCH_MAX = 500  # messages in one transaction, at most
     BATCH_MS = 5  # how long a batch waits for more messages before it is committed
-
-    TICK_S = 1.0  # deadlines are checked, and retained case lists refreshed, this often
+    IDLE_S = 0.1  # with nothing received, the store process is still asked to tick this often
+    START_S = 60.0  # the store process opens and migrates the database within this
 
     def __init__(
         self,
         broker: str,
-        storage: Storage,
+        db: Path,
         client_id: str = "kiosk-host",
         stores: Stores | None = None,
     ) -> None:
         url = urlparse(broker)
         self.host = url.hostname or "127.0.0.1"
         self.port = url.port or 1883
-        self.storage = storage
-        self.contract = Contract.load()
+        self.db = db
         self.client_id = client_id
-        self.inbox: queue.Queue[Received] = queue.Queue()
+        self.stores = stores or writer.NO_STORES
         self.stored = self.duplicates = self.dead = 0
-        self.on_stored: Callable[[list[EventRow]], None] | None = None
-        self.stores = stores or NO_STORES
-        self.engine = Engine(self.stores)
-        self.dirty: set[str] = set()  # stores whose retained views are out of date
-        self.rated: set[str] = set()  # stores with new ratings: surge and praise to check
-        self._next_tick = 0.0
-        self._changes = storage.outside_changes()
-        self._stop = threading.Event()
-        self._writer = threading.Thread(target=self._write, name="ingest-writer", daemon=True)
+        self.on_committed: Callable[[list[tuple[str, bytes]]], None] | None = None
+        self.stopped = threading.Event()  # set when ingest ends, by stop() or by a failure
+        self.error: str | None = None
+        self._inbox: deque[Inbound] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        # The store process is started afresh rather than forked from this one, whose paho
+        # threads a fork would copy mid-step; its end of the socket closes when it dies.
+        mine, self._theirs = socket.socketpair()
+        self._pipe = Connection(mine.detach())
+        self._store: subprocess.Popen[bytes] | None = None
+        self._courier = threading.Thread(target=self._carry, name="ingest-courier", daemon=True)
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         c.manual_ack_set(True)
         c.max_inflight_messages_set(100)
@@ -121,16 +94,41 @@ class Ingest:
         ).encode()
 
     def start(self) -> None:
-        self._writer.start()
+        """Start the store process, wait until its database is open, then connect."""
+        with self._theirs as theirs:
+            self._store = subprocess.Popen(
+                [sys.executable, "-m", "kiosk_host.writer", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+            )
+        try:
+            self._pipe.send((self.db, self.stores))
+            ready = self._pipe.poll(self.START_S) and self._pipe.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self._store.kill()
+            raise IngestError(f"ingest stopped: the store process did not open {self.db}")
+        self._courier.start()
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
 
     def stop(self) -> None:
-        self.client.publish(HOST_STATUS, self._status("offline", int(time.time())), 1, True)
-        self._stop.set()
-        self._writer.join(10)
+        """Publish offline, store and acknowledge what was received, and end both processes."""
+        if self.client.is_connected():
+            self.client.publish(HOST_STATUS, self._status("offline", int(time.time())), 1, True)
+        self._stopping = True
+        self._wake.set()
+        if self._courier.is_alive():
+            self._courier.join(30)
         self.client.disconnect()
         self.client.loop_stop()
+        if self._store is not None:
+            try:
+                self._store.wait(10)
+            except subprocess.TimeoutExpired:
+                self._store.kill()
+                self._store.wait()
+        self.stopped.set()
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: object,
                     props: object = None) -> None:  # fmt: skip
@@ -138,76 +136,81 @@ class Ingest:
         client.publish(HOST_STATUS, self._status("online", int(time.time())), 1, True)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        self.inbox.put(Received(msg.topic, bytes(msg.payload), msg.mid, msg.qos, int(time.time())))
+        self._inbox.append(
+            (msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), time.monotonic())
+        )
+        if not self._wake.is_set():
+            self._wake.set()
 
-    def _write(self) -> None:
-        """The one thread that writes: batches of messages, and the deadline ticks."""
-        while not self._stop.is_set() or not self.inbox.empty():
-            if time.monotonic() >= self._next_tick:
-                self._next_tick = time.monotonic() + self.TICK_S
-                self._tick()
-            try:
-                first = self.inbox.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            batch = [first]
-            deadline = time.monotonic() + self.BATCH_MS / 1000
-            while len(batch) < self.BATCH_MAX:
-                wait = deadline - time.monotonic()
-                try:
-                    batch.append(
-                        self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait()
-                    )
-                except queue.Empty:
-                    break
-            self._commit(batch)
+    # -- the courier: batches to the store process, acknowledgements back to the broker ------
 
-    def _commit(self, batch: list[Received]) -> None:
-        events: list[EventRow] = []
-        dead: list[DeadLetter] = []
-        devices: list[DeviceStatus] = []
-        for r in batch:
-            item = classify(self.contract, r.topic, r.payload, r.arrived, self.stores)
-            if isinstance(item, EventRow):
-                events.append(item)
-            elif isinstance(item, DeadLetter):
-                dead.append(item)
-            elif isinstance(item, DeviceStatus):
-                devices.append(item)
-        result = self.storage.store_batch(events, dead, devices, apply=self.engine.apply)
-        self.stored += result.events
-        self.duplicates += result.duplicates
-        self.dead += result.dead_letters
-        for r in batch:  # only now: the batch is committed
-            if r.qos:
-                self.client.ack(r.mid, r.qos)
-        self.dirty.update(e.store for e in events)
-        self.rated.update(e.store for e in events if e.kind == "rating")
-        if self.on_stored is not None and events:
-            self.on_stored(events)
+    def _carry(self) -> None:
+        try:
+            self._relay()
+            self._pipe.send(None)
+        except Exception as exc:  # whatever it was, nothing more is stored: say so and end
+            self.error = f"ingest stopped: {exc!r}"
+            log.error("kiosk-host: %s; unacknowledged messages stay with the broker", self.error)
+            self.stopped.set()
 
-    def _tick(self) -> None:
-        changes = self.storage.outside_changes()
-        if changes != self._changes:  # a case fixed from the CLI: its store's views change
-            self._changes = changes
-            self.dirty.update(self.storage.case_stores())
-        self.engine.tick(self.storage)
-        self.engine.stream_alerts(self.storage, self.rated)
-        self.rated.clear()
-        alerts = self.storage.unpublished_alerts()
-        for _, store, payload in alerts:
-            self.dirty.add(store)
-            self.client.publish(f"kiosk/v1/{store}/alerts", payload, qos=1)
-        if alerts:
-            with self.storage.transaction():
-                self.storage.mark_published([i for i, _, _ in alerts])
-        now = int(time.time())
-        for store in sorted(self.dirty):  # at most once a tick, after the changes settle
-            cases = case_list(self.storage, store, now)
-            self.client.publish(f"kiosk/v1/{store}/cases", json.dumps(cases), 1, True)
-            cfg = self.stores.get(store)
-            figures = summary(self.storage, cfg, store, now)
-            self.client.publish(f"kiosk/v1/{store}/summary", json.dumps(figures), 1, True)
-            board = recognition(self.storage, cfg, store, now)
-            self.client.publish(f"kiosk/v1/{store}/recognition", json.dumps(board), 1, True)
-        self.dirty.clear()
+    def _relay(self) -> None:
+        """One batch in the store process at a time; the next is sent as soon as the answer
+        comes, before this one is acknowledged, so the store process seldom waits."""
+        batch = self._gather()
+        self._send(batch)
+        while True:
+            reply = self._pipe.recv()
+            if not isinstance(reply, writer.Reply):
+                raise IngestError(f"unexpected answer {reply!r}")
+            done = batch
+            batch = self._take() if self._ready() else []
+            if batch:
+                self._send(batch)
+            self._settle(done, reply)
+            if not batch:
+                if self._stopping and not self._inbox:
+                    return
+                batch = self._gather()
+                self._send(batch)
+
+    def _ready(self) -> bool:
+        inbox = self._inbox
+        if len(inbox) >= self.BATCH_MAX:
+            return True
+        return bool(inbox) and time.monotonic() - inbox[0][5] >= self.BATCH_MS / 1000
+
+    def _gather(self) -> list[Inbound]:
+        """The next batch: waits for a first message (at most IDLE_S), then up to BATCH_MS
+        for more; an empty batch asks the store process only to tick."""
+        if not self._inbox:
+            self._wake.clear()
+            if not self._inbox and not self._stopping:
+                self._wake.wait(self.IDLE_S)
+        if self._inbox and len(self._inbox) < self.BATCH_MAX:
+            wait = self._inbox[0][5] + self.BATCH_MS / 1000 - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        return self._take()
+
+    def _take(self) -> list[Inbound]:
+        inbox = self._inbox
+        return [inbox.popleft() for _ in range(min(len(inbox), self.BATCH_MAX))]
+
+    def _send(self, batch: list[Inbound]) -> None:
+        self._pipe.send([(topic, payload, int(wall)) for topic, payload, _, _, wall, _ in batch])
+
+    def _settle(self, batch: list[Inbound], reply: writer.Reply) -> None:
+        """The batch is committed: acknowledge it, publish what the store process asks for."""
+        for _, _, mid, qos, _, _ in batch:
+            if qos:
+                self.client.ack(mid, qos)
+        for topic, payload, retain in reply.publish:
+            self.client.publish(topic, payload, qos=1, retain=retain)
+        self.stored += reply.events
+        self.duplicates += reply.duplicates
+        self.dead += reply.dead
+        if batch:
+            waited = time.monotonic() - batch[0][5]
+            metrics.record_commit(len(batch), reply.events, reply.duplicates, reply.dead, waited)
+            if self.on_committed is not None:
+                self.on_committed([(topic, payload) for topic, payload, *_ in batch])

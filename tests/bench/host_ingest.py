@@ -3,6 +3,7 @@ same stream through the same broker, and its latency from publish to commit at 5
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import threading
@@ -13,7 +14,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host.ingest import Ingest
-from kiosk_host.storage import EventRow, Storage
+from kiosk_host.storage import Storage
 from tests.broker import Mosquitto
 from tests.test_host_ingest import publish_all, publisher, rating, stream
 from tests.virtual_kiosks import wait_until
@@ -36,7 +37,7 @@ def drain_rates(broker: Mosquitto, db: Path) -> tuple[float, float]:
     bare = bare_subscriber(broker, received)
     bare.loop_start()
     storage = Storage(db)
-    ingest = Ingest(broker.url, storage, "bench-ingest")
+    ingest = Ingest(broker.url, db, "bench-ingest")
     ingest.start()
     wait_until(lambda: bare.is_connected() and ingest.client.is_connected(), 10, "subscribers")
     time.sleep(0.5)
@@ -53,7 +54,7 @@ def drain_rates(broker: Mosquitto, db: Path) -> tuple[float, float]:
     bare_rate = EVENTS / (time.monotonic() - start)
     bare.loop_stop()
     start = time.monotonic()
-    ingest = Ingest(broker.url, storage, "bench-ingest")
+    ingest = Ingest(broker.url, db, "bench-ingest")
     ingest.start()
     wait_until(lambda: storage.event_count("bench") >= EVENTS, 300, "durable ingest")
     ingest_rate = EVENTS / (time.monotonic() - start)
@@ -66,13 +67,14 @@ def latencies(broker: Mosquitto, db: Path, rate: int = 500, seconds: int = 10) -
     lat: list[float] = []
     lock = threading.Lock()
 
-    def committed(rows: list[EventRow]) -> None:
+    def committed(messages: list[tuple[str, bytes]]) -> None:
         now = time.monotonic()
+        seqs = [json.loads(p)["seq"] for t, p in messages if t.endswith("/event")]
         with lock:
-            lat.extend(now - sent[r.seq] for r in rows if r.seq in sent)
+            lat.extend(now - sent[seq] for seq in seqs if seq in sent)
 
-    ingest = Ingest(broker.url, Storage(db), "bench-latency")
-    ingest.on_stored = committed
+    ingest = Ingest(broker.url, db, "bench-latency")
+    ingest.on_committed = committed
     ingest.start()
     wait_until(ingest.client.is_connected, 10, "the aggregator")
     time.sleep(0.5)
