@@ -19,15 +19,18 @@ BOARDS_BUILD_DIR ?= build/boards
 BOARD_MPY := $(patsubst boards/%.py,$(BOARDS_BUILD_DIR)/%.mpy,$(wildcard boards/*.py))
 PYTEST_ARGS ?=
 
-.PHONY: help setup system build typecheck lint format test bench screens clean
+.PHONY: help setup system build typecheck lint format test bench screens clean deploy demo
 
 help:
+	@echo "make demo       two stores of virtual kiosks, their customers and staff, live (Ctrl-C stops)"
 	@echo "make test       set up, lint, type-check, build the firmware and run every test"
 	@echo "make build      compile firmware/ and boards/ with mpy-cross into build/"
 	@echo "make typecheck  pyright on firmware/ (ESP32 stubs), mypy on host/"
 	@echo "make lint       ruff on both halves"
 	@echo "make bench      benchmarks, as ratios against a baseline measured in the same run"
 	@echo "make screens    a PNG of every kiosk screen on every board, in docs/screens/"
+	@echo "make deploy PORT=/dev/ttyUSB0 DEVICE=till-1 [STORE=S] [DEVICE_DIR=DIR]"
+	@echo "                flash a provisioned kiosk over USB: only what changed"
 	@echo "make setup      only create .venv, node_modules and the stubs"
 
 system:
@@ -76,11 +79,24 @@ format: $(VENV)/.ready
 test: setup lint typecheck build
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
+# The embedded broker unless MQTT_URL names one; DEMO_HTTP_PORT and DEMO_MQTT_PORT choose the
+# ports, DEMO_ARGS adds options (e.g. --speed 2). Its data stays in var/demo/: run again, it
+# carries on.
+DEMO_ARGS ?=
+demo: $(VENV)/.ready
+	$(BIN)/kiosk-host demo $(if $(MQTT_URL),--broker '$(MQTT_URL)') $(DEMO_ARGS)
+
 bench: setup build
 	$(BIN)/python -m tests.bench
 
 screens: setup
 	$(BIN)/python -m tests.vm.screenshots docs/screens
+
+# The kiosk's files from `kiosk-host provision` (var/devices/STORE/DEVICE unless DEVICE_DIR
+# says otherwise); the broker to confirm it online with is $KIOSK_BROKER or the kiosk's own.
+deploy: build
+	@test -n "$(PORT)" -a -n "$(DEVICE)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 DEVICE=till-1 [STORE=store-12] [DEVICE_DIR=DIR]" >&2; exit 2; }
+	$(BIN)/kiosk-host deploy --no-build --port "$(PORT)" --device "$(DEVICE)" $(if $(STORE),--store "$(STORE)") $(if $(DEVICE_DIR),--dir "$(DEVICE_DIR)")
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

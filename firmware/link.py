@@ -11,7 +11,7 @@ import json
 import random
 
 import wire
-from mqtt import MQTTClient, MQTTError
+from mqtt import MQTTClient, MQTTError, tls_context
 
 
 class Link:
@@ -30,9 +30,10 @@ class Link:
 
     def __init__(self, kiosk, outbox, clock, wlan, ident: dict, hw: dict) -> None:
         """`ident`: store, device, broker host and port, ssid, key, user, password, fw,
-        board. `hw`: callables for what only the device can do: ntp() -> Unix seconds,
-        heap_free(), rssi() -> dBm or None, identify(seconds), reboot(), save_config(raw),
-        load_ids() -> list, save_ids(list)."""
+        board, and ca (the path of the CA certificate) when the broker speaks TLS. `hw`:
+        callables for what only the device can do: ntp() -> Unix seconds, heap_free(),
+        rssi() -> dBm or None, identify(seconds), reboot(), save_config(raw), load_ids() ->
+        list, save_ids(list)."""
         self.kiosk = kiosk
         self.outbox = outbox
         self.clock = clock
@@ -48,7 +49,7 @@ class Link:
             password=ident.get("password"),
             clean=False,  # commands sent while the kiosk was away still arrive
             will=(self.topics.status, wire.STATUS_WILL, 1, True),
-            ssl=ident.get("ssl"),
+            ssl=tls_context(ident["ca"]) if ident.get("ca") else None,
             on_message=self._on_message,
             on_puback=self._on_puback,
         )

@@ -11,7 +11,8 @@ from bootguard import BootGuard
 from clock import Clock
 
 # Written when the kiosk is provisioned: store, device, letter, host, port, ssid, key, user,
-# password, fw.
+# password, fw, and ca when the broker speaks TLS: the name of the CA certificate file that
+# is copied beside it.
 IDENTITY = "/identity.json"
 CONFIG = "/config.json"
 OUTBOX = "/outbox"
@@ -85,6 +86,8 @@ def start() -> None:
         with open(IDENTITY) as f:
             ident = json.load(f)
         ident["board"] = board.NAME
+        if ident.get("ca"):
+            ident["ca"] = "/" + ident["ca"]
         clock = Clock(time)
         outbox = Outbox(OUTBOX)
         kiosk = Kiosk(

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -72,6 +73,15 @@ def shipped_settings(text: str | None = None) -> dict[str, list[str]]:
     return settings
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """A second listener, speaking TLS with the broker's certificate and key (PEM files)."""
+
+    port: int
+    certfile: Path
+    keyfile: Path
+
+
 def broker_config(
     port: int,
     directory: Path,
@@ -79,12 +89,15 @@ def broker_config(
     auth: bool = False,
     settings: Mapping[str, str | None] | None = None,
     shipped: str | None = None,
+    auth_dir: Path | None = None,
+    tls: TlsListener | None = None,
 ) -> str:
     """The shipped configuration with the broker placed in `directory` on `port`.
 
     `auth` keeps the shipped rule (no anonymous clients) with the password and ACL files in
-    `directory`. `settings` replaces shipped directives by name (None removes one, so that
-    mosquitto's default applies), for tests that show what a shipped value is for.
+    `auth_dir` (`directory` when not given). `settings` replaces shipped directives by name
+    (None removes one, so that mosquitto's default applies), for tests that show what a
+    shipped value is for. `tls` adds a TLS listener; the same clients and ACL apply to both.
     """
     text = SHIPPED_CONF.read_text() if shipped is None else shipped
     changes = dict(settings or {})
@@ -110,14 +123,23 @@ def broker_config(
         "",
         "# -- the test broker's own placement --",
         f"listener {port} {HOST}",
+    ]
+    if tls is not None:
+        lines += [
+            f"listener {tls.port} {HOST}",
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+        ]
+    lines += [
         f"persistence_location {directory}/",
         f"log_dest file {directory}/mosquitto.log",
     ]
     if auth:
+        files = auth_dir or directory
         lines += [
             "allow_anonymous false",
-            f"password_file {directory}/passwd",
-            f"acl_file {directory}/acl",
+            f"password_file {files}/passwd",
+            f"acl_file {files}/acl",
         ]
     else:
         lines.append("allow_anonymous true")
@@ -145,18 +167,33 @@ class Mosquitto:
         users: Mapping[str, str] | None = None,
         acl: str | None = None,
         settings: Mapping[str, str | None] | None = None,
+        auth_dir: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         """`users` ({username: password}) turns on the shipped authentication, with `acl`
-        as the ACL file (the shipped example when not given)."""
+        as the ACL file (the shipped example when not given). `auth_dir` turns it on with the
+        `passwd` and `acl` files already there (as provisioning writes them). `tls` (the
+        broker's certificate and key) adds a TLS listener on `tls_port`."""
         self._own_dir = directory is None
         self.dir = Path(tempfile.mkdtemp(prefix="mosquitto-")) if directory is None else directory
         self.dir.mkdir(parents=True, exist_ok=True)
         self.host = HOST
         self.port = free_port()
+        self.tls_port = free_port() if tls is not None else None
+        listener = None
+        if tls is not None and self.tls_port is not None:
+            listener = TlsListener(self.tls_port, *tls)
         self.command = mosquitto_command()
         self.conf = self.dir / "mosquitto.conf"
         self.conf.write_text(
-            broker_config(self.port, self.dir, auth=users is not None, settings=settings)
+            broker_config(
+                self.port,
+                self.dir,
+                auth=users is not None or auth_dir is not None,
+                settings=settings,
+                auth_dir=auth_dir,
+                tls=listener,
+            )
         )
         if users is not None:
             self._write_passwords(users)
@@ -166,6 +203,10 @@ class Mosquitto:
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://{self.host}:{self.tls_port}"
 
     @property
     def log(self) -> str:
@@ -261,6 +302,11 @@ class Mosquitto:
         """SIGCONT: the broker carries on where freeze() left it."""
         if self.proc is not None:
             os.kill(self.proc.pid, signal.SIGCONT)
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto reads its password and ACL files again."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGHUP)
 
     def restart(self) -> None:
         self.stop()

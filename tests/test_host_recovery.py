@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiosk_host.contract import Contract, Message
+from kiosk_host.engine import Engine
 from kiosk_host.recovery import (
     EARLIEST_PLAUSIBLE,
     STATES,
@@ -30,6 +32,7 @@ from kiosk_host.recovery import (
     settle,
     surge_alert,
 )
+from kiosk_host.storage import Storage
 from kiosk_host.stores import DEFAULT, StoreConfig, parse_stores
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -101,7 +104,8 @@ def test_a_new_case_is_open_with_a_24_hour_deadline() -> None:
     )
     assert c.waiting and not c.recovered_in_time and not c.escalated
     assert (
-        open_case(StoreConfig(window_hours=48), S, "A7K3", "d", "s", 1, T0).deadline == T0 + 2 * DAY
+        open_case(StoreConfig(window_minutes=48 * 60), S, "A7K3", "d", "s", 1, T0).deadline
+        == T0 + 2 * DAY
     )
 
 
@@ -341,6 +345,53 @@ def test_deadline_near_is_sent_exactly_once(contract: Contract) -> None:
     _valid(contract, alert)
 
 
+def test_a_window_of_minutes_runs_to_the_second(contract: Contract) -> None:
+    short = parse_stores(
+        '[stores.store-12]\ntz = "Europe/Berlin"\nwindow_minutes = 5\nnear_minutes = 2\n'
+    ).get("store-12")
+    c = new_case(cfg=short)
+    assert c.deadline == T0 + 300
+    assert settle(c, T0 + 299).state == "open"
+    assert settle(c, T0 + 300).state == "breached"
+    assert apply_verdict(mark_fixed(c, "ana", T0 + 60), "wow", T0 + 299).state == "wow"
+    assert apply_verdict(mark_fixed(c, "ana", T0 + 60), "wow", T0 + 300).state == "unconfirmed"
+    assert near_alerts(short, c, T0 + 179, already_sent=False) == []
+    (near,) = near_alerts(short, c, T0 + 180, already_sent=False)
+    assert near.text == "Case A7K3 at till-1: 2 min left to make it right"
+    (opened,) = case_alerts(short, None, c, T0)
+    assert opened.text == "New case A7K3 at till-1: make it right by Thu 29 May 08:31 (5 min)"
+    (breached,) = case_alerts(short, c, settle(c, T0 + 300), T0 + 300)
+    assert breached.text == "Case A7K3 at till-1 missed its 5 min window (Thu 29 May 08:31)"
+    for alert in (near, opened, breached):
+        _valid(contract, alert)
+
+
+def test_the_engine_warns_and_breaches_on_a_minutes_window(tmp_path: Path) -> None:
+    stores = parse_stores("[stores.store-12]\nwindow_minutes = 3\nnear_minutes = 1\n")
+    storage = Storage(tmp_path / "kiosk.db")
+    now = [float(T0)]
+    engine = Engine(stores, now=lambda: now[0])
+    with storage.transaction():
+        storage.save_case(new_case(cfg=stores.get(S)))
+    seen: list[tuple[int, list[str], str]] = []
+    for t in range(T0, T0 + 241, 30):  # a tick every 30 s, for four minutes
+        now[0] = t
+        engine.tick(storage)
+        alerts = [a["type"] for a in storage.alerts(S)]
+        seen.append((t - T0, sorted(alerts), storage.cases(S)[0].state))
+    assert seen[3] == (90, [], "open")
+    assert seen[4] == (120, ["deadline_near"], "open")  # 1 min before the deadline
+    assert seen[5] == (150, ["deadline_near"], "open")
+    assert seen[6] == (180, ["breached", "deadline_near"], "breached")
+    assert seen[-1] == (240, ["breached", "deadline_near"], "breached")  # each raised once
+
+
+def test_the_engine_looks_as_far_ahead_as_the_longest_warning() -> None:
+    long_lead = parse_stores("[stores.far]\nwindow_hours = 336\nnear_hours = 100\n")
+    assert Engine(long_lead).near_max_s == 100 * 3600
+    assert Engine(parse_stores("[stores.s1]\nwindow_minutes = 5\n")).near_max_s == 4 * 3600
+
+
 def test_deadline_near_bounds_and_states() -> None:
     c = new_case()
     lead = T0 + DAY - 4 * 3600
@@ -350,7 +401,7 @@ def test_deadline_near_bounds_and_states() -> None:
     text = near_alerts(CFG, fixed, lead + 30 * 60, already_sent=False)[0].text
     assert text == "Case A7K3 at till-1: fixed by ana, 3 h 30 min left for the customer to confirm"
     assert near_alerts(CFG, apply_verdict(fixed, "wow", lead - 60), lead, False) == []
-    assert near_alerts(StoreConfig(near_hours=0), c, lead + 60, already_sent=False) == []
+    assert near_alerts(StoreConfig(near_minutes=0), c, lead + 60, already_sent=False) == []
 
 
 def _ratings(lows: int, highs: int, now: int) -> list[tuple[int, int]]:

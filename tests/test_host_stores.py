@@ -81,7 +81,8 @@ def test_a_store_the_file_does_not_describe_gets_the_defaults() -> None:
     assert "store-99" not in stores and "store-12" in stores
     assert other == DEFAULT
     assert other.tz_name == "UTC"
-    assert (other.scale, other.low_threshold, other.window_hours, other.near_hours) == (4, 2, 24, 4)
+    assert (other.scale, other.low_threshold) == (4, 2)
+    assert (other.window_minutes, other.near_minutes, other.window_s) == (1440, 240, 86_400)
     assert (other.surge_window_min, other.surge_min_ratings, other.surge_share) == (60, 10, 0.4)
     assert other.praise_run == 10 and other.roster == () and other.hours is None
     assert is_open(other, 0) and is_open(other, 1_748_541_600)
@@ -90,7 +91,7 @@ def test_a_store_the_file_does_not_describe_gets_the_defaults() -> None:
 
 def test_every_key_is_read(cfg: StoreConfig) -> None:
     assert cfg.tz_name == "Europe/Berlin"
-    assert (cfg.scale, cfg.low_threshold, cfg.window_hours, cfg.near_hours) == (5, 3, 48, 6)
+    assert (cfg.scale, cfg.low_threshold, cfg.window_minutes, cfg.near_minutes) == (5, 3, 2880, 360)
     assert (cfg.surge_window_min, cfg.surge_min_ratings, cfg.surge_share) == (30, 8, 0.5)
     assert cfg.praise_run == 12
     assert [(e.station, e.staff) for e in cfg.roster] == [
@@ -99,6 +100,33 @@ def test_every_key_is_read(cfg: StoreConfig) -> None:
         ("bar", "cleo"),
     ]
     assert cfg.name_of("ana") == "Ana" and cfg.name_of("ben-k") is None
+
+
+def test_a_window_to_the_minute() -> None:
+    cfg = parse_stores("[stores.demo]\nwindow_minutes = 5\nnear_minutes = 2\n").get("demo")
+    assert (cfg.window_minutes, cfg.near_minutes) == (5, 2)
+    assert (cfg.window_s, cfg.near_s, cfg.window_text) == (300, 120, "5 min")
+    hours = parse_stores("[stores.s1]\nwindow_hours = 2\nnear_minutes = 90\n").get("s1")
+    assert (hours.window_s, hours.near_s, hours.window_text) == (7200, 5400, "2 h")
+    assert StoreConfig(window_minutes=90).window_text == "1 h 30 min"
+    assert DEFAULT.window_text == "24 h"
+
+
+@pytest.mark.parametrize(
+    ("table", "near_minutes"),
+    [
+        ("", 240),  # the product's 4 h before a 24 h deadline
+        ("window_hours = 48", 240),
+        ("window_hours = 6", 60),  # a sixth of a window shorter than 24 h
+        ("window_minutes = 3", 0),  # too short for a warning of whole minutes
+        ("window_minutes = 12", 2),
+        ("window_minutes = 12\nnear_minutes = 0", 0),
+    ],
+)
+def test_without_a_near_key_the_warning_is_4_hours_or_a_sixth_of_a_shorter_window(
+    table: str, near_minutes: int
+) -> None:
+    assert parse_stores(f"[stores.s1]\n{table}\n").get("s1").near_minutes == near_minutes
 
 
 def test_load_stores_reads_the_file(tmp_path: Path) -> None:
@@ -164,6 +192,20 @@ def test_roster_by_station_weekday_and_local_time(cfg: StoreConfig) -> None:
         ("[stores.s1]\nscale = 3\nlow_threshold = 3\n", ["'low_threshold'", "from 1 to 2"]),
         ('[stores.s1]\nwindow_hours = "24"\n', ["'window_hours'", "whole number", "'24'"]),
         ("[stores.s1]\nnear_hours = 24\n", ["'near_hours'", "from 0 to 23"]),
+        ("[stores.s1]\nwindow_hours = 0\n", ["'window_hours'", "from 1 to 336"]),
+        ("[stores.s1]\nwindow_minutes = 0\n", ["'window_minutes'", "from 1 to 20160"]),
+        ("[stores.s1]\nwindow_minutes = 20161\n", ["'window_minutes'", "20161"]),
+        ("[stores.s1]\nwindow_minutes = 2.5\n", ["'window_minutes'", "whole number", "2.5"]),
+        ("[stores.s1]\nwindow_minutes = 5\nnear_minutes = 5\n", ["'near_minutes'", "0 to 4"]),
+        ("[stores.s1]\nwindow_minutes = 90\nnear_hours = 2\n", ["'near_hours'", "0 to 1"]),
+        (
+            "[stores.s1]\nwindow_hours = 24\nwindow_minutes = 5\n",
+            ["'s1'", "'window_hours' or 'window_minutes', not both"],
+        ),
+        (
+            "[stores.s1]\nnear_hours = 1\nnear_minutes = 5\n",
+            ["'near_hours' or 'near_minutes', not both"],
+        ),
         ("[stores.s1]\nsurge_share = 1.5\n", ["'surge_share'", "share above 0 and below 1"]),
         ("[stores.s1]\nsurge_min_ratings = true\n", ["'surge_min_ratings'", "whole number"]),
         ("[stores.s1]\npraise_runs = 3\n", ["'praise_runs'", "unknown key"]),

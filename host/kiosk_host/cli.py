@@ -103,7 +103,8 @@ def _recognition(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     days = 7 if args.period == "week" else 1
     cfg = _stores(args).get(args.store)
-    rows = summary.report(_storage(args), cfg, args.store, int(time.time()), days)
+    # The dashboard's rows too: by-hour counts (its charts) and the day's cases beside them.
+    rows = summary.report_by_hour(_storage(args), cfg, args.store, int(time.time()), days)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif args.csv:
@@ -142,19 +143,33 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from kiosk_host.fleet import public_url
     from kiosk_host.ingest import Ingest, IngestError
 
     _storage(args).close()  # refuses what it cannot open, and migrates, before anything starts
-    ingest = Ingest(args.broker, Path(args.db), args.client_id, _stores(args))
+    ingest = Ingest(args.broker, Path(args.db), args.client_id, _stores(args), args.ca)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: ingest.stopped.set())
+    web = None
+    if args.http:  # bound before ingest starts: a port in use stops both, with the reason
+        from kiosk_host.dashboard.auth import configured_token
+        from kiosk_host.dashboard.server import serve_dashboard
+
+        token = configured_token(args.token_file)
+        web = serve_dashboard(args.http, args.db, _stores(args), token)
+        mode = "" if token else " (read-only: no --token-file or $KIOSK_DASHBOARD_TOKEN)"
+        print(f"kiosk-host: dashboard on {web.url}/{mode}", file=sys.stderr)
     try:
         ingest.start()
     except IngestError as why:
+        if web is not None:
+            web.stop()
         print(f"kiosk-host: {why}", file=sys.stderr)
         return 1
-    print(f"kiosk-host: serving {args.broker} into {args.db}", file=sys.stderr)
+    print(f"kiosk-host: serving {public_url(args.broker)} into {args.db}", file=sys.stderr)
     ingest.stopped.wait()
+    if web is not None:
+        web.stop()
     ingest.stop()
     if ingest.error:
         print(f"kiosk-host: {ingest.error}", file=sys.stderr)
@@ -178,23 +193,97 @@ def _deadletter(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    devices = _storage(args).devices(args.store)
+    from kiosk_host.fleet import device_line, device_row
+
+    now = int(time.time())
+    devices = [device_row(d) for d in _storage(args).devices(args.store)]
     if args.json:
         print(json.dumps(devices, indent=2))
+    for d in [] if args.json else devices:
+        print(device_line(d, now))
+    return 0
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from kiosk_host import provision as p
+
+    broker_dir = Path(args.broker_dir)
+    if args.aggregator:
+        made = p.ensure_aggregator(broker_dir)
+        if args.json:
+            print(json.dumps({"user": made.user, "credentials": str(made.credentials),
+                              "created": made.created}))  # fmt: skip
+        else:
+            print(p.aggregator_line(made))
+        return 0
+    need = ("store", "device") if args.remove else p.REQUIRED
+    missing = [f"--{k.replace('_', '-')}" for k in need if getattr(args, k) is None]
+    if missing:
+        raise p.ProvisionError(f"provisioning a kiosk needs {', '.join(missing)}")
+    if args.remove:
+        p.remove(args.store, args.device, broker_dir)
+        print(f"removed {args.store}/{args.device} from {broker_dir}: reload the broker (SIGHUP)")
+        return 0
+    done = p.provision(
+        p.Request(
+            store=args.store,
+            device=args.device,
+            board=args.board,
+            ssid=args.wifi_ssid,
+            wifi_pass=args.wifi_pass,
+            broker=args.broker,
+            out=Path(args.out) if args.out else None,
+            letter=args.letter,
+            ca=Path(args.ca) if args.ca else None,
+            broker_dir=broker_dir,
+        )
+    )
+    print(json.dumps(done.to_json(), indent=2) if args.json else "\n".join(done.lines()))
+    return 0
+
+
+def _config_push(args: argparse.Namespace) -> int:
+    from kiosk_host.fleet import Broker, parse_settings, push_config
+
+    settings = parse_settings(args.set)
+    with Broker(args.broker, args.ca) as broker:
+        pushed = push_config(broker, args.store, args.device, settings, Path(args.devices_dir))
+    if args.json:
+        print(json.dumps([{"topic": p.topic, "config": p.config, "from": p.base}
+                          for p in pushed], indent=2))  # fmt: skip
+    for p in [] if args.json else pushed:
+        print(f"config for {p.store}/{p.device} published on {p.topic} (retained): "
+              + ", ".join(f"{k}={json.dumps(v)}" for k, v in settings.items()))  # fmt: skip
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    from kiosk_host.fleet import Broker, command, send_command
+
+    fields = {"seconds": args.seconds} if args.name == "identify" else {}
+    with Broker(args.broker, args.ca) as broker:
+        sent = send_command(broker, args.store, args.device, command(args.name, **fields))
+    if args.json:
+        print(json.dumps({"topic": sent.topic, "command": sent.payload,
+                          "kiosk": sent.kiosk_state}))  # fmt: skip
     else:
-        for d in devices:
-            t = d["telemetry"] or {}
-            print(
-                f"{d['store']}/{d['device']}: {d['state'] or 'unknown'}, fw {d['fw']}, "
-                f"{d['board']}, outbox {t.get('outbox', '?')}, dropped {t.get('dropped', '?')}"
-                + (f", config refused: {d['config_error']}" if d["config_error"] else "")
-            )
+        later = "" if sent.kiosk_state == "online" else (
+            f"; the kiosk is {sent.kiosk_state or 'not known to the broker'}: it acts on it when "
+            "it connects"
+        )  # fmt: skip
+        print(f"sent {args.name} to {sent.topic}{later}")
     return 0
 
 
 def _virtual_kiosk(args: argparse.Namespace) -> int:
     from kiosk_host.virtual_kiosk import Options, serve
 
+    if args.identity is None and not (args.store and args.device and args.broker):
+        raise ValueError("give --identity DIR (a provisioned kiosk), or --store, --device and "
+                         "--broker")  # fmt: skip
+    scheme = (args.broker or "").partition("://")[0]
+    if args.identity is None and (scheme == "mqtts") != (args.ca is not None):
+        raise ValueError("mqtts:// and --ca FILE go together: the CA certificate to trust")
     opts = Options(
         store=args.store,
         device=args.device,
@@ -203,9 +292,79 @@ def _virtual_kiosk(args: argparse.Namespace) -> int:
         state_dir=Path(args.state_dir) if args.state_dir else None,
         letter=args.letter,
         outbox_records=args.outbox_records,
+        ca=Path(args.ca) if args.ca else None,
+        identity=Path(args.identity) if args.identity else None,
     )
     asyncio.run(serve(opts))
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from kiosk_host.demo import run
+
+    return run(args)
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from kiosk_host import deploy as d
+
+    opts = d.Options(
+        port=args.port,
+        device=args.device,
+        store=args.store,
+        directory=Path(args.dir) if args.dir else None,
+        broker=args.broker,
+        build=args.build,
+        online_s=args.wait,
+    )
+    try:
+        report = d.deploy(opts, out=lambda line: print(line, flush=True))
+    except d.DeployError as why:
+        print(f"kiosk-host deploy: {why}", file=sys.stderr)
+        return 2
+    return 1 if report.online is False else 0
+
+
+def _serial_kiosk(args: argparse.Namespace) -> int:
+    from kiosk_host.serial_kiosk import serve
+
+    return serve(Path(args.fs), Path(args.link) if args.link else None, args.flash_kb)
+
+
+def _flashing_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """deploy, and the serial kiosk to try it on."""
+    deploy = commands.add_parser(
+        "deploy",
+        help="flash a kiosk over USB with mpremote: only what changed, then check it is online",
+        description="Compiles the firmware, copies to the kiosk on --port what differs from "
+        "it (the firmware, its board file, and the files provisioning wrote), restarts it, and "
+        "when the broker is reachable waits until the kiosk says it is online with the new "
+        "firmware.",
+    )
+    deploy.add_argument("--port", required=True, help="the kiosk's serial port: /dev/ttyUSB0")
+    deploy.add_argument("--device", required=True, type=_identifier)
+    deploy.add_argument("--store", type=_identifier, help="when two stores have this device")
+    deploy.add_argument("--dir", help="the kiosk's provisioned files (default var/devices/S/D)")
+    deploy.add_argument(
+        "--broker",
+        default=os.environ.get("KIOSK_BROKER"),
+        help="where to see the kiosk's status: mqtt://USER:PASSWORD@HOST:PORT (default "
+        "$KIOSK_BROKER, else the kiosk's own broker)",
+    )
+    deploy.add_argument("--wait", type=float, default=60.0, help="seconds to wait for online")
+    deploy.add_argument("--no-build", dest="build", action="store_false",
+                        help="use build/ as it is (make deploy has just built it)")  # fmt: skip
+    deploy.set_defaults(run=_deploy)
+    serial = commands.add_parser(
+        "serial-kiosk",
+        help="a kiosk on a pseudo-terminal (MicroPython VM, a folder as flash), to deploy to",
+        description="Prints the pseudo-terminal's path, then SCREEN <name>: <text> on every "
+        "screen change and RESET <kind> on every reset, until Ctrl-C.",
+    )
+    serial.add_argument("--fs", required=True, help="the folder that is the kiosk's flash")
+    serial.add_argument("--link", help="the pseudo-terminal's path (default: a new temporary)")
+    serial.add_argument("--flash-kb", type=int, default=2048, help="the flash's size")
+    serial.set_defaults(run=_serial_kiosk)
 
 
 def _identifier(value: str) -> str:
@@ -214,6 +373,68 @@ def _identifier(value: str) -> str:
             f"{value!r} is not an identifier: lower-case letters, digits and '-', 1 to 32"
         )
     return value
+
+
+def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """provision, config push, identify and reboot."""
+    from kiosk_host.provision import DEFAULT_BROKER_DIR, DEFAULT_DEVICES_DIR
+
+    prov = commands.add_parser(
+        "provision",
+        help="a kiosk's identity, config and board files, and its broker account",
+        description="Writes identity.json (secret: the kiosk's Wi-Fi key and broker password), "
+        "config.json and board.json (and ca.pem for mqtts://) into --out, adds the kiosk's "
+        "account to --broker-dir/passwd and its topics to --broker-dir/acl, and makes the "
+        "aggregator's account with the first kiosk. --aggregator makes only that account.",
+    )
+    prov.add_argument("--store", help="the store's identifier, e.g. store-12")
+    prov.add_argument("--device", help="the kiosk's identifier in its store, e.g. till-1")
+    prov.add_argument("--board", help="a file in boards/ (no .py), e.g. m5stack_core")
+    prov.add_argument("--letter", help="the kiosk's letter in its store (default: the first free)")
+    prov.add_argument("--wifi-ssid")
+    prov.add_argument("--wifi-pass", help="the shop Wi-Fi's key (empty for an open network)")
+    prov.add_argument("--broker", help="how the kiosk reaches the broker: mqtt(s)://HOST:PORT")
+    prov.add_argument("--ca", help="the CA certificate (PEM) of the broker's, for mqtts://")
+    prov.add_argument("--out", help="where the kiosk's files go (default var/devices/S/D)")
+    prov.add_argument("--broker-dir", default=str(DEFAULT_BROKER_DIR),
+                      help="the broker's passwd and acl files (default %(default)s)")  # fmt: skip
+    prov.add_argument("--aggregator", action="store_true", help="only the aggregator's account")
+    prov.add_argument("--remove", action="store_true",
+                      help="take the kiosk's account and letter out of --broker-dir")  # fmt: skip
+    prov.add_argument("--json", action="store_true")
+    prov.set_defaults(run=_provision)
+
+    broker = argparse.ArgumentParser(add_help=False)
+    broker.add_argument(
+        "--broker",
+        default=os.environ.get("KIOSK_BROKER"),
+        required="KIOSK_BROKER" not in os.environ,
+        help="mqtt://USER:PASSWORD@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
+    )
+    broker.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
+    broker.add_argument("--json", action="store_true")
+    config = commands.add_parser("config", help="kiosks' desired config").add_subparsers(
+        dest="action", required=True
+    )
+    push = config.add_parser(
+        "push",
+        parents=[broker],
+        help="change settings of a kiosk, or of every kiosk of a store, checked by the contract",
+    )
+    push.add_argument("--store", required=True, type=_identifier)
+    push.add_argument("--device", type=_identifier, help="one kiosk (default: the whole store)")
+    push.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", required=True,
+                      help="a setting; VALUE is read as JSON when it is JSON")  # fmt: skip
+    push.add_argument("--devices-dir", default=str(DEFAULT_DEVICES_DIR),
+                      help="where kiosks were provisioned (default %(default)s)")  # fmt: skip
+    push.set_defaults(run=_config_push)
+    for name, text in (("identify", "blink and show its name"), ("reboot", "restart")):
+        cmd = commands.add_parser(name, parents=[broker], help=f"ask a kiosk to {text}")
+        cmd.add_argument("device", type=_identifier)
+        cmd.add_argument("--store", required=True, type=_identifier)
+        if name == "identify":
+            cmd.add_argument("--seconds", type=int, default=10, help="1 to 120 (default 10)")
+        cmd.set_defaults(run=_command, name=name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,9 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
         "power-cut [N] and quit on standard input; prints SCREEN <name>: <text> on every "
         "change. power-cut N cuts the power once N more events are acknowledged.",
     )
-    virtual.add_argument("--store", required=True, type=_identifier)
-    virtual.add_argument("--device", required=True, type=_identifier)
-    virtual.add_argument("--broker", required=True, help="mqtt://HOST:PORT")
+    virtual.add_argument("--store", type=_identifier)
+    virtual.add_argument("--device", type=_identifier)
+    virtual.add_argument("--broker", help="mqtt://[USER:PASSWORD@]HOST:PORT, or mqtts:// with --ca")
+    virtual.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
+    virtual.add_argument(
+        "--identity", help="a folder `kiosk-host provision` wrote: run as that kiosk"
+    )
     virtual.add_argument(
         "--board", default="esp32_devkitc_ssd1306", help="a file name in boards/ (no .py)"
     )
@@ -247,6 +472,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--outbox-records", type=int, default=2000, help="the outbox's size, as on the device"
     )
     virtual.set_defaults(run=_virtual_kiosk)
+    demo = commands.add_parser(
+        "demo",
+        help="two stores of virtual kiosks, scripted customers and staff, live",
+        description="Starts a broker (unless --broker or $MQTT_URL names one), the aggregator "
+        "and its dashboard, and six virtual kiosks in two stores; plays customers and staff; "
+        "runs until Ctrl-C. Run again, it carries on from the data in --var.",
+    )
+    demo.add_argument("--minutes", type=float, default=5.0, help="how long customers come")
+    demo.add_argument(
+        "--speed", type=float, default=1.0, help="time runs X times faster, windows included"
+    )
+    demo.add_argument("--var", default="var/demo", help="where its data is kept (var/demo/)")
+    demo.add_argument(
+        "--broker",
+        default=os.environ.get("MQTT_URL") or None,
+        help="a broker to use instead of the embedded one (default $MQTT_URL)",
+    )
+    demo.add_argument(
+        "--mqtt-port",
+        type=int,
+        default=os.environ.get("DEMO_MQTT_PORT") or None,
+        help="the embedded broker's port (default $DEMO_MQTT_PORT, or 1883 if free)",
+    )
+    demo.add_argument(
+        "--http-port",
+        type=int,
+        default=os.environ.get("DEMO_HTTP_PORT") or None,
+        help="the dashboard's port (default $DEMO_HTTP_PORT, or 8080 if free)",
+    )
+    demo.set_defaults(run=_demo)
+    _flashing_parsers(commands)
 
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument(
@@ -255,9 +511,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="the database: a SQLite file (default $KIOSK_DB or kiosk.db)",
     )
     serve = commands.add_parser("serve", parents=[db], help="ingest the kiosks' stream")
-    serve.add_argument("--broker", required=True, help="mqtt://[USER:PASSWORD@]HOST:PORT")
+    serve.add_argument(
+        "--broker", required=True, help="mqtt://[USER:PASSWORD@]HOST:PORT, or mqtts:// with --ca"
+    )
+    serve.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
     serve.add_argument("--client-id", default="kiosk-host", help="the persistent session's id")
     serve.add_argument("--stores", help="stores.toml: time zones, hours, thresholds, rosters")
+    serve.add_argument(
+        "--http", metavar="HOST:PORT", help="also serve the managers' dashboard (127.0.0.1:8080)"
+    )
+    serve.add_argument(
+        "--token-file",
+        help="the dashboard's token for changes (its first line; else $KIOSK_DASHBOARD_TOKEN; "
+        "without either the dashboard is read-only)",
+    )
     serve.set_defaults(run=_serve)
     dead = commands.add_parser("deadletter", parents=[db], help="messages refused, and why")
     dead.add_argument("--json", action="store_true")
@@ -267,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--store", type=_identifier)
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(run=_devices)
+    _fleet_parsers(commands)
 
     cases = commands.add_parser("cases", help="recovery cases").add_subparsers(
         dest="action", required=True

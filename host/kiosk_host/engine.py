@@ -23,17 +23,17 @@ from kiosk_host.recovery import (
     surge_alert,
 )
 from kiosk_host.storage import DeadLetter, EventRow, Storage
-from kiosk_host.stores import Stores
+from kiosk_host.stores import DEFAULT, Stores
 
 
 class Engine:
     """Cases and alerts for every store; `now` is injectable so that tests freeze time."""
 
-    NEAR_MAX_S = 48 * 3600  # no store warns earlier than this before a deadline
-
     def __init__(self, stores: Stores, now: Callable[[], float] = time.time) -> None:
         self.stores = stores
         self.now = now
+        # The longest "deadline near" lead of any store: cases further off can wait.
+        self.near_max_s = max(c.near_s for c in (DEFAULT, *stores.configs.values()))
 
     def apply(self, storage: Storage, e: EventRow) -> list[DeadLetter]:
         """Apply one new event (inside the storing transaction); dead letters for events that
@@ -92,7 +92,7 @@ class Engine:
         """Deadlines: near alerts, and breaches at the deadline (also right after a restart)."""
         now = int(self.now())
         with storage.transaction():
-            for case, near_sent in storage.waiting_cases(now + self.NEAR_MAX_S):
+            for case, near_sent in storage.waiting_cases(now + self.near_max_s):
                 cfg = self.stores.get(case.store)
                 if case.deadline <= now:
                     self._change(storage, case, case)

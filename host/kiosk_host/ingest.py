@@ -21,12 +21,13 @@ from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host import __version__, metrics, writer
+from kiosk_host.fleet import tls_options
 from kiosk_host.stores import Stores
 from kiosk_host.writer import KIOSK_CHANNELS, classify
 
@@ -56,10 +57,11 @@ class Ingest:
         db: Path,
         client_id: str = "kiosk-host",
         stores: Stores | None = None,
+        ca: str | None = None,
     ) -> None:
         url = urlparse(broker)
         self.host = url.hostname or "127.0.0.1"
-        self.port = url.port or 1883
+        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         self.db = db
         self.client_id = client_id
         self.stores = stores or writer.NO_STORES
@@ -82,7 +84,9 @@ class Ingest:
         c.max_queued_messages_set(0)
         c.will_set(HOST_STATUS, self._status("offline", None), qos=1, retain=True)
         if url.username:
-            c.username_pw_set(url.username, url.password)
+            password = unquote(url.password) if url.password is not None else None
+            c.username_pw_set(unquote(url.username), password)
+        tls_options(c, broker, ca)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.reconnect_delay_set(1, 5)

@@ -197,7 +197,7 @@ def _reasons(
         if store_rate is not None and smooth / ratings > store_rate and own != _pct(store_rate):
             text += f" ({own}, against {_pct(store_rate)} for the store)"
         out.append(text)
-    window = f"within {cfg.window_hours} h"
+    window = f"within {cfg.window_text}"
     if wow:
         out.append(f"made {_people(len(wow))} say Wow! {window} ({_codes(wow)})")
     if fixed:

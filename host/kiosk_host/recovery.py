@@ -125,7 +125,8 @@ def open_case(
     rating_seq: int,
     rated_at: int,
 ) -> Case:
-    """A new open case whose deadline is `rated_at` + the store's window (24 h by default).
+    """A new open case whose deadline is `rated_at` + the store's window (24 h by default,
+    to the minute).
 
     The window is elapsed time, not wall-clock time: across a daylight-saving change the
     store's clock shows the deadline 25 hours after the rating in spring (clocks go forward)
@@ -139,7 +140,7 @@ def open_case(
         station=station,
         rating_seq=rating_seq,
         opened_at=rated_at,
-        deadline=rated_at + cfg.window_hours * 3600,
+        deadline=rated_at + cfg.window_s,
     )
 
 
@@ -282,9 +283,9 @@ def case_alerts(cfg: StoreConfig, before: Case | None, after: Case, now: int) ->
 
 
 def near_alerts(cfg: StoreConfig, case: Case, now: int, already_sent: bool) -> list[Alert]:
-    """A `deadline_near` alert once a waiting case is within `near_hours` of its deadline;
-    nothing when one was already sent for the case, or when the store set near_hours = 0."""
-    lead = cfg.near_hours * 3600
+    """A `deadline_near` alert once a waiting case is within the store's lead (`near_s`) of
+    its deadline; nothing when one was already sent for the case, or when the lead is 0."""
+    lead = cfg.near_s
     if already_sent or lead <= 0 or not case.waiting:
         return []
     if not case.deadline - lead <= now < case.deadline:

@@ -95,6 +95,10 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX events_ratings ON events (store, outside, at, score) WHERE kind = 'rating';
     CREATE INDEX cases_by_state ON cases (store, state, deadline);
     """,
+    """
+    ALTER TABLE devices ADD COLUMN since INTEGER;  -- when the kiosk's current state began
+    UPDATE devices SET since = status_at;
+    """,
 )
 DEAD_LETTER_BYTES = 2048
 _INSERT_EVENT = (
@@ -148,6 +152,21 @@ class DeviceStatus:
     payload: dict[str, Any]
     arrived: int
     telemetry: bool  # telemetry rather than status
+
+
+@dataclass(frozen=True)
+class RatingLine:
+    """One stored rating as an export lists it."""
+
+    at: int
+    device: str
+    seq: int
+    station: str
+    staff: str | None
+    score: int
+    scale: int
+    outside: bool  # outside opening hours: kept, left out of the figures
+    time_flagged: bool  # `at` is the arrival time, not the kiosk's
 
 
 @dataclass(frozen=True)
@@ -359,6 +378,27 @@ class Storage:
             for d, q, k, a, ts, arr, f, p, out in rows
         ]
 
+    def rating_credits(
+        self, store: str, since: int, until: int
+    ) -> list[tuple[int, int, str | None, str, int]]:
+        """(at, score, staff signed in, station, scale) of the store's ratings in [since,
+        until): what recognition needs, read without parsing whole payloads."""
+        rows = self.db.execute(
+            "SELECT at, score, json_extract(payload, '$.staff'), json_extract(payload,"
+            " '$.station'), json_extract(payload, '$.scale') FROM events"
+            " WHERE store = ? AND kind = 'rating' AND at >= ? AND at < ?",
+            (store, since, until),
+        )
+        return rows.fetchall()
+
+    def recovered_between(self, store: str, since: int, until: int) -> list[Case]:
+        """The store's recovered cases (wow or recovered) whose verdict fell in [since, until)."""
+        found = self._cases(
+            "store = ? AND state IN ('wow', 'recovered') AND verdict_at >= ? AND verdict_at < ?",
+            (store, since, until),
+        )
+        return [c for c, _ in found]
+
     def outside_changes(self) -> int:
         """A number that changes whenever another process (the CLI) commits a change."""
         version: int = self.db.execute("PRAGMA data_version").fetchone()[0]
@@ -411,14 +451,21 @@ class Storage:
                 "UPDATE devices SET telemetry = ?, telemetry_at = ? WHERE store = ? AND device = ?",
                 (json.dumps(s.payload), s.arrived, s.store, s.device),
             )
-        else:
+        elif s.payload["state"] == "online":
             p = s.payload
             self.db.execute(
-                "UPDATE devices SET state = ?, fw = ?, board = ?, config_error = ?, status_at = ?"
+                "UPDATE devices SET since = CASE WHEN state IS 'online' THEN since ELSE ? END,"
+                " state = 'online', fw = ?, board = ?, config_error = ?, status_at = ?"
                 " WHERE store = ? AND device = ?",
-                (p["state"], p.get("fw"), p.get("board"), p.get("config_error"), s.arrived,
+                (s.arrived, p.get("fw"), p.get("board"), p.get("config_error"), s.arrived,
                  s.store, s.device),
             )  # fmt: skip
+        else:  # the last will: what the kiosk last said of itself stays
+            self.db.execute(
+                "UPDATE devices SET since = CASE WHEN state IS ? THEN since ELSE ? END,"
+                " state = ?, status_at = ? WHERE store = ? AND device = ?",
+                (s.payload["state"], s.arrived, s.payload["state"], s.arrived, s.store, s.device),
+            )
 
     def event_count(self, store: str | None = None) -> int:
         if store is None:
@@ -453,20 +500,95 @@ class Storage:
         return [DeadLetter(t, bytes(p), r, f, why, a) for t, p, r, f, why, a in rows]
 
     def devices(self, store: str | None = None) -> list[dict[str, Any]]:
+        """The kiosks as their last status and telemetry left them: `state` (online, offline)
+        and `since` when, `status_at` and `telemetry_at` (arrival times), and the last
+        `telemetry` whole."""
         where, args = (" WHERE store = ?", (store,)) if store else ("", ())
         rows = self.db.execute(
-            "SELECT store, device, state, fw, board, config_error, status_at, telemetry"
-            f" FROM devices{where} ORDER BY store, device",
+            "SELECT store, device, state, since, fw, board, config_error, status_at,"
+            f" telemetry_at, telemetry FROM devices{where} ORDER BY store, device",
             args,
         )
-        keys = ("store", "device", "state", "fw", "board", "config_error", "status_at")
+        keys = ("store", "device", "state", "since", "fw", "board", "config_error", "status_at",
+                "telemetry_at")  # fmt: skip
         return [
-            {**dict(zip(keys, r[:7], strict=True)), "telemetry": json.loads(r[7]) if r[7] else None}
+            {**dict(zip(keys, r[:9], strict=True)), "telemetry": json.loads(r[9]) if r[9] else None}
             for r in rows
         ]
 
     def close(self) -> None:
         self.db.close()
+
+    # -- the dashboard's reads ---------------------------------------------------------------
+
+    def store_ids(self) -> list[str]:
+        """Every store the database knows of: with events, cases or kiosks."""
+        found: set[str] = set()
+        for table in ("events", "cases"):  # one index step per store, not a scan of the table
+            rows = self.db.execute(
+                f"WITH RECURSIVE s(store) AS (SELECT min(store) FROM {table} UNION ALL"
+                f" SELECT (SELECT min(store) FROM {table} WHERE store > s.store) FROM s"
+                " WHERE s.store IS NOT NULL) SELECT store FROM s WHERE store IS NOT NULL"
+            )
+            found.update(r[0] for r in rows)
+        found.update(r[0] for r in self.db.execute("SELECT DISTINCT store FROM devices"))
+        return sorted(found)
+
+    def rating_quarters(
+        self, store: str, since: int, until: int
+    ) -> list[tuple[int, bool, int, int]]:
+        """The store's ratings in [since, until) as (quarter, outside, score, count): counted
+        per quarter of an hour from `since`, per score, apart when outside opening hours.
+        Every time zone's hours begin on a quarter hour, so quarters add up to local hours."""
+        rows = self.db.execute(
+            "SELECT (at - ?) / 900, outside, score, count(*) FROM events INDEXED BY events_ratings"
+            " WHERE kind = 'rating' AND store = ? AND outside IN (0, 1) AND at >= ? AND at < ?"
+            " GROUP BY 1, 2, 3",
+            (since, store, since, until),
+        )
+        return [(int(q), bool(out), int(score), int(n)) for q, out, score, n in rows]
+
+    def ratings_page(
+        self, store: str, since: int, until: int, after: tuple[int, str, int] | None, limit: int
+    ) -> list[RatingLine]:
+        """Up to `limit` of the store's ratings in [since, until) that come after `after`
+        (time, device, seq), in that order: an export reads the period page by page."""
+        at, device, seq = after if after is not None else (since - 1, "", 0)
+        rows = self.db.execute(
+            "SELECT at, device, seq, json_extract(payload, '$.station'),"
+            " json_extract(payload, '$.staff'), score, json_extract(payload, '$.scale'), outside,"
+            " time_flagged FROM events WHERE store = ? AND kind = 'rating' AND at >= ? AND at < ?"
+            " AND (at, device, seq) > (?, ?, ?) ORDER BY at, device, seq LIMIT ?",
+            (store, since, until, at, device, seq, limit),
+        )
+        return [
+            RatingLine(int(a), d, int(q), st, sf, int(sc), int(scale), bool(out), bool(flag))
+            for a, d, q, st, sf, sc, scale, out, flag in rows
+        ]
+
+    def cases_opened_between(self, store: str, since: int, until: int) -> list[Case]:
+        """The store's cases whose breakdown was rated in [since, until), oldest first."""
+        found = self._cases(
+            "store = ? AND opened_at >= ? AND opened_at < ? ORDER BY opened_at, code",
+            (store, since, until),
+        )
+        return [c for c, _ in found]
+
+    def alert_store(self, alert_id: str) -> str | None:
+        """The store an alert belongs to, or None for an unknown id."""
+        row = self.db.execute("SELECT store FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def waiting_case_counts(self) -> dict[str, int]:
+        """Cases open or fixed (waiting for staff or the customer), per store."""
+        rows = self.db.execute(
+            "SELECT store, count(*) FROM cases WHERE state IN ('open', 'fixed') GROUP BY store"
+        )
+        return {store: int(n) for store, n in rows}
+
+    def dead_letter_count(self) -> int:
+        count: int = self.db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
+        return count
 
 
 class _Transaction:

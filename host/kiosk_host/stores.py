@@ -30,6 +30,11 @@ defaults (UTC, always open, the thresholds below)::
     [stores.store-12.names]         # names shown on the recognition board
     ana = "Ana"
 
+`window_minutes` and `near_minutes` give the same to the minute (a store gives at most one of
+each pair), for a window shorter than hours: `kiosk-host demo`, whose customers come back
+within minutes. Without either near key the warning comes 4 h before the deadline, or a sixth
+of the window before it when the window is shorter than 24 h.
+
 A bad file raises ValueError naming the file, the store, the key and what was expected.
 Times of day are wall-clock times in the store's zone, so opening at 08:00 stays 08:00 on both
 sides of a daylight-saving change; on the day the clocks go forward, a span that would cover
@@ -87,14 +92,30 @@ class StoreConfig:
     hours: tuple[tuple[Span, ...], ...] | None = None  # per weekday, Monday first; None: always
     scale: int = 4
     low_threshold: int = 2
-    window_hours: int = 24
-    near_hours: int = 4
+    window_minutes: int = 24 * 60
+    near_minutes: int = 4 * 60
     surge_window_min: int = 60
     surge_min_ratings: int = 10
     surge_share: float = 0.4
     praise_run: int = 10
     roster: tuple[RosterEntry, ...] = ()
     names: tuple[tuple[str, str], ...] = ()  # (staff, display name)
+
+    @property
+    def window_s(self) -> int:
+        """A case's window in seconds: its deadline is the rating time plus this."""
+        return self.window_minutes * 60
+
+    @property
+    def near_s(self) -> int:
+        """How long before a deadline the "deadline near" alert goes out (0: never)."""
+        return self.near_minutes * 60
+
+    @property
+    def window_text(self) -> str:
+        """The window in words: "24 h", "1 h 30 min", "5 min"."""
+        h, m = divmod(self.window_minutes, 60)
+        return " ".join(part for part in (f"{h} h" if h else "", f"{m} min" if m else "") if part)
 
     @property
     def tz_name(self) -> str:
@@ -201,7 +222,9 @@ _KEYS = {
     "scale",
     "low_threshold",
     "window_hours",
+    "window_minutes",
     "near_hours",
+    "near_minutes",
     "surge_window_min",
     "surge_min_ratings",
     "surge_share",
@@ -236,15 +259,17 @@ class _Reader:
         d = DEFAULT
         scale = self.integer(table, "scale", d.scale, 3, 5)
         low = self.integer(table, "low_threshold", d.low_threshold, 1, scale - 1)
-        window = self.integer(table, "window_hours", d.window_hours, 1, 24 * 14)
-        near = self.integer(table, "near_hours", d.near_hours, 0, window - 1)
+        window = self.minutes(table, "window", d.window_minutes, 1, 14 * 24 * 60)
+        # Unless the store says otherwise, the warning comes 4 h before the deadline, as on
+        # the default 24 h window, or a sixth of the window before it on a shorter window.
+        near = self.minutes(table, "near", min(d.near_minutes, window // 6), 0, window - 1)
         return StoreConfig(
             tz=self.zone(table),
             hours=self.hours(table.get("hours")),
             scale=scale,
             low_threshold=low,
-            window_hours=window,
-            near_hours=near,
+            window_minutes=window,
+            near_minutes=near,
             surge_window_min=self.integer(table, "surge_window_min", d.surge_window_min, 1, 1440),
             surge_min_ratings=self.integer(
                 table, "surge_min_ratings", d.surge_min_ratings, 1, 100_000
@@ -260,6 +285,18 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise self.fail(key, f"a whole number from {lo} to {hi}", value)
         return value
+
+    def minutes(self, table: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+        """A duration in minutes from `{name}_hours` or `{name}_minutes`, whichever is given
+        (not both); `lo` and `hi` bound it in minutes, whole hours inside them for the first."""
+        hours, minutes = f"{name}_hours", f"{name}_minutes"
+        if hours in table and minutes in table:
+            raise ValueError(
+                f"{self.source}: store {self.store!r}: give {hours!r} or {minutes!r}, not both"
+            )
+        if hours in table:
+            return self.integer(table, hours, 0, -(-lo // 60), hi // 60) * 60
+        return self.integer(table, minutes, default, lo, hi)
 
     def share(self, table: Mapping[str, Any], key: str, default: float) -> float:
         value = table.get(key, default)

@@ -5,7 +5,9 @@ the ESP32's, a folder stands in for its flash (so a restart keeps the outbox), a
 input stands in for the customer: `press N`, `hold N MS`, `chord A B MS`, `sleep MS`,
 `net down`, `net up`, `power-cut` (now, or `power-cut N`: once N more events are
 acknowledged), `quit`. Every screen change is printed as
-`SCREEN <name>: <text>`.
+`SCREEN <name>: <text>`. Given the folder `kiosk-host provision` wrote, it runs as that
+kiosk: its identity, account, letter, board and broker (TLS with its CA included), on a
+simulated Wi-Fi of the provisioned name and key.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from kiosk_host import __version__
 from kiosk_host.paths import FIRMWARE, ROOT
@@ -72,6 +74,11 @@ def load_firmware() -> None:
         await asyncio.sleep(ms / 1000)
 
     asyncio.sleep_ms = sleep_ms  # type: ignore[attr-defined]  # MicroPython's spelling
+    if not hasattr(time, "ticks_ms"):  # the colour panels' drivers time their reset so
+        ticks = RealTime()
+        time.ticks_ms = ticks.ticks_ms  # type: ignore[attr-defined]
+        time.ticks_diff = ticks.ticks_diff  # type: ignore[attr-defined]
+        time.sleep_ms = lambda ms: time.sleep(ms / 1000)  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -83,6 +90,26 @@ class Options:
     state_dir: Path | None = None
     letter: str = "A"
     outbox_records: int = 2000  # as on the device
+    ca: Path | None = None  # the CA certificate to trust, for an mqtts:// broker
+    identity: Path | None = None  # a folder `kiosk-host provision` wrote: it wins over the above
+
+
+def provisioned(opts: Options) -> tuple[Options, dict[str, Any] | None]:
+    """The options with the store, device, letter and board of the provisioned kiosk in
+    `opts.identity`, and its identity as the firmware reads it (None without a folder)."""
+    if opts.identity is None:
+        return opts, None
+    folder = opts.identity
+    try:
+        ident: dict[str, Any] = json.loads((folder / "identity.json").read_text())
+        board = json.loads((folder / "board.json").read_text())["board"]
+    except (OSError, ValueError, KeyError) as why:
+        raise ValueError(f"--identity {folder}: not a provisioned kiosk's folder ({why})") from None
+    if ident.get("ca"):
+        ident["ca"] = str((folder / ident["ca"]).resolve())
+    store, device, letter = ident["store"], ident["device"], ident["letter"]
+    opts = Options(store, device, opts.broker, board, opts.state_dir, letter, opts.outbox_records)
+    return opts, ident
 
 
 class VirtualKiosk:
@@ -92,6 +119,8 @@ class VirtualKiosk:
     DEBOUNCE_MS = 6
 
     def __init__(self, opts: Options, out: Callable[[str], None]) -> None:
+        folder = opts.identity
+        opts, identity = provisioned(opts)
         load_firmware()
         network = module("network")
         module("simclock").clock = RealTime()
@@ -117,6 +146,8 @@ class VirtualKiosk:
         self.pins = self.board.button_pins()
         if not (state / "config.json").exists():
             conf = default_config(opts.device, len(self.pins))
+            if folder is not None:  # deployed with the kiosk, as on the device
+                conf = json.loads((folder / "config.json").read_text())
             self.config_file.save(json.dumps(conf).encode())
         self.kiosk = Kiosk(
             self.clock,
@@ -132,21 +163,26 @@ class VirtualKiosk:
         for i in range(len(self.pins)):
             self._drive(i, down=False)
         self.kiosk.configure(*self.config_file.load())
-        url = urlparse(opts.broker)
+        url = urlparse(opts.broker or "")  # none when --identity gives the broker
         self.network = network
         network.access_point["connect_ms"] = 50
         ident = {
             "store": opts.store,
             "device": opts.device,
             "host": url.hostname or "127.0.0.1",
-            "port": url.port or 1883,
-            "user": url.username,
-            "password": url.password,
+            "port": url.port or (8883 if url.scheme == "mqtts" else 1883),
+            "user": unquote(url.username) if url.username else None,
+            "password": unquote(url.password) if url.password else None,
             "ssid": network.access_point["ssid"],
             "key": network.access_point["key"],
             "fw": __version__,
             "board": self.board.NAME,
+            "ca": str(opts.ca) if opts.ca else None,
         }
+        if identity is not None:
+            ident = {**identity, "board": self.board.NAME}
+            # the simulated air carries the shop's Wi-Fi as the kiosk was provisioned for it
+            network.access_point.update(ssid=ident["ssid"], key=ident["key"])
         hw = {
             "ntp": lambda: int(time.time()),
             "heap_free": lambda: 100_000,  # CPython has no small heap to report

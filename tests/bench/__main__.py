@@ -2,11 +2,19 @@
 
 from tests.bench import (
     contract_validation,
+    dashboard_api,
     firmware_footprint,
     host_ingest,
     kiosk_drain,
     store_views,
 )
 
-for bench in (contract_validation, firmware_footprint, kiosk_drain, host_ingest, store_views):
+for bench in (
+    contract_validation,
+    firmware_footprint,
+    kiosk_drain,
+    host_ingest,
+    store_views,
+    dashboard_api,
+):
     bench.main()

@@ -1,0 +1,337 @@
+"""Fleet operations over MQTT: desired configs and commands to kiosks, checked by the contract.
+
+Every message is checked against the wire contract before it is published, so a config or a
+command the kiosks would refuse never leaves the host; the refusal names the rule it breaks.
+A config change starts from the kiosk's current desired config: the retained one on the
+broker, else the one provisioning wrote, so that the settings not named are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kiosk_host.contract import Contract, Rejection
+from kiosk_host.provision import DEFAULT_DEVICES_DIR, check_identifier
+
+TIMEOUT_S = 10.0
+# Subscribed to after the topics whose retained messages are wanted: its SUBACK comes after
+# them, so it marks the end of the retained messages. Nothing is ever published there.
+_BARRIER = "kiosk/v1/_host/none"
+
+
+class FleetError(ValueError):
+    """A fleet operation that could not be done; the message says what to fix."""
+
+
+def tls_options(client: paho.Client, broker: str, ca: str | None) -> None:
+    """TLS on a paho client for an mqtts:// broker URL, trusting the CA certificate `ca`."""
+    scheme = urlparse(broker).scheme
+    if scheme == "mqtts":
+        client.tls_set(ca_certs=ca)  # the system's CAs when None; the broker's name is checked
+    elif ca is not None:
+        raise FleetError("--ca is for a TLS broker: give --broker mqtts://HOST:PORT")
+
+
+def public_url(broker: str) -> str:
+    """The broker URL without its user name and password, for messages."""
+    u = urlparse(broker)
+    return f"{u.scheme}://{u.hostname}:{u.port or (8883 if u.scheme == 'mqtts' else 1883)}"
+
+
+class Broker:
+    """A short connection to the broker for one fleet command; close it (or use `with`)."""
+
+    def __init__(self, url: str, ca: str | None = None, timeout: float = TIMEOUT_S) -> None:
+        parts = urlparse(url)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise FleetError(
+                f"--broker {public_url(url)!r} is not a broker address: use "
+                f"mqtt://USER:PASSWORD@HOST:PORT (or mqtts:// with --ca)"
+            )
+        self.url = public_url(url)
+        self.timeout = timeout
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"kiosk-host-{uuid.uuid4()}")
+        if parts.username:
+            password = unquote(parts.password) if parts.password is not None else None
+            c.username_pw_set(unquote(parts.username), password)
+        tls_options(c, url, ca)
+        self._answered = threading.Event()
+        self._refused: str | None = None
+        self._lock = threading.Lock()
+        self._retained: dict[str, bytes] = {}
+        self._subacks: set[int] = set()
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        self.client = c
+        try:
+            c.connect(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883))
+        except (OSError, ValueError) as why:
+            raise FleetError(f"no connection to the broker at {self.url}: {why}") from None
+        c.loop_start()
+        if not self._answered.wait(timeout):
+            self.close()
+            raise FleetError(f"the broker at {self.url} did not answer in {timeout:.0f} s")
+        if self._refused is not None:
+            self.close()
+            raise FleetError(
+                f"the broker at {self.url} refused the connection: {self._refused}; check the "
+                f"user name and password in --broker (the aggregator's are in "
+                f"var/broker/aggregator.json)"
+            )
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:  # fmt: skip
+        if rc.is_failure:
+            self._refused = str(rc)
+            client.disconnect()
+        self._answered.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if msg.retain:
+            with self._lock:
+                self._retained[msg.topic] = bytes(msg.payload)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: Any,
+                      props: Any = None) -> None:  # fmt: skip
+        with self._lock:
+            self._subacks.add(mid)
+
+    def retained(self, filters: Sequence[str]) -> dict[str, bytes]:
+        """The retained messages on `filters` now, by topic (cleared ones left out)."""
+        with self._lock:
+            self._retained.clear()
+        self.client.subscribe([(f, 0) for f in filters])
+        _, barrier = self.client.subscribe(_BARRIER, 0)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            with self._lock:
+                if barrier in self._subacks:
+                    found = {t: p for t, p in self._retained.items() if p}
+                    break
+            if time.monotonic() > deadline:
+                raise FleetError(f"the broker at {self.url} did not answer a subscription")
+            time.sleep(0.005)
+        self.client.unsubscribe([*filters, _BARRIER])
+        return found
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Publish at QoS 1 and wait for the broker's acknowledgement."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        try:
+            info.wait_for_publish(self.timeout)
+        except (RuntimeError, ValueError) as why:
+            raise FleetError(f"could not publish to {self.url}: {why}") from None
+        if not info.is_published():
+            raise FleetError(f"the broker at {self.url} did not acknowledge {topic}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    topic: str
+    payload: dict[str, Any]
+    kiosk_state: str | None  # online / offline from the kiosk's retained status; None: unknown
+
+
+def _checked(topic: str, payload: dict[str, Any], what: str) -> bytes:
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    result = Contract.load().validate(topic, raw)
+    if isinstance(result, Rejection):
+        raise FleetError(f"{what} refused, nothing was published: {result}")
+    return raw
+
+
+def command(name: str, **fields: Any) -> dict[str, Any]:
+    """A command payload with a fresh id: acted on once by the kiosk, however often delivered."""
+    return {"v": 1, "cmd": name, "id": str(uuid.uuid4()), "ts": int(time.time()), **fields}
+
+
+def send_command(broker: Broker, store: str, device: str, payload: dict[str, Any]) -> Sent:
+    """Publish a command to one kiosk (QoS 1, not retained). A kiosk that is offline gets it
+    when it comes back, from its persistent session."""
+    check_identifier("--store", store)
+    check_identifier("device", device)
+    topic = f"kiosk/v1/{store}/{device}/cmd"
+    raw = _checked(topic, payload, f"{payload.get('cmd')} for {store}/{device}")
+    status = broker.retained([f"kiosk/v1/{store}/{device}/status"])
+    broker.publish(topic, raw)
+    return Sent(topic, payload, _state(next(iter(status.values()), None)))
+
+
+def _state(raw: bytes | None) -> str | None:
+    try:
+        state = json.loads(raw)["state"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return state if isinstance(state, str) else None
+
+
+# -- desired config --------------------------------------------------------------------------
+
+
+def parse_settings(pairs: Iterable[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs as settings: VALUE as JSON when it is JSON (5, true, [...], "5"),
+    else as text (How did we do?)."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise FleetError(
+                f"--set {pair!r}: give KEY=VALUE, for example --set prompt='How was it?' or "
+                f"--set scale=5"
+            )
+        try:
+            settings[key.strip()] = json.loads(value)
+        except ValueError:
+            settings[key.strip()] = value
+    if not settings:
+        raise FleetError("nothing to set: give at least one --set KEY=VALUE")
+    return settings
+
+
+@dataclass(frozen=True)
+class Pushed:
+    store: str
+    device: str
+    topic: str
+    config: dict[str, Any]
+    base: str  # where the settings not named came from: "broker" or the provisioned file
+
+
+def push_config(
+    broker: Broker,
+    store: str,
+    device: str | None,
+    settings: dict[str, Any],
+    devices_dir: Path = DEFAULT_DEVICES_DIR,
+) -> list[Pushed]:
+    """Change `settings` in the desired config of one kiosk, or of every kiosk of the store
+    known to the broker or provisioned in `devices_dir`, and publish each retained. Every
+    config is checked first; if any is refused, none is published."""
+    check_identifier("--store", store)
+    if device is not None:
+        check_identifier("--device", device)
+    mine = device or "+"
+    retained = broker.retained(
+        [f"kiosk/v1/{store}/{mine}/config", f"kiosk/v1/{store}/{mine}/status"]
+    )
+    devices = {device} if device else _store_devices(store, retained, devices_dir)
+    if not devices:
+        raise FleetError(
+            f"no kiosks known in store {store}: none has a status or config on the broker, and "
+            f"none is provisioned in {devices_dir / store}; check --store, or give --device"
+        )
+    plans: list[Pushed] = []
+    refusals: list[str] = []
+    for d in sorted(devices):
+        topic = f"kiosk/v1/{store}/{d}/config"
+        base, source = _base_config(retained.get(topic), devices_dir / store / d / "config.json")
+        if base is None:
+            refusals.append(
+                f"{store}/{d}: no config to start from (none retained on the broker, no "
+                f"{devices_dir / store / d / 'config.json'}); provision the kiosk, or give "
+                f"--devices-dir where it was provisioned"
+            )
+            continue
+        config = {**base, **settings}
+        result = Contract.load().validate(topic, json.dumps(config).encode())
+        if isinstance(result, Rejection):
+            refusals.append(f"{store}/{d}: {result}")
+            continue
+        plans.append(Pushed(store, d, topic, config, source))
+    if refusals:
+        raise FleetError("config refused, nothing was published:\n  " + "\n  ".join(refusals))
+    for p in plans:
+        broker.publish(p.topic, json.dumps(p.config, separators=(",", ":")).encode(), True)
+    return plans
+
+
+def _store_devices(store: str, retained: dict[str, bytes], devices_dir: Path) -> set[str]:
+    found = {t.split("/")[3] for t in retained}
+    where = devices_dir / store
+    if where.is_dir():
+        found |= {p.parent.name for p in where.glob("*/config.json")}
+    return found
+
+
+def _base_config(retained: bytes | None, provisioned: Path) -> tuple[dict[str, Any] | None, str]:
+    for raw, source in ((retained, "broker"), (_read(provisioned), str(provisioned))):
+        if raw:
+            try:
+                config = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(config, dict):
+                return config, source
+    return None, ""
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+# -- the fleet view --------------------------------------------------------------------------
+
+TELEMETRY = ("heap_free", "rssi", "outbox", "dropped")
+
+
+def device_row(d: dict[str, Any]) -> dict[str, Any]:
+    """A kiosk as `kiosk-host devices --json` shows it: the stored row, with the figures of
+    its last telemetry beside it."""
+    t = d.get("telemetry") or {}
+    return {**d, **{k: t.get(k) for k in TELEMETRY}}
+
+
+def _when(at: int | None, now: int) -> str:
+    if at is None:
+        return "?"
+    ago = max(now - at, 0)
+    span = f"{ago} s" if ago < 120 else f"{ago // 60} min" if ago < 7200 else f"{ago // 3600} h"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at)) + f" ({span} ago)"
+
+
+def device_line(d: dict[str, Any], now: int) -> str:
+    """One line per kiosk for a person: state and since when, firmware, board, last figures."""
+    line = (
+        f"{d['store']}/{d['device']}: {d['state'] or 'unknown'} since {_when(d['since'], now)}, "
+        f"fw {d['fw'] or '?'}, board {d['board'] or '?'}"
+    )
+    if d.get("telemetry"):
+        rssi = "off Wi-Fi" if d["rssi"] is None else f"{d['rssi']} dBm"
+        line += (
+            f"; telemetry {_when(d['telemetry_at'], now)}: heap {d['heap_free']} B free, RSSI "
+            f"{rssi}, outbox {d['outbox']}, dropped {d['dropped']}"
+        )
+    if d.get("config_error"):
+        line += f"; config refused: {d['config_error']}"
+    return line

@@ -1,0 +1,332 @@
+"""`kiosk-host deploy` and `make deploy` with the real mpremote, to a kiosk on a pseudo-terminal.
+
+The kiosk is the serial kiosk: MicroPython's VM behind socat, with a folder as its flash. It
+is provisioned by `kiosk-host provision`, and its broker is a mosquitto that lets in exactly
+the accounts provisioning wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from kiosk_host import __version__
+from kiosk_host.deploy import (
+    DEVICE_MAIN,
+    FLAG,
+    FlashFull,
+    Mpremote,
+    Options,
+    copy_files,
+    deploy,
+    device_files,
+    firmware_version,
+    load_provisioning,
+)
+from kiosk_host.serial_kiosk import SerialKiosk
+from tests.broker import Mosquitto, free_port
+from tests.vm.mpvm import ROOT
+
+KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
+MPREMOTE = ROOT / ".venv" / "bin" / "mpremote"
+BUILD = ROOT / "build"
+WIFI_KEY = "shop-floor-key-42"
+BOARD = "esp32_devkitc_ssd1306"
+IDLE_S = 60.0  # a kiosk's boot to its idle screen, on a loaded two-core machine
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """A command as a person types it, in the checkout; bounded."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def provision(tmp: Path, broker_port: int, device: str = "till-1") -> Path:
+    """`kiosk-host provision` of one kiosk; the folder with its files."""
+    out = tmp / "devices" / "store-12" / device
+    done = run(
+        str(KIOSK_HOST), "provision", "--store", "store-12", "--device", device,
+        "--board", BOARD, "--wifi-ssid", "shop", "--wifi-pass", WIFI_KEY,
+        "--broker", f"mqtt://127.0.0.1:{broker_port}", "--out", str(out),
+        "--broker-dir", str(tmp / "broker"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def secrets_of(devdir: Path) -> list[str]:
+    ident = json.loads((devdir / "identity.json").read_text())
+    return [ident["key"], ident["password"]]
+
+
+def aggregator_url(tmp: Path, port: int) -> str:
+    creds = json.loads((tmp / "broker" / "aggregator.json").read_text())
+    return f"mqtt://{creds['user']}:{creds['password']}@127.0.0.1:{port}"
+
+
+def deploy_cli(
+    port: str, devdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return run(
+        str(KIOSK_HOST), "deploy", "--port", port, "--device", devdir.name, "--dir", str(devdir),
+        *extra, env=env,
+    )  # fmt: skip
+
+
+def idle_after(kiosk: SerialKiosk, mark: int) -> str:
+    return kiosk.wait_line(lambda line: line.startswith("SCREEN idle:"), IDLE_S, after=mark)
+
+
+@contextmanager
+def other_end(tmp: Path, program: str) -> Iterator[str]:
+    """A pseudo-terminal whose other end is `program` (not MicroPython); its path."""
+    link = tmp / "other-tty"
+    proc = subprocess.Popen(
+        ["socat", f"PTY,link={link},raw,echo=0", f"EXEC:{program}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not link.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert link.exists(), "socat made no pseudo-terminal"
+        yield str(link)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+@pytest.fixture
+def kiosk_dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(the serial kiosk's flash, the provisioned files) for a kiosk whose broker is down."""
+    yield tmp_path / "flash", provision(tmp_path, free_port())
+
+
+def device_path(flash: Path, path: str) -> Path:
+    return flash / path.lstrip("/")
+
+
+# -- the whole round ---------------------------------------------------------------------------
+
+
+def test_deploy_puts_the_firmware_on_the_kiosk_which_comes_online_and_a_rerun_copies_nothing(
+    tmp_path: Path, built_firmware: None
+) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto", auth_dir=tmp_path / "broker")
+    devdir = provision(tmp_path, broker.port)
+    flash = tmp_path / "flash"
+    env = {"KIOSK_BROKER": aggregator_url(tmp_path, broker.port)}  # not in the argument list
+    with broker, SerialKiosk(flash) as kiosk:
+        mark = kiosk.mark()
+        done = deploy_cli(kiosk.port, devdir, env=env)
+        printed = done.stdout + done.stderr
+        assert done.returncode == 0, printed
+        version = firmware_version()
+        verdict = done.stdout.strip().splitlines()[-1]
+        assert verdict.startswith(f"deployed till-1 (store-12): online with firmware {version}")
+        assert "26 files copied" in verdict, verdict
+        assert "copying [1/26] lib/" in done.stdout  # progress while copying
+        for secret in secrets_of(devdir):
+            assert secret not in printed
+            assert all(secret not in line for line in kiosk.lines)
+
+        # The flash holds the build, the board as board.mpy, the config, the identity with
+        # the build's version, and the start; the deployment's flag is gone.
+        for mpy in sorted((BUILD / "firmware").glob("*.mpy")):
+            assert (flash / "lib" / mpy.name).read_bytes() == mpy.read_bytes()
+        board = (BUILD / "boards" / f"{BOARD}.mpy").read_bytes()
+        assert (flash / "lib" / "board.mpy").read_bytes() == board
+        assert (flash / "config.json").read_bytes() == (devdir / "config.json").read_bytes()
+        provisioned = json.loads((devdir / "identity.json").read_text())
+        assert json.loads((flash / "identity.json").read_text()) == {**provisioned, "fw": version}
+        assert version.startswith(__version__ + "+")
+        assert (flash / "main.py").read_text() == DEVICE_MAIN
+        assert not device_path(flash, FLAG).exists()
+        assert idle_after(kiosk, mark) == "SCREEN idle: How did we do today?"
+
+        # Again: nothing differs, so nothing is copied, and the kiosk comes back online.
+        lines: list[str] = []
+        again = deploy(
+            Options(
+                kiosk.port, "till-1", directory=devdir, broker=env["KIOSK_BROKER"], build=False
+            ),
+            out=lines.append,
+        )
+        assert again.copied == [] and again.removed == []
+        assert len(again.unchanged) == 26
+        assert again.online is True and again.status is not None
+        assert again.status["fw"] == version and again.status["board"] == "esp32-devkitc-ssd1306"
+        assert not any("copying" in line for line in lines)
+
+        # A changed setting travels alone, and the kiosk shows it; a module the firmware
+        # no longer has goes.
+        config = json.loads((devdir / "config.json").read_text())
+        config["prompt"] = "Were we quick enough?"
+        (devdir / "config.json").write_text(json.dumps(config))
+        (flash / "lib" / "retired.mpy").write_bytes(b"M\x06")
+        mark = kiosk.mark()
+        changed = deploy(
+            Options(
+                kiosk.port, "till-1", directory=devdir, broker=env["KIOSK_BROKER"], build=False
+            ),
+            out=lines.append,
+        )
+        assert changed.copied == ["/config.json"] and changed.online is True
+        assert changed.removed == ["/lib/retired.mpy"]
+        assert not (flash / "lib" / "retired.mpy").exists()
+        assert kiosk.wait_line(
+            lambda line: line == "SCREEN idle: Were we quick enough?", IDLE_S, after=mark
+        )
+
+
+def test_make_deploy_builds_and_deploys_and_says_when_no_broker_can_confirm(
+    kiosk_dirs: tuple[Path, Path],
+) -> None:
+    flash, devdir = kiosk_dirs
+    with SerialKiosk(flash) as kiosk:
+        mark = kiosk.mark()
+        done = run("make", "--no-print-directory", "deploy", f"PORT={kiosk.port}",
+                   "DEVICE=till-1", f"DEVICE_DIR={devdir}")  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        verdict = done.stdout.strip().splitlines()[-1]
+        assert verdict.startswith("deployed till-1 (store-12): 26 files copied"), verdict
+        assert "not confirmed online: no broker reachable at 127.0.0.1:" in verdict
+        assert (flash / "lib" / "main.mpy").exists() and (flash / "main.py").exists()
+        idle_after(kiosk, mark)
+
+
+def test_the_watchdog_restarts_an_interrupted_kiosk_which_is_why_deploy_stops_it_first(
+    kiosk_dirs: tuple[Path, Path], built_firmware: None
+) -> None:
+    flash, devdir = kiosk_dirs
+    with SerialKiosk(flash) as kiosk:
+        assert deploy_cli(kiosk.port, devdir, "--no-build").returncode == 0
+        idle_after(kiosk, 0)
+        mark = kiosk.mark()
+        # mpremote interrupts the kiosk's main loop; its watchdog keeps counting, as on the
+        # ESP32, and restarts it 8 s later
+        done = run(str(MPREMOTE), "connect", kiosk.port, "exec", "print('hello')", timeout=60)
+        assert done.stdout.strip() == "hello", done.stderr
+        assert kiosk.wait_line(lambda line: line == "RESET watchdog", 30, after=mark)
+        idle_after(kiosk, mark)
+
+
+# -- refusals: each says what to do ------------------------------------------------------------
+
+
+def test_a_missing_port_is_refused_with_what_to_do(kiosk_dirs: tuple[Path, Path]) -> None:
+    _, devdir = kiosk_dirs
+    done = deploy_cli("/dev/ttyUSB-not-there", devdir, "--no-build")
+    assert done.returncode == 2
+    assert "there is no serial port /dev/ttyUSB-not-there" in done.stderr
+    assert "plug the kiosk in by USB" in done.stderr and "mpremote connect list" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("program", "seen"),
+    [("cat", "what came back is not MicroPython's raw REPL"), ("sleep 600", "nothing came back")],
+)
+def test_a_port_without_micropython_is_refused_with_what_to_do(
+    tmp_path: Path, kiosk_dirs: tuple[Path, Path], built_firmware: None, program: str, seen: str
+) -> None:
+    _, devdir = kiosk_dirs
+    with other_end(tmp_path, program) as port:
+        done = deploy_cli(port, devdir, "--no-build")
+    assert done.returncode == 2
+    assert f"{port} does not answer as MicroPython ({seen}" in done.stderr
+    assert "no serial monitor" in done.stderr and "esptool.py" in done.stderr
+
+
+def test_missing_provisioning_is_refused_with_the_command_that_makes_it(
+    tmp_path: Path, built_firmware: None
+) -> None:
+    done = deploy_cli("/dev/ttyUSB0", tmp_path / "nothing-here", "--no-build")
+    assert done.returncode == 2
+    assert "has no identity.json, config.json, board.json" in done.stderr
+    assert "kiosk-host provision --store STORE --device nothing-here" in done.stderr
+
+
+def test_a_full_flash_is_refused_before_anything_is_copied(
+    kiosk_dirs: tuple[Path, Path], built_firmware: None
+) -> None:
+    flash, devdir = kiosk_dirs
+    with SerialKiosk(flash, flash_kb=64) as kiosk:
+        done = deploy_cli(kiosk.port, devdir, "--no-build")
+    assert done.returncode == 2
+    assert "the kiosk's flash is full: this deployment needs" in done.stderr
+    assert "Remove files the kiosk does not need" in done.stderr
+    assert "erase the flash" in done.stderr
+    assert not (flash / "lib").exists()  # nothing half-copied
+    assert device_path(flash, FLAG).exists()  # the kiosk stays stopped until a deployment
+
+
+def test_a_flash_that_fills_up_while_copying_says_so(
+    kiosk_dirs: tuple[Path, Path], built_firmware: None, tmp_path: Path
+) -> None:
+    flash, devdir = kiosk_dirs
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    files = device_files(load_provisioning(devdir, "till-1"), firmware_version(), stage)
+    with SerialKiosk(flash, flash_kb=64) as kiosk:
+        mp = Mpremote(kiosk.port, str(MPREMOTE), secrets_of(devdir))
+        with pytest.raises(FlashFull) as refused:
+            copy_files(mp, files, [], True, lambda line: None)
+    message = str(refused.value)
+    assert message.startswith("the kiosk's flash is full (while copying files)")
+    assert "remove files the kiosk does not need" in message and "deploy again" in message
+
+
+def test_the_serial_kiosk_keeps_what_mpremote_writes_across_restarts(tmp_path: Path) -> None:
+    flash = tmp_path / "flash"
+    with SerialKiosk(flash) as kiosk:
+        write = "f = open('/note.txt', 'w'); f.write('kept'); f.close()"
+        done = run(str(MPREMOTE), "connect", kiosk.port, "exec", write, timeout=60)
+        assert done.returncode == 0, done.stderr
+        missing = run(str(MPREMOTE), "connect", kiosk.port, "fs", "cat", ":/nope", timeout=60)
+        assert "No such file or directory" in missing.stderr  # errno 2, as mpremote expects
+    assert (flash / "note.txt").read_text() == "kept"
+    with SerialKiosk(flash) as kiosk:
+        done = run(str(MPREMOTE), "connect", kiosk.port, "fs", "cat", ":/note.txt", timeout=60)
+        assert done.stdout.strip().endswith("kept"), done.stderr
+
+
+def test_serial_kiosk_command_prints_its_port_and_stops_cleanly(tmp_path: Path) -> None:
+    link = tmp_path / "tty"
+    proc = subprocess.Popen(
+        [str(KIOSK_HOST), "serial-kiosk", "--fs", str(tmp_path / "flash"), "--link", str(link)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # bounded: the command gives up after 10 s
+        assert first.startswith(f"serial kiosk on {link} (flash: {tmp_path / 'flash'}")
+        done = run(str(MPREMOTE), "connect", str(link), "exec", "print(6 * 7)", timeout=60)
+        assert done.stdout.strip() == "42", done.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert not link.exists()
