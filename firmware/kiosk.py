@@ -281,9 +281,12 @@ class Kiosk:
     def _case_line(self, code: str, deadline: int, now) -> str:
         if now is None:
             return code
-        if deadline <= now:
+        left = deadline - now
+        if left <= 0:
             return self.texts.OVERDUE % code
-        return self.texts.HOURS_LEFT % (code, (deadline - now) // 3600)
+        if left < 3600:
+            return self.texts.MINUTES_LEFT % (code, left // 60)
+        return self.texts.HOURS_LEFT % (code, left // 3600)
 
     def _staff_press(self, button: int) -> None:
         last = self.n - 1

@@ -21,7 +21,6 @@ from kiosk_host.demo import (
     STORES_FILE,
     STORY,
     Confirm,
-    EmbeddedBroker,
     Fix,
     Rate,
     code_on_screen,
@@ -29,6 +28,7 @@ from kiosk_host.demo import (
     scaled_stores,
     script,
 )
+from kiosk_host.embedded_broker import EmbeddedBroker
 from kiosk_host.stores import parse_stores
 from tests.broker import free_port
 from tests.virtual_kiosks import KIOSK_HOST, wait_until

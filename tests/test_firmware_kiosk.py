@@ -169,9 +169,10 @@ def test_staff_opens_the_wow_confirmation_for_an_open_case(mpvm: MicroPythonVM) 
         "rig.press(4)\n"  # the customer: Wow!
     )
     run = run_kiosk(mpvm, script)
-    assert ("staff", "Open cases (2) |  A7K3 0h left | >B2XZ 4h left | [Back] | [Next] | [OK]") in (
-        run.screens
-    )
+    assert (
+        "staff",
+        "Open cases (2) |  A7K3 59m left | >B2XZ 4h left | [Back] | [Next] | [OK]",
+    ) in run.screens
     assert ("confirm", "Code B2XZ: did we blow you away? | [Not yet] | [Fixed] | [Wow!]") in (
         run.screens
     )
@@ -181,6 +182,22 @@ def test_staff_opens_the_wow_confirmation_for_an_open_case(mpvm: MicroPythonVM) 
         "recovery_confirm",
         "B2XZ",
         "wow",
+    )
+
+
+def test_a_case_within_the_hour_shows_its_minutes_left(mpvm: MicroPythonVM) -> None:
+    script = (
+        "now = 1763900000\n"
+        "rig.kiosk.set_cases([('B2XZ', now + 2 * 3600 + 30), ('A7K3', now + 20 * 60 + 30),"
+        " ('C9QR', now - 60)])\n"
+        "rig.chord(1, 4, 3100)\n"
+        "rig.press(3)\n"  # Next: Open cases
+        "rig.press(4)\n"  # OK
+    )
+    run = run_kiosk(mpvm, script)
+    assert run.screens[-1] == (
+        "staff",
+        "Open cases (3) | >C9QR overdue |  A7K3 20m left |  B2XZ 2h left | [Back] | [Next] | [OK]",
     )
 
 
