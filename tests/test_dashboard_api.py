@@ -12,6 +12,7 @@ import json
 import random
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -570,7 +571,7 @@ def test_the_day_range_of_an_export_is_the_stores_local_days(dashboard: Dashboar
         ("Asia/Kathmandu", 1763900000),  # UTC+05:45: hours begin at a quarter past
     ],
 )
-def test_the_report_by_hour_is_the_days_report_with_more(tmp_path: Path, tz: str, now: int) -> None:
+def test_the_report_counts_each_local_day_and_hour(tmp_path: Path, tz: str, now: int) -> None:
     from kiosk_host import summary
     from kiosk_host.stores import parse_stores
 
@@ -580,21 +581,44 @@ def test_the_report_by_hour_is_the_days_report_with_more(tmp_path: Path, tz: str
     storage = Storage(tmp_path / "hours.db")
     rng = random.Random(tz)
     times = [now - seq * 397 for seq in range(1, 1800)]  # every 6 min 37 s, nine days back
+    scores = [rng.randint(1, 4) for _ in times]
     batch = [
-        message("s", "till-1", seq, "rating", at, score=rng.randint(1, 4), scale=4,
+        message("s", "till-1", seq, "rating", at, score=score, scale=4,
                 station="till-1", staff=None)
-        for seq, at in enumerate(times, start=1)
+        for seq, (at, score) in enumerate(zip(times, scores, strict=True), start=1)
     ]  # fmt: skip
     store_messages(storage, Engine(stores), batch, now)
-    cfg = stores.get("s")
-    old = summary.report(storage, cfg, "s", now, 7)
-    new = summary.report_by_hour(storage, cfg, "s", now, 7)
-    assert [{k: row[k] for k in old_row} for old_row, row in zip(old, new, strict=True)] == old
+    rows = summary.report(storage, stores.get("s"), "s", now, 7)
+    # the same figures worked out here, from the local time of each rating
     zone = ZoneInfo(tz)
-    for row in new:
-        local = [datetime.fromtimestamp(at, zone) for at in times]
-        hours = {f"{t.hour:02d}" for t in local if t.date().isoformat() == row["day"]}
-        assert set(row["ratings_by_hour"]) <= hours
-        assert sum(map(sum, row["ratings_by_hour"].values())) == row["ratings"]
-    assert sum(r["outside_hours"] for r in new) > 0
+    counts: dict[str, Counter[int]] = {}
+    hours: dict[str, dict[str, Counter[int]]] = {}
+    outside: Counter[str] = Counter()
+    for at, score in zip(times, scores, strict=True):
+        local = datetime.fromtimestamp(at, zone)
+        day = local.date().isoformat()
+        if not "07:30" <= local.strftime("%H:%M") < "22:15":
+            outside[day] += 1
+            continue
+        counts.setdefault(day, Counter())[score] += 1
+        hours.setdefault(day, {}).setdefault(f"{local.hour:02d}", Counter())[score] += 1
+    assert [r["day"] for r in rows] == sorted(r["day"] for r in rows)
+    assert rows[-1]["day"] == datetime.fromtimestamp(now, zone).date().isoformat()
+    for row in rows:
+        day = row["day"]
+        tally = counts.get(day, Counter())
+        low = tally[1] + tally[2]
+        assert row["counts"] == [tally[s] for s in (1, 2, 3, 4)]
+        assert row["ratings"] == tally.total()
+        assert row["breakdowns"] == low
+        assert row["satisfaction"] == (round(1 - low / tally.total(), 4) if tally else None)
+        assert row["outside_hours"] == outside[day]
+        by_hour = hours.get(day, {})
+        assert row["ratings_by_hour"] == {
+            h: [c[s] for s in (1, 2, 3, 4)] for h, c in sorted(by_hour.items())
+        }
+        assert row["breakdowns_by_hour"] == {
+            h: c[1] + c[2] for h, c in sorted(by_hour.items()) if c[1] + c[2]
+        }
+    assert sum(r["outside_hours"] for r in rows) > 0
     storage.close()

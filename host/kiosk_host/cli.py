@@ -104,7 +104,7 @@ def _report(args: argparse.Namespace) -> int:
     days = 7 if args.period == "week" else 1
     cfg = _stores(args).get(args.store)
     # The dashboard's rows too: by-hour counts (its charts) and the day's cases beside them.
-    rows = summary.report_by_hour(_storage(args), cfg, args.store, int(time.time()), days)
+    rows = summary.report(_storage(args), cfg, args.store, int(time.time()), days)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif args.csv:

@@ -77,43 +77,13 @@ def recognition(
 def report(
     storage: Storage, cfg: StoreConfig, store: str, now: int, days: int
 ) -> list[dict[str, Any]]:
-    """One row per local day of the period: counts per score, satisfaction, breakdowns, and
-    the hours of the day in which the breakdowns happened (it matters when, more than why)."""
-    rows = []
-    for back in range(days - 1, -1, -1):
-        since, until = day_bounds(cfg, now - back * 86400)
-        counts, outside = storage.score_counts_between(store, since, until)
-        ratings = sum(counts.values())
-        low = [
-            r
-            for r in storage.ratings(store, since, until)
-            if r.kind == "rating" and not r.outside and r.payload["score"] <= cfg.low_threshold
-        ]
-        hours: dict[int, int] = {}
-        for r in low:
-            hour = datetime.fromtimestamp(r.at, cfg.tz).hour
-            hours[hour] = hours.get(hour, 0) + 1
-        rows.append({
-            "day": local_day(cfg, since).isoformat(),
-            "weekday": local_day(cfg, since).strftime("%a"),
-            "counts": [counts.get(s, 0) for s in range(1, cfg.scale + 1)],
-            "ratings": ratings,
-            "breakdowns": len(low),
-            "satisfaction": round((ratings - len(low)) / ratings, 4) if ratings else None,
-            "outside_hours": outside,
-            "breakdowns_by_hour": {f"{h:02d}": n for h, n in sorted(hours.items())},
-        })  # fmt: skip
-    return rows
-
-
-def report_by_hour(
-    storage: Storage, cfg: StoreConfig, store: str, now: int, days: int
-) -> list[dict[str, Any]]:
-    """`report`'s rows for the last `days` local days up to today, read in one query, each
-    with two more figures: the ratings per local hour and score (`ratings_by_hour`, hours
-    without ratings left out) and the cases: waiting now (`open_cases`), breached or left
-    unconfirmed at a deadline that fell on the day (`overdue_cases`), and recovered in time
-    by a verdict given on the day (`recovered_in_time`)."""
+    """One row per local day of the last `days` up to today, read in one query: counts per
+    score, satisfaction and breakdowns (ratings inside opening hours; the rest only in
+    `outside_hours`); the hours in which the breakdowns happened (it matters when, more than
+    why); the ratings per local hour and score (`ratings_by_hour`, hours without ratings left
+    out); and the cases: waiting now (`open_cases`), breached or left unconfirmed at a
+    deadline that fell on the day (`overdue_cases`), and recovered in time by a verdict given
+    on the day (`recovered_in_time`)."""
     today = local_day(cfg, now)
     first = today - timedelta(days=days - 1)
     since, until = local_bounds(cfg, first, today)

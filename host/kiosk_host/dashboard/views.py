@@ -134,7 +134,7 @@ class Views:
 
         def make() -> dict[str, Any]:
             cfg, now = self.stores.get(store), int(self.now())
-            days = summary.report_by_hour(self.storage(), cfg, store, now, PERIODS[period])
+            days = summary.report(self.storage(), cfg, store, now, PERIODS[period])
             return {
                 "store": store, "ts": now, "period": period, "tz": cfg.tz_name,
                 "scale": cfg.scale, "low_threshold": cfg.low_threshold, "days": days,
