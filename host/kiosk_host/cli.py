@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import json
 import os
-import re
 import signal
 import sys
 import time
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kiosk_host import __version__, summary
-from kiosk_host.contract import Cleared, Contract, Rejection
+from kiosk_host.contract import Cleared, Contract, Rejection, identifier_pattern
 from kiosk_host.engine import Engine
 from kiosk_host.recovery import STATES, RuleError
 from kiosk_host.storage import Storage
@@ -368,7 +367,7 @@ def _flashing_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _identifier(value: str) -> str:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", value):
+    if not identifier_pattern().fullmatch(value):
         raise argparse.ArgumentTypeError(
             f"{value!r} is not an identifier: lower-case letters, digits and '-', 1 to 32"
         )

@@ -91,7 +91,7 @@ class Contract:
             for p in sorted((schema_dir / "schemas").glob("*.json"))
         }
         registry = jsonschema_rs.Registry([(s["$id"], s) for s in schemas.values()])
-        self._identifier = re.compile(schemas["common.json"]["$defs"]["identifier"]["pattern"])
+        self._identifier = identifier_pattern()
         messages = doc["components"]["messages"]
         retained = {
             op["channel"]["$ref"].rsplit("/", 1)[-1]: bool(op["bindings"]["mqtt"]["retain"])
@@ -207,6 +207,13 @@ class Contract:
             return Rejection("type", f"/{disc}", f"{value!r} is not a string (one of {known})")
         why = f"unknown {disc} {value!r}; expected one of {known}"
         return Rejection(RULE_KIND, f"/{disc}", why)
+
+
+@cache
+def identifier_pattern() -> re.Pattern[str]:
+    """The contract's pattern for store, device, station and staff identifiers."""
+    common = json.loads((MQTT_SCHEMAS / "schemas" / "common.json").read_text())
+    return re.compile(common["$defs"]["identifier"]["pattern"])
 
 
 def _refuse_constant(name: str) -> None:

@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import secrets
 import shutil
 import ssl
@@ -30,7 +29,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kiosk_host import __version__
-from kiosk_host.contract import Contract, Rejection
+from kiosk_host.contract import Contract, Rejection, identifier_pattern
 from kiosk_host.paths import ROOT
 
 BOARDS = ROOT / "boards"
@@ -40,7 +39,6 @@ DEFAULT_DEVICES_DIR = Path("var/devices")
 AGGREGATOR = "kiosk-host"  # the aggregator's user name, as the shipped ACL names it
 # Kiosk letters, as the firmware's wire.KIOSK_LETTERS: capitals without I, L and O.
 LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
-IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 CA_FILE = "ca.pem"  # the name the CA certificate has beside identity.json, on the kiosk too
 PASSWORD_BYTES = 24  # 32 URL-safe characters: usable in an mqtt://user:password@ URL as is
 _ACL_KIOSKS = "# Per kiosk"  # where the shipped ACL's examples begin; provisioning adds its own
@@ -148,7 +146,7 @@ class Provisioned:
 
 
 def check_identifier(what: str, value: str) -> str:
-    if not IDENTIFIER.fullmatch(value):
+    if not identifier_pattern().fullmatch(value):
         raise ProvisionError(
             f"{what} {value!r} is not an identifier: use 1 to 32 lower-case letters, digits and "
             f"'-', starting with a letter or digit (for example store-12 or till-1)"

@@ -52,9 +52,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from kiosk_host.contract import identifier_pattern
+
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 DAY_S = 86_400
-_IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _CLOCK = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])")
 _CLOCK_LIKE = re.compile(r"[0-9]{2}:[0-9]{2}")
 
@@ -170,7 +171,7 @@ def parse_stores(text: str, source: str = "stores.toml") -> Stores:
         raise ValueError(f"{source}: 'stores' must be a table of [stores.<store id>] tables")
     configs: dict[str, StoreConfig] = {}
     for store, table in tables.items():
-        if not _IDENTIFIER.fullmatch(store):
+        if not identifier_pattern().fullmatch(store):
             raise ValueError(
                 f"{source}: store {store!r} is not a valid store id "
                 "(lower-case letters, digits and '-', 1 to 32 characters)"
@@ -374,7 +375,7 @@ class _Reader:
         ids = {}
         for k in ("station", "staff"):
             v = item.get(k)
-            if not isinstance(v, str) or not _IDENTIFIER.fullmatch(v):
+            if not isinstance(v, str) or not identifier_pattern().fullmatch(v):
                 raise self.fail(f"{key}.{k}", "an identifier (lower-case letters, digits, '-')", v)
             ids[k] = v
         days = item.get("days", list(WEEKDAYS))
@@ -399,7 +400,7 @@ class _Reader:
             raise self.fail("names", 'a table of staff names, e.g. ana = "Ana"', value)
         out: list[tuple[str, str]] = []
         for staff, name in value.items():
-            if not _IDENTIFIER.fullmatch(staff):
+            if not identifier_pattern().fullmatch(staff):
                 raise self.fail(f"names.{staff}", "a staff identifier as the key", staff)
             if not isinstance(name, str) or not 1 <= len(name) <= 24:
                 raise self.fail(f"names.{staff}", "a name of 1 to 24 characters", name)

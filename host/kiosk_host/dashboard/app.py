@@ -28,8 +28,9 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiosk_host import __version__
+from kiosk_host.contract import identifier_pattern
 from kiosk_host.dashboard import auth, export, gauges, live
-from kiosk_host.dashboard.views import IDENTIFIER, PERIODS, Views, case_json, states_of
+from kiosk_host.dashboard.views import PERIODS, Views, case_json, states_of
 from kiosk_host.metrics import REGISTRY
 from kiosk_host.recovery import RuleError
 from kiosk_host.stores import Stores, local_day
@@ -246,7 +247,7 @@ def create_app(
         code: str = request.path_params["code"]
         body = await body_of(request)
         staff = text_of(body, "staff", 32) or ""
-        if not IDENTIFIER.fullmatch(staff):
+        if not identifier_pattern().fullmatch(staff):
             raise HTTPException(
                 400, f"staff {staff!r}: expected a staff id (lower-case letters, digits, '-')"
             )

@@ -7,7 +7,6 @@ period, read on database connections of the dashboard's own.
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 import time
 import weakref
@@ -15,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from kiosk_host import summary
+from kiosk_host.contract import identifier_pattern
 from kiosk_host.dashboard.live import Changes
 from kiosk_host.engine import Engine
 from kiosk_host.recovery import STATES, WAITING, Case
@@ -23,7 +23,6 @@ from kiosk_host.stores import Stores
 
 T = TypeVar("T")
 PERIODS = {"day": 1, "week": 7}
-IDENTIFIER = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 CASES_SHOWN = 200  # waiting cases on the store page, soonest deadline first
 ALERTS_SHOWN = 100
 MMAP_BYTES = 256 * 1024 * 1024
@@ -106,7 +105,7 @@ class Views:
         return self._cached(("stores",), lambda: summary.store_ids(self.storage(), self.stores))
 
     def known(self, store: str) -> bool:
-        return bool(IDENTIFIER.fullmatch(store)) and store in self.store_ids()
+        return bool(identifier_pattern().fullmatch(store)) and store in self.store_ids()
 
     def overview(self) -> dict[str, Any]:
         """Each store's day so far: the overview page."""
