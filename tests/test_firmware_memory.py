@@ -16,6 +16,13 @@ BUDGET = {
 }
 
 
+# The conservative collector leaves a few 16-byte blocks of difference between measurements
+# (seen on the mono board: 17,952, 18,000, 17,984, 18,000 and 18,000 B after 1,000, 2,000,
+# 3,000, 5,000 and 8,000 customers: not rising). A leak of one small object per hundred
+# customers would add ten times this over the 4,000 customers between the two figures.
+NOISE = 64
+
+
 @pytest.mark.parametrize("board", sorted(BUDGET))
 def test_five_thousand_customers_fit_and_leave_nothing_behind(
     mpvm: MicroPythonVM, board: str, built_firmware: None
@@ -23,5 +30,5 @@ def test_five_thousand_customers_fit_and_leave_nothing_behind(
     heap = heap_by_customers(mpvm, board, [1000, 5000])
     print(board, heap)
     assert max(heap.values()) <= BUDGET[board]
-    assert settled(heap, 5000) <= settled(heap, 1000)
+    assert settled(heap, 5000) <= settled(heap, 1000) + NOISE
     assert heap[0] > 8 * 1024  # the figure holds the firmware's code and buffers

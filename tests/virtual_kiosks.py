@@ -16,6 +16,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host.paths import ROOT
+from kiosk_host.virtual_kiosk import parse_screen
 
 KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
 
@@ -59,10 +60,10 @@ class VirtualKiosk:
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("SCREEN "):
-                name, _, text = line[len("SCREEN ") :].rstrip("\n").partition(": ")
+            shown = parse_screen(line)
+            if shown is not None:
                 with self._lock:
-                    self.screens.append((name, text))
+                    self.screens.append(shown)
 
     def send(self, *lines: str) -> None:
         assert self.proc is not None and self.proc.stdin is not None

@@ -26,6 +26,8 @@ from urllib.parse import urlparse
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kiosk_host.virtual_kiosk import parse_screen
+
 if TYPE_CHECKING:
     from kiosk_host.demo import Kiosk
 
@@ -118,10 +120,10 @@ class KioskProcess(Child):
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            if line.startswith("SCREEN "):
-                name, _, text = line[len("SCREEN ") :].rstrip("\n").partition(": ")
+            shown = parse_screen(line)
+            if shown is not None:
                 with self._changed:
-                    self.screens.append((name, text))
+                    self.screens.append(shown)
                     self._changed.notify_all()
 
     def screen(self) -> tuple[str, str]:

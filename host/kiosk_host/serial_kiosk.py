@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from kiosk_host.virtual_kiosk import parse_screen
+
 BRIDGE = Path(__file__).resolve().with_name("serial_kiosk.mjs")
 START_TIMEOUT_S = 10.0
 DEFAULT_FLASH_KB = 2048  # the MicroPython file system on a 4 MB ESP32
@@ -101,12 +103,7 @@ class SerialKiosk:
         """Every screen shown since the start, oldest first, as (name, text)."""
         with self._cond:
             lines = list(self.lines)
-        out = []
-        for line in lines:
-            if line.startswith("SCREEN "):
-                name, _, text = line[len("SCREEN ") :].partition(": ")
-                out.append((name, text))
-        return out
+        return [shown for shown in map(parse_screen, lines) if shown is not None]
 
     def wait_line(self, check: Callable[[str], bool], timeout: float, after: int = 0) -> str:
         """The first line from index `after` on that passes `check`, waiting up to `timeout`."""

@@ -35,6 +35,17 @@ _PERIOD_MASK = (1 << 30) - 1
 _HALF = 1 << 29
 
 
+SCREEN = "SCREEN "  # a line a kiosk prints when its screen changes: SCREEN <name>: <text>
+
+
+def parse_screen(line: str) -> tuple[str, str] | None:
+    """(name, text) of a screen line a kiosk printed, or None for any other line."""
+    if not line.startswith(SCREEN):
+        return None
+    name, _, text = line[len(SCREEN) :].rstrip("\n").partition(": ")
+    return name, text
+
+
 class RealTime:
     """The `time`-like source of the firmware's Clock, and of the simulated hardware, in real
     time: ticks wrap at 2**30 as on the ESP32."""
@@ -198,7 +209,7 @@ class VirtualKiosk:
     # -- hardware the firmware asks for --------------------------------------------------------
 
     def _screen(self, name: str, text: str) -> None:
-        self.out(f"SCREEN {name}: {text}")
+        self.out(f"{SCREEN}{name}: {text}")
 
     def _load_ids(self) -> list[str]:
         try:
@@ -213,7 +224,7 @@ class VirtualKiosk:
         tmp.replace(self.state / "cmd-ids.json")
 
     def _reboot(self) -> None:
-        self.out("SCREEN reboot: restarting")
+        self._screen("reboot", "restarting")
         os._exit(3)  # the supervisor (or the test) starts it again, as the chip would restart
 
     def _cut_after_acks(self, n: int) -> None:
