@@ -62,28 +62,14 @@ def _cases_fix(args: argparse.Namespace) -> int:
 
 def _cases_confirm_on(args: argparse.Namespace) -> int:
     """Ask a kiosk to show the customer the confirmation screen for a case."""
-    import time
-    import uuid
-    from urllib.parse import urlparse
-
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
+    from kiosk_host.fleet import Broker, command, send_command
 
     if _storage(args).case_by_code(args.store, args.code) is None:
         raise RuleError(f"no case {args.code} in store {args.store}")
-    url = urlparse(args.broker)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"kiosk-host-cli-{uuid.uuid4()}")
-    if url.username:
-        client.username_pw_set(url.username, url.password)
-    client.connect(url.hostname or "127.0.0.1", url.port or 1883)
-    client.loop_start()
-    cmd = {"v": 1, "cmd": "confirm_recovery", "id": str(uuid.uuid4()), "ts": int(time.time()),
-           "case": args.code}  # fmt: skip
-    topic = f"kiosk/v1/{args.store}/{args.device}/cmd"
-    client.publish(topic, json.dumps(cmd), qos=1).wait_for_publish(10)
-    client.loop_stop()
-    client.disconnect()
-    print(json.dumps(cmd) if args.json else f"sent confirm_recovery {args.code} to {topic}")
+    with Broker(args.broker, args.ca) as broker:
+        cmd = command("confirm_recovery", case=args.code)
+        sent = send_command(broker, args.store, args.device, cmd)
+    print(json.dumps(cmd) if args.json else f"sent confirm_recovery {args.code} to {sent.topic}")
     return 0
 
 
@@ -555,7 +541,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     confirm.add_argument("code")
     confirm.add_argument("--device", required=True, type=_identifier)
-    confirm.add_argument("--broker", required=True)
+    confirm.add_argument(
+        "--broker",
+        default=os.environ.get("KIOSK_BROKER"),
+        required="KIOSK_BROKER" not in os.environ,
+        help="mqtt://USER:PASSWORD@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
+    )
+    confirm.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
     confirm.set_defaults(run=_cases_confirm_on)
     recognition = commands.add_parser("recognition", parents=[store], help="the staff board")
     recognition.add_argument("--period", choices=("day", "week"), default="week")

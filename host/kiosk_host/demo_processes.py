@@ -21,11 +21,11 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kiosk_host.fleet import client_options
 from kiosk_host.virtual_kiosk import parse_screen
 
 if TYPE_CHECKING:
@@ -167,19 +167,17 @@ class Watcher:
     retained summaries, and the alerts as they are raised."""
 
     def __init__(self, url: str, on_alert: Callable[[dict[str, Any]], None]) -> None:
-        u = urlparse(url)
         self.on_alert = on_alert
         self.host_online = False
         self.devices: dict[tuple[str, str], str] = {}  # statuses sent since the demo started
         self.summaries: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{CLIENT_ID}-watch-{os.getpid()}")
-        if u.username:
-            c.username_pw_set(u.username, u.password)
+        host, port = client_options(c, url)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.reconnect_delay_set(1, 2)
-        c.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+        c.connect(host, port, keepalive=30)
         c.loop_start()
         self.client = c
 

@@ -645,16 +645,16 @@ class StatusWatch:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        u = urlparse(url)
-        self.where = f"{u.hostname or '127.0.0.1'}:{u.port or 1883}"
+        from kiosk_host.fleet import client_options
+
         self.messages: Queue[tuple[dict[str, Any], bool]] = Queue()
         self.problem: str | None = None
         connected = threading.Event()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=f"kiosk-host-deploy-{uuid.uuid4()}"
         )
-        if u.username:
-            self.client.username_pw_set(u.username, u.password)
+        host, port = client_options(self.client, url)
+        self.where = f"{host}:{port}"
 
         def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             if reason.is_failure:
@@ -676,8 +676,8 @@ class StatusWatch:
         self.client.on_connect = on_connect
         self.client.on_message = on_message
         try:
-            socket.create_connection((u.hostname or "127.0.0.1", u.port or 1883), 3).close()
-            self.client.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
+            socket.create_connection((host, port), 3).close()
+            self.client.connect(host, port, keepalive=30)
         except OSError as why:
             self.problem = f"no broker reachable at {self.where} from here ({why.strerror or why})"
             return

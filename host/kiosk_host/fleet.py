@@ -35,13 +35,19 @@ class FleetError(ValueError):
     """A fleet operation that could not be done; the message says what to fix."""
 
 
-def tls_options(client: paho.Client, broker: str, ca: str | None) -> None:
-    """TLS on a paho client for an mqtts:// broker URL, trusting the CA certificate `ca`."""
-    scheme = urlparse(broker).scheme
-    if scheme == "mqtts":
-        client.tls_set(ca_certs=ca)  # the system's CAs when None; the broker's name is checked
+def client_options(client: paho.Client, broker: str, ca: str | None = None) -> tuple[str, int]:
+    """Set a paho client's account and TLS from a broker URL, mqtt[s]://[USER:PASSWORD@]HOST
+    [:PORT] (TLS trusting the CA certificate `ca`, else the system's); returns the host and
+    port to connect to."""
+    u = urlparse(broker)
+    if u.username:
+        password = unquote(u.password) if u.password is not None else None
+        client.username_pw_set(unquote(u.username), password)
+    if u.scheme == "mqtts":
+        client.tls_set(ca_certs=ca)  # the broker's name is checked against its certificate
     elif ca is not None:
         raise FleetError("--ca is for a TLS broker: give --broker mqtts://HOST:PORT")
+    return u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883)
 
 
 def public_url(broker: str) -> str:
@@ -63,10 +69,7 @@ class Broker:
         self.url = public_url(url)
         self.timeout = timeout
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"kiosk-host-{uuid.uuid4()}")
-        if parts.username:
-            password = unquote(parts.password) if parts.password is not None else None
-            c.username_pw_set(unquote(parts.username), password)
-        tls_options(c, url, ca)
+        host, port = client_options(c, url, ca)
         self._answered = threading.Event()
         self._refused: str | None = None
         self._lock = threading.Lock()
@@ -77,7 +80,7 @@ class Broker:
         c.on_subscribe = self._on_subscribe
         self.client = c
         try:
-            c.connect(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883))
+            c.connect(host, port)
         except (OSError, ValueError) as why:
             raise FleetError(f"no connection to the broker at {self.url}: {why}") from None
         c.loop_start()

@@ -21,13 +21,12 @@ from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host import __version__, metrics, writer
-from kiosk_host.fleet import tls_options
+from kiosk_host.fleet import client_options
 from kiosk_host.stores import Stores
 from kiosk_host.writer import KIOSK_CHANNELS, classify
 
@@ -59,9 +58,6 @@ class Ingest:
         stores: Stores | None = None,
         ca: str | None = None,
     ) -> None:
-        url = urlparse(broker)
-        self.host = url.hostname or "127.0.0.1"
-        self.port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         self.db = db
         self.client_id = client_id
         self.stores = stores or writer.NO_STORES
@@ -83,10 +79,7 @@ class Ingest:
         c.max_inflight_messages_set(100)
         c.max_queued_messages_set(0)
         c.will_set(HOST_STATUS, self._status("offline", None), qos=1, retain=True)
-        if url.username:
-            password = unquote(url.password) if url.password is not None else None
-            c.username_pw_set(unquote(url.username), password)
-        tls_options(c, broker, ca)
+        self.host, self.port = client_options(c, broker, ca)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.reconnect_delay_set(1, 5)
