@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kiosk_host.contract import Contract
+from kiosk_host.wire.contract import Contract
 from tests.broker import Mosquitto
 from tests.vm.mpvm import ROOT, MicroPythonVM
 

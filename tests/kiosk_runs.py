@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kiosk_host.contract import Contract, Message
+from kiosk_host.wire.contract import Contract, Message
 from tests.vm.mpvm import BOARDS_DIR, MicroPythonVM, firmware_modules, vm_files
 
 RIG = BOARDS_DIR.parent / "tests" / "vm" / "kiosk_rig.py"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk_host.paths import ROOT
+from kiosk_host.shipped import ROOT
 from tests.vm.mpvm import MicroPythonVM
 
 BOARDS = sorted((ROOT / "boards").glob("*.py"))

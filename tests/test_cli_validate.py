@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from kiosk_host.paths import ROOT
+from kiosk_host.shipped import ROOT
 
 KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
 TOPIC = "kiosk/v1/store-12/till-1/event"

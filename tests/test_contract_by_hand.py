@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kiosk_host.contract import Cleared, Contract, Message, Rejection
+from kiosk_host.wire.contract import Cleared, Contract, Message, Rejection
 
 S, D = "store-12", "till-1"
 NOW = 1763900000

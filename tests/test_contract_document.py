@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from kiosk_host.contract import Contract
-from kiosk_host.paths import MQTT_SCHEMAS, ROOT
+from kiosk_host.shipped import MQTT_SCHEMAS, ROOT
+from kiosk_host.wire.contract import Contract
 
 # DESIGN.md section 3, row by row: topic, who sends it (from the host's side), QoS, retained.
 TOPIC_TABLE = [

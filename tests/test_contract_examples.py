@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 import referencing
 
-from kiosk_host.contract import Contract, Message, Rejection
-from kiosk_host.paths import MQTT_SCHEMAS
+from kiosk_host.shipped import MQTT_SCHEMAS
+from kiosk_host.wire.contract import Contract, Message, Rejection
 
 EXAMPLES = sorted((MQTT_SCHEMAS / "examples").glob("*.json"))
 

@@ -24,13 +24,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kiosk_host import metrics
-from kiosk_host.contract import Contract
+from kiosk_host.aggregator import metrics
+from kiosk_host.aggregator.engine import Engine
+from kiosk_host.aggregator.writer import classify
 from kiosk_host.dashboard.server import DashboardServer, serve_dashboard
-from kiosk_host.engine import Engine
-from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
-from kiosk_host.stores import Stores, load_stores
-from kiosk_host.writer import classify
+from kiosk_host.rules.stores import Stores, load_stores
+from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
+from kiosk_host.wire.contract import Contract
 from tests.test_host_ingest import case_code
 from tests.virtual_kiosks import KIOSK_HOST
 
@@ -572,8 +572,8 @@ def test_the_day_range_of_an_export_is_the_stores_local_days(dashboard: Dashboar
     ],
 )
 def test_the_report_counts_each_local_day_and_hour(tmp_path: Path, tz: str, now: int) -> None:
-    from kiosk_host import summary
-    from kiosk_host.stores import parse_stores
+    from kiosk_host.aggregator import views as summary
+    from kiosk_host.rules.stores import parse_stores
 
     stores = parse_stores(f'[stores.s]\ntz = "{tz}"\n\n[stores.s.hours]\n' + "\n".join(
         f'{day} = "07:30-22:15"' for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

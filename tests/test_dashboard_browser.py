@@ -20,8 +20,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from kiosk_host.paths import ROOT
-from kiosk_host.stores import load_stores
+from kiosk_host.rules.stores import load_stores
+from kiosk_host.shipped import ROOT
 from tests.broker import Mosquitto, free_port
 from tests.browser import chromium, tab
 from tests.test_dashboard_api import STORES_TOML, TOKEN, fill

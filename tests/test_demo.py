@@ -16,7 +16,8 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.demo import (
+from kiosk_host.demo.broker import EmbeddedBroker
+from kiosk_host.demo.run import (
     KIOSKS,
     STORES_FILE,
     STORY,
@@ -28,8 +29,7 @@ from kiosk_host.demo import (
     scaled_stores,
     script,
 )
-from kiosk_host.embedded_broker import EmbeddedBroker
-from kiosk_host.stores import parse_stores
+from kiosk_host.rules.stores import parse_stores
 from tests.broker import free_port
 from tests.virtual_kiosks import KIOSK_HOST, wait_until
 

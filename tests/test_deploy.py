@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from kiosk_host import __version__
-from kiosk_host.deploy import (
+from kiosk_host.fleet.deploy import (
     DEVICE_MAIN,
     FLAG,
     FlashFull,
@@ -31,7 +31,7 @@ from kiosk_host.deploy import (
     firmware_version,
     load_provisioning,
 )
-from kiosk_host.serial_kiosk import SerialKiosk
+from kiosk_host.sim.serial_kiosk import SerialKiosk
 from tests.broker import Mosquitto, free_port
 from tests.vm.mpvm import ROOT
 

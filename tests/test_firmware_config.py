@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from kiosk_host.contract import Contract, Message
-from kiosk_host.paths import MQTT_SCHEMAS
+from kiosk_host.shipped import MQTT_SCHEMAS
+from kiosk_host.wire.contract import Contract, Message
 from tests.vm.mpvm import MicroPythonVM
 
 EXAMPLES = json.loads((MQTT_SCHEMAS / "examples" / "config.json").read_text())

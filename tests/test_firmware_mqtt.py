@@ -30,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from tests.broker import SHIPPED_ACL, Mosquitto, broker_config, shipped_settings
 from tests.vm.mpvm import FIRMWARE_DIR, ROOT, MicroPythonVM
 
-STANDIN_DIR = ROOT / "host" / "kiosk_host" / "simhw" / "cpython"
+STANDIN_DIR = ROOT / "host" / "kiosk_host" / "sim" / "hardware" / "cpython"
 
 
 def _firmware_mqtt() -> ModuleType:

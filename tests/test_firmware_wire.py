@@ -6,7 +6,7 @@ import json
 import random
 import re
 
-from kiosk_host.contract import Contract, Message, Rejection
+from kiosk_host.wire.contract import Contract, Message, Rejection
 from tests.vm.mpvm import MicroPythonVM
 
 STORE, DEVICE = "store-12", "till-1"

@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kiosk_host.contract import Contract, Message
-from kiosk_host.ingest import Ingest
+from kiosk_host.aggregator.receiver import Ingest
+from kiosk_host.wire.contract import Contract, Message
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import KIOSK_HOST, VirtualKiosk, Watcher, wait_until
 

@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.contract import Cleared, Contract, Message
-from kiosk_host.engine import Engine
-from kiosk_host.ingest import Ingest
-from kiosk_host.paths import ROOT
-from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
-from kiosk_host.writer import KIOSK_CHANNELS, NO_STORES, classify
+from kiosk_host.aggregator.engine import Engine
+from kiosk_host.aggregator.receiver import Ingest
+from kiosk_host.aggregator.writer import KIOSK_CHANNELS, NO_STORES, classify
+from kiosk_host.shipped import ROOT
+from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
+from kiosk_host.wire.contract import Cleared, Contract, Message
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import Watcher, wait_until
 

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kiosk_host.contract import Contract, Message
-from kiosk_host.recognition import (
+from kiosk_host.rules.recognition import (
     MAX_BYTES,
     Board,
     Rating,
@@ -21,8 +20,9 @@ from kiosk_host.recognition import (
     shrunk_rate,
     to_payload,
 )
-from kiosk_host.recovery import Case, apply_verdict, mark_fixed, open_case, settle
-from kiosk_host.stores import DEFAULT, parse_stores
+from kiosk_host.rules.recovery import Case, apply_verdict, mark_fixed, open_case, settle
+from kiosk_host.rules.stores import DEFAULT, parse_stores
+from kiosk_host.wire.contract import Contract, Message
 
 BERLIN = ZoneInfo("Europe/Berlin")
 S = "store-12"

@@ -13,9 +13,8 @@ from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kiosk_host.contract import Contract, Message
-from kiosk_host.engine import Engine
-from kiosk_host.recovery import (
+from kiosk_host.aggregator.engine import Engine
+from kiosk_host.rules.recovery import (
     EARLIEST_PLAUSIBLE,
     STATES,
     Alert,
@@ -32,8 +31,9 @@ from kiosk_host.recovery import (
     settle,
     surge_alert,
 )
-from kiosk_host.storage import Storage
-from kiosk_host.stores import DEFAULT, StoreConfig, parse_stores
+from kiosk_host.rules.stores import DEFAULT, StoreConfig, parse_stores
+from kiosk_host.storage.sqlite import Storage
+from kiosk_host.wire.contract import Contract, Message
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CFG = parse_stores('[stores.store-12]\ntz = "Europe/Berlin"\n').get("store-12")

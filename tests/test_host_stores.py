@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kiosk_host.stores import (
+from kiosk_host.rules.stores import (
     DEFAULT,
     StoreConfig,
     is_open,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kiosk_host import __version__
-from kiosk_host.contract import Contract, Message
+from kiosk_host.wire.contract import Contract, Message
 from tests.fleet_rig import WIFI, Client, broker_with, identity, kiosk_host, make_ca, provision
 from tests.virtual_kiosks import wait_until
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from kiosk_host.storage import Storage
+from kiosk_host.storage.sqlite import Storage
 from tests.broker import Mosquitto
 from tests.fleet_rig import (
     Client,

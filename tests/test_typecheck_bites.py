@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from kiosk_host.paths import ROOT
+from kiosk_host.shipped import ROOT
 
 
 def pyright(tmp_path: Path, source: str) -> list[str]:

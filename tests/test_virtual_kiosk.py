@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kiosk_host.contract import Contract, Message
+from kiosk_host.wire.contract import Contract, Message
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import VirtualKiosk, Watcher, first_seen, wait_until
 

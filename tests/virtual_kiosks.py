@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.paths import ROOT
-from kiosk_host.virtual_kiosk import parse_screen
+from kiosk_host.shipped import ROOT
+from kiosk_host.sim.virtual_kiosk import parse_screen
 
 KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
 

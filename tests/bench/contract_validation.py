@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from kiosk_host.contract import Contract, Message
+from kiosk_host.wire.contract import Contract, Message
 from tests.bench.timing import rate_per_second
 
 TOPIC = "kiosk/v1/store-12/till-1/event"

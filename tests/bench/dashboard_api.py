@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 
 from kiosk_host.dashboard.server import serve_dashboard
-from kiosk_host.recovery import Alert
-from kiosk_host.storage import DeviceStatus, Storage
-from kiosk_host.stores import Stores
+from kiosk_host.rules.recovery import Alert
+from kiosk_host.rules.stores import Stores
+from kiosk_host.storage.sqlite import DeviceStatus, Storage
 from tests.bench.store_views import EVENTS, NOW, OPEN_CASES, fill
 
 TARGET_MS = 100

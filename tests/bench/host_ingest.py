@@ -13,8 +13,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.ingest import Ingest
-from kiosk_host.storage import Storage
+from kiosk_host.aggregator.receiver import Ingest
+from kiosk_host.storage.sqlite import Storage
 from tests.broker import Mosquitto
 from tests.test_host_ingest import publish_all, publisher, rating, stream
 from tests.virtual_kiosks import wait_until

@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.virtual_kiosk import load_firmware, module
+from kiosk_host.sim.virtual_kiosk import load_firmware, module
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import VirtualKiosk, Watcher, wait_until
 

@@ -9,10 +9,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from kiosk_host.recovery import Case
-from kiosk_host.storage import EventRow, Storage
-from kiosk_host.stores import DEFAULT
-from kiosk_host.summary import case_list, summary
+from kiosk_host.aggregator.views import case_list, summary
+from kiosk_host.rules.recovery import Case
+from kiosk_host.rules.stores import DEFAULT
+from kiosk_host.storage.sqlite import EventRow, Storage
 
 EVENTS = 1_000_000
 OPEN_CASES = 10_000

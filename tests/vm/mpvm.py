@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = ROOT / "firmware"
 BUILD_DIR = ROOT / "build" / "firmware"
-SIMHW_DIR = ROOT / "host" / "kiosk_host" / "simhw"
+SIMHW_DIR = ROOT / "host" / "kiosk_host" / "sim" / "hardware"
 RUNNER = Path(__file__).with_name("mpvm.mjs")
 LIB = "/lib"  # on MicroPython's default sys.path, as on a device
 

@@ -28,12 +28,12 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kiosk_host import __version__
-from kiosk_host.contract import identifier_pattern
+from kiosk_host.aggregator.metrics import REGISTRY
 from kiosk_host.dashboard import auth, export, gauges, live
 from kiosk_host.dashboard.views import PERIODS, Views, case_json, states_of
-from kiosk_host.metrics import REGISTRY
-from kiosk_host.recovery import RuleError
-from kiosk_host.stores import Stores, local_day
+from kiosk_host.rules.recovery import RuleError
+from kiosk_host.rules.stores import Stores, local_day
+from kiosk_host.wire.contract import identifier_pattern
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = [

@@ -9,9 +9,9 @@ from datetime import date, datetime
 
 import anyio
 
-from kiosk_host.storage import RatingLine, Storage
-from kiosk_host.stores import StoreConfig
-from kiosk_host.summary import local_bounds
+from kiosk_host.aggregator.views import local_bounds
+from kiosk_host.rules.stores import StoreConfig
+from kiosk_host.storage.sqlite import RatingLine, Storage
 
 PAGE = 5000  # ratings read per query
 MAX_DAYS = 400

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from kiosk_host.metrics import REGISTRY
+from kiosk_host.aggregator.metrics import REGISTRY
 
 Source = Callable[[], tuple[dict[str, int], int]]  # (waiting cases per store, dead letters)
 

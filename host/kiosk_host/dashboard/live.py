@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from kiosk_host.storage import Storage
+from kiosk_host.storage.sqlite import Storage
 
 POLL_S = 0.5  # how often the database is asked whether anything was committed
 REFRESH_S = 10.0  # views are looked at again this often even without a commit (the clock)

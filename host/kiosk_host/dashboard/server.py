@@ -18,7 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from kiosk_host.dashboard.app import create_app
-from kiosk_host.stores import Stores
+from kiosk_host.rules.stores import Stores
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0

@@ -13,13 +13,13 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from kiosk_host import summary
-from kiosk_host.contract import identifier_pattern
+from kiosk_host.aggregator import views as summary
+from kiosk_host.aggregator.engine import Engine
 from kiosk_host.dashboard.live import Changes
-from kiosk_host.engine import Engine
-from kiosk_host.recovery import STATES, WAITING, Case
-from kiosk_host.storage import Storage
-from kiosk_host.stores import Stores
+from kiosk_host.rules.recovery import STATES, WAITING, Case
+from kiosk_host.rules.stores import Stores
+from kiosk_host.storage.sqlite import Storage
+from kiosk_host.wire.contract import identifier_pattern
 
 T = TypeVar("T")
 PERIODS = {"day": 1, "week": 7}

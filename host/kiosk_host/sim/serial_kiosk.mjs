@@ -13,7 +13,7 @@
 //     unless in the raw REPL); machine.reset() and a starved watchdog are hard resets;
 //   * the watchdog keeps counting after Ctrl-C and soft resets, until a hard reset.
 // Every boot is a fresh VM in a worker thread, so that nothing of the last run survives but
-// the flash. The flash, the Wi-Fi sockets and the wiring live in simhw/ (hostflash.py,
+// the flash. The flash, the Wi-Fi sockets and the wiring live in hardware/ (hostflash.py,
 // hostnet.py, serialboot.py); they call the functions registered here as `kioskhost`.
 // Each screen the firmware shows is written to standard error as `SCREEN <name>: <text>`,
 // and each reset as `RESET <kind>`.
@@ -27,7 +27,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 
-const SIMHW = path.join(path.dirname(fileURLToPath(import.meta.url)), "simhw");
+const SIMHW = path.join(path.dirname(fileURLToPath(import.meta.url)), "hardware");
 const SIM_FILES = ["simclock.py", "machine.py", "network.py", "ntptime.py", "hostflash.py",
   "hostnet.py", "serialboot.py"];
 // machine.reset_cause() after each kind of start, as the ESP32 port numbers them.

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kiosk_host.recovery import Alert, Case
+from kiosk_host.rules.recovery import Alert, Case
 
 # Each migration runs once, in order, in its own transaction; the version is kept in the
 # database so that a newer host upgrades an older file at start.

@@ -3,7 +3,7 @@
 socat makes the pseudo-terminal; behind it `serial_kiosk.mjs` runs MicroPython's WebAssembly
 VM as the ESP32 would run it (REPL, raw REPL, soft and hard resets, watchdog), with a host
 folder as its flash, so that what mpremote copies lands in that folder and survives restarts.
-A reset boots boot.py and main.py from that folder on the simulated hardware of `simhw/`.
+A reset boots boot.py and main.py from that folder on the simulated hardware of `hardware/`.
 The bridge reports every screen the firmware shows (`SCREEN <name>: <text>`) and every reset
 (`RESET <kind>`) on its standard error; this module collects those lines.
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from kiosk_host.virtual_kiosk import parse_screen
+from kiosk_host.sim.virtual_kiosk import parse_screen
 
 BRIDGE = Path(__file__).resolve().with_name("serial_kiosk.mjs")
 START_TIMEOUT_S = 10.0

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from kiosk_host.recognition import Rating, attribute, board, to_payload
-from kiosk_host.storage import Storage
-from kiosk_host.stores import StoreConfig, Stores, local_day
+from kiosk_host.rules.recognition import Rating, attribute, board, to_payload
+from kiosk_host.rules.stores import StoreConfig, Stores, local_day
+from kiosk_host.storage.sqlite import Storage
 
 
 def day_bounds(cfg: StoreConfig, now: int) -> tuple[int, int]:
@@ -142,7 +142,7 @@ def local_bounds(cfg: StoreConfig, first: date, last: date) -> tuple[int, int]:
 def kiosk_health(storage: Storage, store: str) -> list[dict[str, Any]]:
     """The store's kiosks as `kiosk-host devices --json` lists them, with whether each is
     online and when it was last heard of (its last status or telemetry)."""
-    from kiosk_host.fleet import device_row
+    from kiosk_host.fleet.commands import device_row
 
     rows = []
     for d in storage.devices(store):

@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema_rs
 import yaml
 
-from kiosk_host.paths import MQTT_SCHEMAS
+from kiosk_host.shipped import MQTT_SCHEMAS
 
 _PARAM = re.compile(r"\{([a-z_]+)\}")
 # Contract-level rules, beside the JSON Schema keywords that name the other rules.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
-from kiosk_host.recovery import (
+from kiosk_host.rules.recovery import (
     Case,
     RuleError,
     apply_verdict,
@@ -22,8 +22,8 @@ from kiosk_host.recovery import (
     settle,
     surge_alert,
 )
-from kiosk_host.storage import DeadLetter, EventRow, Storage
-from kiosk_host.stores import DEFAULT, Stores
+from kiosk_host.rules.stores import DEFAULT, Stores
+from kiosk_host.storage.sqlite import DeadLetter, EventRow, Storage
 
 
 class Engine:

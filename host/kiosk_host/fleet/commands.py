@@ -22,8 +22,8 @@ from urllib.parse import unquote, urlparse
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.contract import Contract, Rejection
-from kiosk_host.provision import DEFAULT_DEVICES_DIR, check_identifier
+from kiosk_host.fleet.provision import DEFAULT_DEVICES_DIR, check_identifier
+from kiosk_host.wire.contract import Contract, Rejection
 
 TIMEOUT_S = 10.0
 # Subscribed to after the topics whose retained messages are wanted: its SUBACK comes after

@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from kiosk_host.recovery import Case
-from kiosk_host.stores import StoreConfig, is_open, rostered
+from kiosk_host.rules.recovery import Case
+from kiosk_host.rules.stores import StoreConfig, is_open, rostered
 
 PRIOR_WEIGHT: Final = 20  # m in shrunk_rate: the store's rate counts as 20 ratings
 MAX_LISTED: Final = 50  # recognition.json: staff maxItems

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
 
-from kiosk_host.stores import StoreConfig
+from kiosk_host.rules.stores import StoreConfig
 
 State = Literal["open", "fixed", "wow", "recovered", "breached", "unconfirmed"]
 STATES: Final[tuple[State, ...]] = get_args(State)

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.fleet import client_options
-from kiosk_host.virtual_kiosk import parse_screen
+from kiosk_host.fleet.commands import client_options
+from kiosk_host.sim.virtual_kiosk import parse_screen
 
 if TYPE_CHECKING:
-    from kiosk_host.demo import Kiosk
+    from kiosk_host.demo.run import Kiosk
 
 CLIENT_ID = "kiosk-host-demo"  # the aggregator's persistent session on the broker
-KIOSK_HOST = (sys.executable, "-m", "kiosk_host.cli")
+KIOSK_HOST = (sys.executable, "-m", "kiosk_host.cli.main")
 
 
 # Looked up here, not in the child: between fork and exec it only makes the system call.

@@ -60,7 +60,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kiosk_host import __version__
-from kiosk_host.paths import ROOT
+from kiosk_host.shipped import ROOT
 
 BUILD_FIRMWARE = ROOT / "build" / "firmware"
 BUILD_BOARDS = ROOT / "build" / "boards"
@@ -645,7 +645,7 @@ class StatusWatch:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from kiosk_host.fleet import client_options
+        from kiosk_host.fleet.commands import client_options
 
         self.messages: Queue[tuple[dict[str, Any], bool]] = Queue()
         self.problem: str | None = None

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kiosk_host.demo_processes import CLIENT_ID, KIOSK_HOST, Child, KioskProcess, Watcher
-from kiosk_host.embedded_broker import EmbeddedBroker
-from kiosk_host.stores import parse_stores
+from kiosk_host.demo.broker import EmbeddedBroker
+from kiosk_host.demo.processes import CLIENT_ID, KIOSK_HOST, Child, KioskProcess, Watcher
+from kiosk_host.rules.stores import parse_stores
 
-STORES_FILE = Path(__file__).with_name("demo_stores.toml")
+STORES_FILE = Path(__file__).with_name("stores.toml")
 MQTT_PORT = 1883
 HTTP_PORT = 8080
 

@@ -25,10 +25,11 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host import __version__, metrics, writer
-from kiosk_host.fleet import client_options
-from kiosk_host.stores import Stores
-from kiosk_host.writer import KIOSK_CHANNELS, classify
+from kiosk_host import __version__
+from kiosk_host.aggregator import metrics, writer
+from kiosk_host.aggregator.writer import KIOSK_CHANNELS, classify
+from kiosk_host.fleet.commands import client_options
+from kiosk_host.rules.stores import Stores
 
 __all__ = ["HOST_STATUS", "KIOSK_CHANNELS", "Ingest", "IngestError", "classify"]
 HOST_STATUS = "kiosk/v1/_host/status"
@@ -94,7 +95,7 @@ class Ingest:
         """Start the store process, wait until its database is open, then connect."""
         with self._theirs as theirs:
             self._store = subprocess.Popen(
-                [sys.executable, "-m", "kiosk_host.writer", str(theirs.fileno())],
+                [sys.executable, "-m", "kiosk_host.aggregator.writer", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
             )
         try:

@@ -14,12 +14,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from kiosk_host import __version__, summary
-from kiosk_host.contract import Cleared, Contract, Rejection, identifier_pattern
-from kiosk_host.engine import Engine
-from kiosk_host.recovery import STATES, RuleError
-from kiosk_host.storage import Storage
-from kiosk_host.stores import Stores, load_stores
+from kiosk_host import __version__
+from kiosk_host.aggregator import views as summary
+from kiosk_host.aggregator.engine import Engine
+from kiosk_host.rules.recovery import STATES, RuleError
+from kiosk_host.rules.stores import Stores, load_stores
+from kiosk_host.storage.sqlite import Storage
+from kiosk_host.wire.contract import Cleared, Contract, Rejection, identifier_pattern
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def _cases_fix(args: argparse.Namespace) -> int:
 
 def _cases_confirm_on(args: argparse.Namespace) -> int:
     """Ask a kiosk to show the customer the confirmation screen for a case."""
-    from kiosk_host.fleet import Broker, command, send_command
+    from kiosk_host.fleet.commands import Broker, command, send_command
 
     if _storage(args).case_by_code(args.store, args.code) is None:
         raise RuleError(f"no case {args.code} in store {args.store}")
@@ -128,8 +129,8 @@ def _alerts(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from kiosk_host.fleet import public_url
-    from kiosk_host.ingest import Ingest, IngestError
+    from kiosk_host.aggregator.receiver import Ingest, IngestError
+    from kiosk_host.fleet.commands import public_url
 
     _storage(args).close()  # refuses what it cannot open, and migrates, before anything starts
     ingest = Ingest(args.broker, Path(args.db), args.client_id, _stores(args), args.ca)
@@ -178,7 +179,7 @@ def _deadletter(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    from kiosk_host.fleet import device_line, device_row
+    from kiosk_host.fleet.commands import device_line, device_row
 
     now = int(time.time())
     devices = [device_row(d) for d in _storage(args).devices(args.store)]
@@ -190,7 +191,7 @@ def _devices(args: argparse.Namespace) -> int:
 
 
 def _provision(args: argparse.Namespace) -> int:
-    from kiosk_host import provision as p
+    from kiosk_host.fleet import provision as p
 
     broker_dir = Path(args.broker_dir)
     if args.aggregator:
@@ -228,7 +229,7 @@ def _provision(args: argparse.Namespace) -> int:
 
 
 def _config_push(args: argparse.Namespace) -> int:
-    from kiosk_host.fleet import Broker, parse_settings, push_config
+    from kiosk_host.fleet.commands import Broker, parse_settings, push_config
 
     settings = parse_settings(args.set)
     with Broker(args.broker, args.ca) as broker:
@@ -243,7 +244,7 @@ def _config_push(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from kiosk_host.fleet import Broker, command, send_command
+    from kiosk_host.fleet.commands import Broker, command, send_command
 
     fields = {"seconds": args.seconds} if args.name == "identify" else {}
     with Broker(args.broker, args.ca) as broker:
@@ -261,7 +262,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def _virtual_kiosk(args: argparse.Namespace) -> int:
-    from kiosk_host.virtual_kiosk import Options, serve
+    from kiosk_host.sim.virtual_kiosk import Options, serve
 
     if args.identity is None and not (args.store and args.device and args.broker):
         raise ValueError("give --identity DIR (a provisioned kiosk), or --store, --device and "
@@ -285,13 +286,13 @@ def _virtual_kiosk(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from kiosk_host.demo import run
+    from kiosk_host.demo.run import run
 
     return run(args)
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from kiosk_host import deploy as d
+    from kiosk_host.fleet import deploy as d
 
     opts = d.Options(
         port=args.port,
@@ -311,7 +312,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _serial_kiosk(args: argparse.Namespace) -> int:
-    from kiosk_host.serial_kiosk import serve
+    from kiosk_host.sim.serial_kiosk import serve
 
     return serve(Path(args.fs), Path(args.link) if args.link else None, args.flash_kb)
 
@@ -362,7 +363,7 @@ def _identifier(value: str) -> str:
 
 def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """provision, config push, identify and reboot."""
-    from kiosk_host.provision import DEFAULT_BROKER_DIR, DEFAULT_DEVICES_DIR
+    from kiosk_host.fleet.provision import DEFAULT_BROKER_DIR, DEFAULT_DEVICES_DIR
 
     prov = commands.add_parser(
         "provision",

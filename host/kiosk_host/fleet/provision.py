@@ -29,11 +29,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kiosk_host import __version__
-from kiosk_host.contract import Contract, Rejection, identifier_pattern
-from kiosk_host.paths import ROOT
+from kiosk_host.shipped import ROOT
+from kiosk_host.wire.contract import Contract, Rejection, identifier_pattern
 
 BOARDS = ROOT / "boards"
-SHIPPED_ACL = Path(__file__).resolve().parent / "broker" / "acl"
+SHIPPED_ACL = Path(__file__).resolve().parents[1] / "broker" / "acl"
 DEFAULT_BROKER_DIR = Path("var/broker")
 DEFAULT_DEVICES_DIR = Path("var/devices")
 AGGREGATOR = "kiosk-host"  # the aggregator's user name, as the shipped ACL names it

@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
-from kiosk_host.contract import Cleared, Contract, Message, Rejection
-from kiosk_host.engine import Engine
-from kiosk_host.recovery import event_time
-from kiosk_host.storage import DeadLetter, DeviceStatus, EventRow, Storage
-from kiosk_host.stores import Stores, is_open
-from kiosk_host.summary import case_list, recognition, summary
+from kiosk_host.aggregator.engine import Engine
+from kiosk_host.aggregator.views import case_list, recognition, summary
+from kiosk_host.rules.recovery import event_time
+from kiosk_host.rules.stores import Stores, is_open
+from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
+from kiosk_host.wire.contract import Cleared, Contract, Message, Rejection
 
 KIOSK_CHANNELS = ("event", "status", "telemetry")  # what kiosks send; the rest is the host's
 MAX_SKEW_S = 300  # a device clock further ahead of the arrival than this is not believed
@@ -158,7 +158,8 @@ def serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":  # started by `ingest` with its end of a socket pair
-    # through the module's own name, so that what is sent back unpickles as kiosk_host.writer's
-    from kiosk_host.writer import serve as serve_receiver
+    # through the module's own name, so that what is sent back unpickles as
+    # kiosk_host.aggregator.writer's
+    from kiosk_host.aggregator.writer import serve as serve_receiver
 
     serve_receiver(Connection(int(sys.argv[1])))
