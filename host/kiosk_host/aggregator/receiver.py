@@ -28,8 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kiosk_host import __version__
 from kiosk_host.aggregator import metrics, writer
 from kiosk_host.aggregator.writer import KIOSK_CHANNELS, classify
-from kiosk_host.fleet.commands import client_options
 from kiosk_host.rules.stores import Stores
+from kiosk_host.wire.broker_url import client_options
 
 __all__ = ["HOST_STATUS", "KIOSK_CHANNELS", "Ingest", "IngestError", "classify"]
 HOST_STATUS = "kiosk/v1/_host/status"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time as _time
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -142,8 +143,6 @@ def local_bounds(cfg: StoreConfig, first: date, last: date) -> tuple[int, int]:
 def kiosk_health(storage: Storage, store: str) -> list[dict[str, Any]]:
     """The store's kiosks as `kiosk-host devices --json` lists them, with whether each is
     online and when it was last heard of (its last status or telemetry)."""
-    from kiosk_host.fleet.commands import device_row
-
     rows = []
     for d in storage.devices(store):
         heard = [t for t in (d["status_at"], d["telemetry_at"]) if t is not None]
@@ -166,3 +165,38 @@ def overview(storage: Storage, cfg: StoreConfig, store: str, now: int) -> dict[s
         "low_threshold": cfg.low_threshold,
         "kiosks": {"online": online, "offline": len(kiosks) - online},
     }
+
+
+TELEMETRY = ("heap_free", "rssi", "outbox", "dropped")
+
+
+def device_row(d: dict[str, Any]) -> dict[str, Any]:
+    """A kiosk as `kiosk-host devices --json` shows it: the stored row, with the figures of
+    its last telemetry beside it."""
+    t = d.get("telemetry") or {}
+    return {**d, **{k: t.get(k) for k in TELEMETRY}}
+
+
+def _when(at: int | None, now: int) -> str:
+    if at is None:
+        return "?"
+    ago = max(now - at, 0)
+    span = f"{ago} s" if ago < 120 else f"{ago // 60} min" if ago < 7200 else f"{ago // 3600} h"
+    return _time.strftime("%Y-%m-%d %H:%M:%SZ", _time.gmtime(at)) + f" ({span} ago)"
+
+
+def device_line(d: dict[str, Any], now: int) -> str:
+    """One line per kiosk for a person: state and since when, firmware, board, last figures."""
+    line = (
+        f"{d['store']}/{d['device']}: {d['state'] or 'unknown'} since {_when(d['since'], now)}, "
+        f"fw {d['fw'] or '?'}, board {d['board'] or '?'}"
+    )
+    if d.get("telemetry"):
+        rssi = "off Wi-Fi" if d["rssi"] is None else f"{d['rssi']} dBm"
+        line += (
+            f"; telemetry {_when(d['telemetry_at'], now)}: heap {d['heap_free']} B free, RSSI "
+            f"{rssi}, outbox {d['outbox']}, dropped {d['dropped']}"
+        )
+    if d.get("config_error"):
+        line += f"; config refused: {d['config_error']}"
+    return line

@@ -20,7 +20,8 @@ from kiosk_host.aggregator.engine import Engine
 from kiosk_host.rules.recovery import STATES, RuleError
 from kiosk_host.rules.stores import Stores, load_stores
 from kiosk_host.storage.sqlite import Storage
-from kiosk_host.wire.contract import Cleared, Contract, Rejection, identifier_pattern
+from kiosk_host.wire.contract import Cleared, Contract, Rejection
+from kiosk_host.wire.identifiers import identifier_pattern
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -130,7 +131,7 @@ def _alerts(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from kiosk_host.aggregator.receiver import Ingest, IngestError
-    from kiosk_host.fleet.commands import public_url
+    from kiosk_host.wire.broker_url import public_url
 
     _storage(args).close()  # refuses what it cannot open, and migrates, before anything starts
     ingest = Ingest(args.broker, Path(args.db), args.client_id, _stores(args), args.ca)
@@ -179,14 +180,12 @@ def _deadletter(args: argparse.Namespace) -> int:
 
 
 def _devices(args: argparse.Namespace) -> int:
-    from kiosk_host.fleet.commands import device_line, device_row
-
     now = int(time.time())
-    devices = [device_row(d) for d in _storage(args).devices(args.store)]
+    devices = [summary.device_row(d) for d in _storage(args).devices(args.store)]
     if args.json:
         print(json.dumps(devices, indent=2))
     for d in [] if args.json else devices:
-        print(device_line(d, now))
+        print(summary.device_line(d, now))
     return 0
 
 

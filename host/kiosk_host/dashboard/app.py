@@ -33,7 +33,7 @@ from kiosk_host.dashboard import auth, export, gauges, live
 from kiosk_host.dashboard.views import PERIODS, Views, case_json, states_of
 from kiosk_host.rules.recovery import RuleError
 from kiosk_host.rules.stores import Stores, local_day
-from kiosk_host.wire.contract import identifier_pattern
+from kiosk_host.wire.identifiers import identifier_pattern
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = [

@@ -19,7 +19,7 @@ from kiosk_host.dashboard.live import Changes
 from kiosk_host.rules.recovery import STATES, WAITING, Case
 from kiosk_host.rules.stores import Stores
 from kiosk_host.storage.sqlite import Storage
-from kiosk_host.wire.contract import identifier_pattern
+from kiosk_host.wire.identifiers import identifier_pattern
 
 T = TypeVar("T")
 PERIODS = {"day": 1, "week": 7}

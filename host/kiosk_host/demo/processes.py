@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.fleet.commands import client_options
 from kiosk_host.sim.virtual_kiosk import parse_screen
+from kiosk_host.wire.broker_url import client_options
 
 if TYPE_CHECKING:
     from kiosk_host.demo.run import Kiosk

@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.fleet.provision import DEFAULT_DEVICES_DIR, check_identifier
+from kiosk_host.fleet.provision import DEFAULT_DEVICES_DIR
+from kiosk_host.wire.broker_url import client_options, public_url
 from kiosk_host.wire.contract import Contract, Rejection
+from kiosk_host.wire.identifiers import check_identifier
 
 TIMEOUT_S = 10.0
 # Subscribed to after the topics whose retained messages are wanted: its SUBACK comes after
@@ -33,27 +35,6 @@ _BARRIER = "kiosk/v1/_host/none"
 
 class FleetError(ValueError):
     """A fleet operation that could not be done; the message says what to fix."""
-
-
-def client_options(client: paho.Client, broker: str, ca: str | None = None) -> tuple[str, int]:
-    """Set a paho client's account and TLS from a broker URL, mqtt[s]://[USER:PASSWORD@]HOST
-    [:PORT] (TLS trusting the CA certificate `ca`, else the system's); returns the host and
-    port to connect to."""
-    u = urlparse(broker)
-    if u.username:
-        password = unquote(u.password) if u.password is not None else None
-        client.username_pw_set(unquote(u.username), password)
-    if u.scheme == "mqtts":
-        client.tls_set(ca_certs=ca)  # the broker's name is checked against its certificate
-    elif ca is not None:
-        raise FleetError("--ca is for a TLS broker: give --broker mqtts://HOST:PORT")
-    return u.hostname or "127.0.0.1", u.port or (8883 if u.scheme == "mqtts" else 1883)
-
-
-def public_url(broker: str) -> str:
-    """The broker URL without its user name and password, for messages."""
-    u = urlparse(broker)
-    return f"{u.scheme}://{u.hostname}:{u.port or (8883 if u.scheme == 'mqtts' else 1883)}"
 
 
 class Broker:
@@ -304,37 +285,3 @@ def _read(path: Path) -> bytes | None:
 
 
 # -- the fleet view --------------------------------------------------------------------------
-
-TELEMETRY = ("heap_free", "rssi", "outbox", "dropped")
-
-
-def device_row(d: dict[str, Any]) -> dict[str, Any]:
-    """A kiosk as `kiosk-host devices --json` shows it: the stored row, with the figures of
-    its last telemetry beside it."""
-    t = d.get("telemetry") or {}
-    return {**d, **{k: t.get(k) for k in TELEMETRY}}
-
-
-def _when(at: int | None, now: int) -> str:
-    if at is None:
-        return "?"
-    ago = max(now - at, 0)
-    span = f"{ago} s" if ago < 120 else f"{ago // 60} min" if ago < 7200 else f"{ago // 3600} h"
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at)) + f" ({span} ago)"
-
-
-def device_line(d: dict[str, Any], now: int) -> str:
-    """One line per kiosk for a person: state and since when, firmware, board, last figures."""
-    line = (
-        f"{d['store']}/{d['device']}: {d['state'] or 'unknown'} since {_when(d['since'], now)}, "
-        f"fw {d['fw'] or '?'}, board {d['board'] or '?'}"
-    )
-    if d.get("telemetry"):
-        rssi = "off Wi-Fi" if d["rssi"] is None else f"{d['rssi']} dBm"
-        line += (
-            f"; telemetry {_when(d['telemetry_at'], now)}: heap {d['heap_free']} B free, RSSI "
-            f"{rssi}, outbox {d['outbox']}, dropped {d['dropped']}"
-        )
-    if d.get("config_error"):
-        line += f"; config refused: {d['config_error']}"
-    return line

@@ -645,7 +645,7 @@ class StatusWatch:
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        from kiosk_host.fleet.commands import client_options
+        from kiosk_host.wire.broker_url import client_options
 
         self.messages: Queue[tuple[dict[str, Any], bool]] = Queue()
         self.problem: str | None = None

@@ -29,11 +29,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kiosk_host import __version__
-from kiosk_host.shipped import ROOT
-from kiosk_host.wire.contract import Contract, Rejection, identifier_pattern
+from kiosk_host.shipped import BOARDS, BROKER_SETTINGS
+from kiosk_host.wire.contract import Contract, Rejection
+from kiosk_host.wire.identifiers import check_identifier
 
-BOARDS = ROOT / "boards"
-SHIPPED_ACL = Path(__file__).resolve().parents[1] / "broker" / "acl"
+SHIPPED_ACL = BROKER_SETTINGS / "acl"
 DEFAULT_BROKER_DIR = Path("var/broker")
 DEFAULT_DEVICES_DIR = Path("var/devices")
 AGGREGATOR = "kiosk-host"  # the aggregator's user name, as the shipped ACL names it
@@ -143,15 +143,6 @@ class Provisioned:
 
 
 # -- checks ----------------------------------------------------------------------------------
-
-
-def check_identifier(what: str, value: str) -> str:
-    if not identifier_pattern().fullmatch(value):
-        raise ProvisionError(
-            f"{what} {value!r} is not an identifier: use 1 to 32 lower-case letters, digits and "
-            f"'-', starting with a letter or digit (for example store-12 or till-1)"
-        )
-    return value
 
 
 def boards() -> dict[str, Board]:

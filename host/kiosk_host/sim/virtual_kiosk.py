@@ -27,10 +27,9 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from kiosk_host import __version__
-from kiosk_host.shipped import FIRMWARE, ROOT
+from kiosk_host.shipped import BOARDS, FIRMWARE
 
 SIMHW = Path(__file__).resolve().parent / "hardware"
-BOARDS = ROOT / "boards"
 _PERIOD_MASK = (1 << 30) - 1
 _HALF = 1 << 29
 

@@ -18,8 +18,9 @@ import jsonschema_rs
 import yaml
 
 from kiosk_host.shipped import MQTT_SCHEMAS
+from kiosk_host.wire.identifiers import identifier_pattern
+from kiosk_host.wire.topics import TopicTree
 
-_PARAM = re.compile(r"\{([a-z_]+)\}")
 # Contract-level rules, beside the JSON Schema keywords that name the other rules.
 RULE_TOPIC = "topic"
 RULE_OVERSIZE = "oversize"
@@ -97,6 +98,7 @@ class Contract:
             op["channel"]["$ref"].rsplit("/", 1)[-1]: bool(op["bindings"]["mqtt"]["retain"])
             for op in doc["operations"].values()
         }
+        tree = TopicTree(doc)
         self.channels: list[_Channel] = []
         for key, channel in doc["channels"].items():
             shapes: dict[str | None, _Shape] = {}
@@ -108,16 +110,12 @@ class Contract:
                 value = schema["properties"][disc]["const"] if disc else None
                 validator = jsonschema_rs.validator_for(schema, registry=registry)
                 shapes[value] = _Shape(msg.get("name", name), int(msg["x-max-bytes"]), validator)
-            address: str = channel["address"]
-            params = tuple(_PARAM.findall(address))
-            regex = _PARAM.sub(
-                r"([^/]+)", re.escape(address).replace(r"\{", "{").replace(r"\}", "}")
-            )
+            found = tree.channels[key]
             self.channels.append(
                 _Channel(
                     key=key,
-                    pattern=re.compile(regex),
-                    params=params,
+                    pattern=found.pattern,
+                    params=found.params,
                     discriminator=disc,
                     shapes=shapes,
                     max_bytes=max(s.max_bytes for s in shapes.values()),
@@ -207,13 +205,6 @@ class Contract:
             return Rejection("type", f"/{disc}", f"{value!r} is not a string (one of {known})")
         why = f"unknown {disc} {value!r}; expected one of {known}"
         return Rejection(RULE_KIND, f"/{disc}", why)
-
-
-@cache
-def identifier_pattern() -> re.Pattern[str]:
-    """The contract's pattern for store, device, station and staff identifiers."""
-    common = json.loads((MQTT_SCHEMAS / "schemas" / "common.json").read_text())
-    return re.compile(common["$defs"]["identifier"]["pattern"])
 
 
 def _refuse_constant(name: str) -> None:
