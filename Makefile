@@ -19,7 +19,7 @@ BOARDS_BUILD_DIR ?= build/boards
 BOARD_MPY := $(patsubst boards/%.py,$(BOARDS_BUILD_DIR)/%.mpy,$(wildcard boards/*.py))
 PYTEST_ARGS ?=
 
-.PHONY: help setup system build typecheck lint format test bench screens clean deploy demo
+.PHONY: help setup system build typecheck lint layers format test bench screens clean deploy demo
 
 help:
 	@echo "make demo       two stores of virtual kiosks, their customers and staff, live (Ctrl-C stops)"
@@ -68,9 +68,15 @@ typecheck: setup
 	node_modules/.bin/pyright -p pyrightconfig.firmware.json
 	$(BIN)/mypy
 
-lint: $(VENV)/.ready
+lint: $(VENV)/.ready layers
 	$(BIN)/ruff check firmware boards host tests
 	$(BIN)/ruff format --check firmware boards host tests
+
+# The direction of imports between the host's packages (pyproject.toml, [tool.importlinter]).
+# HOST_SRC names the folder that holds kiosk_host (another copy, for the test of this check).
+HOST_SRC ?= host
+layers: $(VENV)/.ready
+	PYTHONPATH=$(HOST_SRC) $(BIN)/lint-imports --config pyproject.toml --no-cache
 
 format: $(VENV)/.ready
 	$(BIN)/ruff check --fix firmware boards host tests

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import (
     DEFAULT,
     StoreConfig,
@@ -246,12 +247,12 @@ def test_a_bad_file_names_the_store_the_key_and_what_was_expected(
         assert word in message, message
 
 
-def test_a_missing_file_is_an_os_error_and_a_binary_one_a_value_error(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
+def test_a_missing_or_binary_file_is_a_users_error_that_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"nowhere\.toml: No such file"):
         load_stores(tmp_path / "nowhere.toml")
     binary = tmp_path / "stores.toml"
     binary.write_bytes(b"\xff\xfe[stores]")
-    with pytest.raises(ValueError, match=r"stores\.toml: not UTF-8"):
+    with pytest.raises(UserError, match=r"stores\.toml: not UTF-8"):
         load_stores(binary)
 
 

@@ -24,6 +24,7 @@ from kiosk_host.rules.recovery import (
 )
 from kiosk_host.rules.stores import DEFAULT, Stores
 from kiosk_host.storage.sqlite import DeadLetter, EventRow, Storage
+from kiosk_host.wire import topics
 
 
 class Engine:
@@ -45,7 +46,7 @@ class Engine:
             elif e.kind == "recovery_confirm":
                 self._verdict(storage, e)
         except RuleError as why:
-            topic = f"kiosk/v1/{e.store}/{e.device}/event"
+            topic = topics.topic("event", store=e.store, device=e.device)
             return [DeadLetter(topic, e.raw.encode(), "case", "/case", why.reason, e.arrived)]
         return []
 

@@ -29,10 +29,11 @@ from kiosk_host import __version__
 from kiosk_host.aggregator import metrics, writer
 from kiosk_host.aggregator.writer import KIOSK_CHANNELS, classify
 from kiosk_host.rules.stores import Stores
+from kiosk_host.wire import topics
 from kiosk_host.wire.broker_url import client_options
 
 __all__ = ["HOST_STATUS", "KIOSK_CHANNELS", "Ingest", "IngestError", "classify"]
-HOST_STATUS = "kiosk/v1/_host/status"
+HOST_STATUS = topics.topic("hostStatus")
 log = logging.getLogger(__name__)
 
 # topic, payload, message id, QoS, arrival (Unix seconds), arrival (monotonic)
@@ -130,7 +131,7 @@ class Ingest:
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: object,
                     props: object = None) -> None:  # fmt: skip
-        client.subscribe("kiosk/v1/#", qos=1)
+        client.subscribe(topics.tree().everything, qos=1)
         client.publish(HOST_STATUS, self._status("online", int(time.time())), 1, True)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:

@@ -22,6 +22,7 @@ from kiosk_host.aggregator.views import case_list, recognition, summary
 from kiosk_host.rules.recovery import event_time
 from kiosk_host.rules.stores import Stores, is_open
 from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
+from kiosk_host.wire import topics
 from kiosk_host.wire.contract import Cleared, Contract, Message, Rejection
 
 KIOSK_CHANNELS = ("event", "status", "telemetry")  # what kiosks send; the rest is the host's
@@ -122,7 +123,7 @@ class Writer:
         alerts = self.storage.unpublished_alerts()
         for _, store, payload in alerts:
             self.dirty.add(store)
-            out.append((f"kiosk/v1/{store}/alerts", payload, False))
+            out.append((topics.topic("alerts", store=store), payload, False))
         if alerts:  # handed over to be published: the receiver publishes at QoS 1
             with self.storage.transaction():
                 self.storage.mark_published([i for i, _, _ in alerts])
@@ -133,7 +134,9 @@ class Writer:
                 ("summary", summary(self.storage, cfg, store, now)),
                 ("recognition", recognition(self.storage, cfg, store, now)),
             )
-            out += [(f"kiosk/v1/{store}/{name}", json.dumps(v).encode(), True) for name, v in views]
+            out += [
+                (topics.topic(name, store=store), json.dumps(v).encode(), True) for name, v in views
+            ]
         self.dirty.clear()
         return out
 

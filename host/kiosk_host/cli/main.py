@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -17,15 +16,17 @@ from pathlib import Path
 from kiosk_host import __version__
 from kiosk_host.aggregator import views as summary
 from kiosk_host.aggregator.engine import Engine
+from kiosk_host.cli.common import identifier, storage, stores
+from kiosk_host.errors import UserError
 from kiosk_host.rules.recovery import STATES, RuleError
-from kiosk_host.rules.stores import Stores, load_stores
-from kiosk_host.storage.sqlite import Storage
 from kiosk_host.wire.contract import Cleared, Contract, Rejection
-from kiosk_host.wire.identifiers import identifier_pattern
 
 
 def _validate(args: argparse.Namespace) -> int:
-    payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    try:
+        payload = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as why:
+        raise UserError(f"{args.file}: {why.strerror or why}") from None
     result = Contract.load().validate(args.topic, payload)
     if isinstance(result, Rejection):
         print(f"rejected: {result}", file=sys.stderr)
@@ -37,16 +38,8 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _storage(args: argparse.Namespace) -> Storage:
-    return Storage.open(args.db)
-
-
-def _stores(args: argparse.Namespace) -> Stores:
-    return load_stores(args.stores) if args.stores else Stores({})
-
-
 def _cases_list(args: argparse.Namespace) -> int:
-    cases = _storage(args).cases(args.store, [args.state] if args.state else [])
+    cases = storage(args).cases(args.store, [args.state] if args.state else [])
     if args.json:
         print(json.dumps([dataclasses.asdict(c) for c in cases], indent=2))
     for c in [] if args.json else cases:
@@ -56,8 +49,8 @@ def _cases_list(args: argparse.Namespace) -> int:
 
 
 def _cases_fix(args: argparse.Namespace) -> int:
-    engine = Engine(_stores(args))
-    case = engine.fix(_storage(args), args.store, args.code, args.staff, args.note)
+    engine = Engine(stores(args))
+    case = engine.fix(storage(args), args.store, args.code, args.staff, args.note)
     print(json.dumps(dataclasses.asdict(case)) if args.json else f"{case.code} {case.state}")
     return 0
 
@@ -66,7 +59,7 @@ def _cases_confirm_on(args: argparse.Namespace) -> int:
     """Ask a kiosk to show the customer the confirmation screen for a case."""
     from kiosk_host.fleet.commands import Broker, command, send_command
 
-    if _storage(args).case_by_code(args.store, args.code) is None:
+    if storage(args).case_by_code(args.store, args.code) is None:
         raise RuleError(f"no case {args.code} in store {args.store}")
     with Broker(args.broker, args.ca) as broker:
         cmd = command("confirm_recovery", case=args.code)
@@ -77,8 +70,8 @@ def _cases_confirm_on(args: argparse.Namespace) -> int:
 
 def _recognition(args: argparse.Namespace) -> int:
     days = 7 if args.period == "week" else 1
-    cfg = _stores(args).get(args.store)
-    payload = summary.recognition(_storage(args), cfg, args.store, int(time.time()), days)
+    cfg = stores(args).get(args.store)
+    payload = summary.recognition(storage(args), cfg, args.store, int(time.time()), days)
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
@@ -89,9 +82,9 @@ def _recognition(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     days = 7 if args.period == "week" else 1
-    cfg = _stores(args).get(args.store)
+    cfg = stores(args).get(args.store)
     # The dashboard's rows too: by-hour counts (its charts) and the day's cases beside them.
-    rows = summary.report(_storage(args), cfg, args.store, int(time.time()), days)
+    rows = summary.report(storage(args), cfg, args.store, int(time.time()), days)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif args.csv:
@@ -113,9 +106,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    storage = _storage(args)
+    db = storage(args)
     if args.action == "list":
-        alerts = storage.alerts(args.store)
+        alerts = db.alerts(args.store)
         if args.json:
             print(json.dumps(alerts, indent=2))
         for a in [] if args.json else alerts:
@@ -124,48 +117,19 @@ def _alerts(args: argparse.Namespace) -> int:
         return 0
     by = args.by if args.action == "ack" else None
     text = args.text if args.action == "comment" else None
-    if not storage.note_alert(args.id, by, text):
-        raise ValueError(f"no alert {args.id}; `kiosk-host alerts list --store S` shows them")
+    if not db.note_alert(args.id, by, text):
+        raise UserError(f"no alert {args.id}; `kiosk-host alerts list --store S` shows them")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from kiosk_host.aggregator.receiver import Ingest, IngestError
-    from kiosk_host.wire.broker_url import public_url
+    from kiosk_host.cli.serve import serve
 
-    _storage(args).close()  # refuses what it cannot open, and migrates, before anything starts
-    ingest = Ingest(args.broker, Path(args.db), args.client_id, _stores(args), args.ca)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: ingest.stopped.set())
-    web = None
-    if args.http:  # bound before ingest starts: a port in use stops both, with the reason
-        from kiosk_host.dashboard.auth import configured_token
-        from kiosk_host.dashboard.server import serve_dashboard
-
-        token = configured_token(args.token_file)
-        web = serve_dashboard(args.http, args.db, _stores(args), token)
-        mode = "" if token else " (read-only: no --token-file or $KIOSK_DASHBOARD_TOKEN)"
-        print(f"kiosk-host: dashboard on {web.url}/{mode}", file=sys.stderr)
-    try:
-        ingest.start()
-    except IngestError as why:
-        if web is not None:
-            web.stop()
-        print(f"kiosk-host: {why}", file=sys.stderr)
-        return 1
-    print(f"kiosk-host: serving {public_url(args.broker)} into {args.db}", file=sys.stderr)
-    ingest.stopped.wait()
-    if web is not None:
-        web.stop()
-    ingest.stop()
-    if ingest.error:
-        print(f"kiosk-host: {ingest.error}", file=sys.stderr)
-        return 1
-    return 0
+    return serve(args)
 
 
 def _deadletter(args: argparse.Namespace) -> int:
-    letters = _storage(args).dead_letters(args.limit)
+    letters = storage(args).dead_letters(args.limit)
     if args.json:
         rows = [
             {"topic": d.topic, "rule": d.rule, "field": d.field, "reason": d.reason,
@@ -181,7 +145,7 @@ def _deadletter(args: argparse.Namespace) -> int:
 
 def _devices(args: argparse.Namespace) -> int:
     now = int(time.time())
-    devices = [summary.device_row(d) for d in _storage(args).devices(args.store)]
+    devices = [summary.device_row(d) for d in storage(args).devices(args.store)]
     if args.json:
         print(json.dumps(devices, indent=2))
     for d in [] if args.json else devices:
@@ -264,11 +228,11 @@ def _virtual_kiosk(args: argparse.Namespace) -> int:
     from kiosk_host.sim.virtual_kiosk import Options, serve
 
     if args.identity is None and not (args.store and args.device and args.broker):
-        raise ValueError("give --identity DIR (a provisioned kiosk), or --store, --device and "
+        raise UserError("give --identity DIR (a provisioned kiosk), or --store, --device and "
                          "--broker")  # fmt: skip
     scheme = (args.broker or "").partition("://")[0]
     if args.identity is None and (scheme == "mqtts") != (args.ca is not None):
-        raise ValueError("mqtts:// and --ca FILE go together: the CA certificate to trust")
+        raise UserError("mqtts:// and --ca FILE go together: the CA certificate to trust")
     opts = Options(
         store=args.store,
         device=args.device,
@@ -327,8 +291,8 @@ def _flashing_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "firmware.",
     )
     deploy.add_argument("--port", required=True, help="the kiosk's serial port: /dev/ttyUSB0")
-    deploy.add_argument("--device", required=True, type=_identifier)
-    deploy.add_argument("--store", type=_identifier, help="when two stores have this device")
+    deploy.add_argument("--device", required=True, type=identifier)
+    deploy.add_argument("--store", type=identifier, help="when two stores have this device")
     deploy.add_argument("--dir", help="the kiosk's provisioned files (default var/devices/S/D)")
     deploy.add_argument(
         "--broker",
@@ -350,14 +314,6 @@ def _flashing_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     serial.add_argument("--link", help="the pseudo-terminal's path (default: a new temporary)")
     serial.add_argument("--flash-kb", type=int, default=2048, help="the flash's size")
     serial.set_defaults(run=_serial_kiosk)
-
-
-def _identifier(value: str) -> str:
-    if not identifier_pattern().fullmatch(value):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not an identifier: lower-case letters, digits and '-', 1 to 32"
-        )
-    return value
 
 
 def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -406,8 +362,8 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         parents=[broker],
         help="change settings of a kiosk, or of every kiosk of a store, checked by the contract",
     )
-    push.add_argument("--store", required=True, type=_identifier)
-    push.add_argument("--device", type=_identifier, help="one kiosk (default: the whole store)")
+    push.add_argument("--store", required=True, type=identifier)
+    push.add_argument("--device", type=identifier, help="one kiosk (default: the whole store)")
     push.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", required=True,
                       help="a setting; VALUE is read as JSON when it is JSON")  # fmt: skip
     push.add_argument("--devices-dir", default=str(DEFAULT_DEVICES_DIR),
@@ -415,8 +371,8 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     push.set_defaults(run=_config_push)
     for name, text in (("identify", "blink and show its name"), ("reboot", "restart")):
         cmd = commands.add_parser(name, parents=[broker], help=f"ask a kiosk to {text}")
-        cmd.add_argument("device", type=_identifier)
-        cmd.add_argument("--store", required=True, type=_identifier)
+        cmd.add_argument("device", type=identifier)
+        cmd.add_argument("--store", required=True, type=identifier)
         if name == "identify":
             cmd.add_argument("--seconds", type=int, default=10, help="1 to 120 (default 10)")
         cmd.set_defaults(run=_command, name=name)
@@ -439,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
         "power-cut [N] and quit on standard input; prints SCREEN <name>: <text> on every "
         "change. power-cut N cuts the power once N more events are acknowledged.",
     )
-    virtual.add_argument("--store", type=_identifier)
-    virtual.add_argument("--device", type=_identifier)
+    virtual.add_argument("--store", type=identifier)
+    virtual.add_argument("--device", type=identifier)
     virtual.add_argument("--broker", help="mqtt://[USER:PASSWORD@]HOST:PORT, or mqtts:// with --ca")
     virtual.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
     virtual.add_argument(
@@ -516,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=100)
     dead.set_defaults(run=_deadletter)
     devices = commands.add_parser("devices", parents=[db], help="the kiosks and their health")
-    devices.add_argument("--store", type=_identifier)
+    devices.add_argument("--store", type=identifier)
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(run=_devices)
     _fleet_parsers(commands)
@@ -525,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     store = argparse.ArgumentParser(add_help=False, parents=[db])
-    store.add_argument("--store", required=True, type=_identifier)
+    store.add_argument("--store", required=True, type=identifier)
     store.add_argument("--json", action="store_true")
     store.add_argument("--stores", help="stores.toml")
     listing = cases.add_parser("list", parents=[store], help="the store's cases")
@@ -533,14 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=_cases_list)
     fix = cases.add_parser("fix", parents=[store], help="mark a case fixed")
     fix.add_argument("code")
-    fix.add_argument("--staff", required=True, type=_identifier)
+    fix.add_argument("--staff", required=True, type=identifier)
     fix.add_argument("--note")
     fix.set_defaults(run=_cases_fix)
     confirm = cases.add_parser(
         "confirm-on", parents=[store], help="show a kiosk the customer's confirmation screen"
     )
     confirm.add_argument("code")
-    confirm.add_argument("--device", required=True, type=_identifier)
+    confirm.add_argument("--device", required=True, type=identifier)
     confirm.add_argument(
         "--broker",
         default=os.environ.get("KIOSK_BROKER"),
@@ -577,8 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
-    except (RuleError, ValueError, OSError) as why:  # say what to fix, not a traceback
-        print(f"kiosk-host: {getattr(why, 'reason', why)}", file=sys.stderr)
+    except UserError as why:  # say what to fix; anything else is a defect, with its traceback
+        print(f"kiosk-host: {why}", file=sys.stderr)
         return 2
     return code
 

@@ -18,11 +18,16 @@ import uvicorn
 from starlette.applications import Starlette
 
 from kiosk_host.dashboard.app import create_app
+from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import Stores
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 _ADDRESS = re.compile(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})")
+
+
+class DashboardError(UserError, ValueError):
+    """A dashboard address that cannot be used; the message says which and why."""
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -31,7 +36,7 @@ def parse_address(text: str) -> tuple[str, int]:
     m = _ADDRESS.fullmatch(text.strip())
     port = int(m.group("port")) if m else -1
     if m is None or not 0 <= port <= 65535:
-        raise ValueError(
+        raise DashboardError(
             f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080"
         )
     return (m.group("v6") or m.group("host") or "0.0.0.0"), port
@@ -49,7 +54,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as why:
         sock.close()
-        raise OSError(f"the dashboard cannot listen on {host}:{port}: {why.strerror}") from None
+        raise DashboardError(
+            f"the dashboard cannot listen on {host}:{port}: {why.strerror}"
+        ) from None
     sock.setblocking(False)
     return sock
 

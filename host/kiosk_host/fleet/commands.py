@@ -22,7 +22,9 @@ from urllib.parse import urlparse
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kiosk_host.errors import UserError
 from kiosk_host.fleet.provision import DEFAULT_DEVICES_DIR
+from kiosk_host.wire import topics
 from kiosk_host.wire.broker_url import client_options, public_url
 from kiosk_host.wire.contract import Contract, Rejection
 from kiosk_host.wire.identifiers import check_identifier
@@ -30,10 +32,10 @@ from kiosk_host.wire.identifiers import check_identifier
 TIMEOUT_S = 10.0
 # Subscribed to after the topics whose retained messages are wanted: its SUBACK comes after
 # them, so it marks the end of the retained messages. Nothing is ever published there.
-_BARRIER = "kiosk/v1/_host/none"
+_BARRIER = topics.tree().root + "/_host/none"
 
 
-class FleetError(ValueError):
+class FleetError(UserError, ValueError):
     """A fleet operation that could not be done; the message says what to fix."""
 
 
@@ -162,9 +164,9 @@ def send_command(broker: Broker, store: str, device: str, payload: dict[str, Any
     when it comes back, from its persistent session."""
     check_identifier("--store", store)
     check_identifier("device", device)
-    topic = f"kiosk/v1/{store}/{device}/cmd"
+    topic = topics.topic("cmd", store=store, device=device)
     raw = _checked(topic, payload, f"{payload.get('cmd')} for {store}/{device}")
-    status = broker.retained([f"kiosk/v1/{store}/{device}/status"])
+    status = broker.retained([topics.topic("status", store=store, device=device)])
     broker.publish(topic, raw)
     return Sent(topic, payload, _state(next(iter(status.values()), None)))
 
@@ -222,9 +224,9 @@ def push_config(
     check_identifier("--store", store)
     if device is not None:
         check_identifier("--device", device)
-    mine = device or "+"
+    mine = {"device": device} if device else {}
     retained = broker.retained(
-        [f"kiosk/v1/{store}/{mine}/config", f"kiosk/v1/{store}/{mine}/status"]
+        [topics.topic_filter(c, store=store, **mine) for c in ("config", "status")]
     )
     devices = {device} if device else _store_devices(store, retained, devices_dir)
     if not devices:
@@ -235,7 +237,7 @@ def push_config(
     plans: list[Pushed] = []
     refusals: list[str] = []
     for d in sorted(devices):
-        topic = f"kiosk/v1/{store}/{d}/config"
+        topic = topics.topic("config", store=store, device=d)
         base, source = _base_config(retained.get(topic), devices_dir / store / d / "config.json")
         if base is None:
             refusals.append(
@@ -258,7 +260,7 @@ def push_config(
 
 
 def _store_devices(store: str, retained: dict[str, bytes], devices_dir: Path) -> set[str]:
-    found = {t.split("/")[3] for t in retained}
+    found = {parsed[1]["device"] for t in retained if (parsed := topics.parse(t)) is not None}
     where = devices_dir / store
     if where.is_dir():
         found |= {p.parent.name for p in where.glob("*/config.json")}

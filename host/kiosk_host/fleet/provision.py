@@ -29,7 +29,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kiosk_host import __version__
+from kiosk_host.errors import UserError
 from kiosk_host.shipped import BOARDS, BROKER_SETTINGS
+from kiosk_host.wire import topics
 from kiosk_host.wire.contract import Contract, Rejection
 from kiosk_host.wire.identifiers import check_identifier
 
@@ -48,7 +50,7 @@ _ACL_KIOSKS = "# Per kiosk"  # where the shipped ACL's examples begin; provision
 REQUIRED = ("store", "device", "board", "wifi_ssid", "wifi_pass", "broker")
 
 
-class ProvisionError(ValueError):
+class ProvisionError(UserError, ValueError):
     """Input that cannot be provisioned; the message says what to fix."""
 
 
@@ -364,7 +366,7 @@ def acl_head() -> str:
 def acl_block(store: str, device: str, letter: str) -> str:
     return (
         f"\n# {store}/{device}, letter {letter}\n"
-        f"user {store}/{device}\ntopic read kiosk/v1/{store}/cases\n"
+        f"user {store}/{device}\ntopic read {topics.topic('cases', store=store)}\n"
     )
 
 
@@ -477,7 +479,7 @@ def provision(req: Request) -> Provisioned:
         letter = pick_letter(store, req.letter, register.letters(store))
         config = default_config(board, device)
         checked = Contract.load().validate(
-            f"kiosk/v1/{store}/{device}/config", json.dumps(config).encode()
+            topics.topic("config", store=store, device=device), json.dumps(config).encode()
         )
         if isinstance(checked, Rejection):  # the defaults are the product's: never expected
             raise ProvisionError(f"the default config does not fit the contract: {checked}")

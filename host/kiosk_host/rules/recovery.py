@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
 
+from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import StoreConfig
 
 State = Literal["open", "fixed", "wow", "recovered", "breached", "unconfirmed"]
@@ -48,7 +49,7 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-class RuleError(Exception):
+class RuleError(UserError):
     """An operation the rules do not allow on the case as it stands; `reason` says why."""
 
     def __init__(self, reason: str) -> None:

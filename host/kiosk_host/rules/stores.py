@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from kiosk_host.errors import UserError
 from kiosk_host.wire.identifiers import identifier_pattern
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
@@ -144,13 +145,19 @@ class Stores:
         return store in self.configs
 
 
+class StoresError(UserError, ValueError):
+    """A stores file that cannot be read or breaks a rule; the message names the file and key."""
+
+
 def load_stores(path: str | Path) -> Stores:
-    """The stores described by the TOML file at `path` (OSError if it cannot be read)."""
+    """The stores described by the TOML file at `path`."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{p}: not UTF-8 text: {exc}") from None
+        raise StoresError(f"{p}: not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise StoresError(f"--stores {p}: {exc.strerror or exc}") from None
     return parse_stores(text, str(p))
 
 
@@ -159,25 +166,25 @@ def parse_stores(text: str, source: str = "stores.toml") -> Stores:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{source}: not valid TOML: {exc}") from None
+        raise StoresError(f"{source}: not valid TOML: {exc}") from None
     extra = sorted(set(doc) - {"stores"})
     if extra:
-        raise ValueError(
+        raise StoresError(
             f"{source}: unknown top-level key {extra[0]!r}; "
             "expected only [stores.<store id>] tables"
         )
     tables = doc.get("stores", {})
     if not isinstance(tables, dict):
-        raise ValueError(f"{source}: 'stores' must be a table of [stores.<store id>] tables")
+        raise StoresError(f"{source}: 'stores' must be a table of [stores.<store id>] tables")
     configs: dict[str, StoreConfig] = {}
     for store, table in tables.items():
         if not identifier_pattern().fullmatch(store):
-            raise ValueError(
+            raise StoresError(
                 f"{source}: store {store!r} is not a valid store id "
                 "(lower-case letters, digits and '-', 1 to 32 characters)"
             )
         if not isinstance(table, dict):
-            raise ValueError(f"{source}: store {store!r}: expected a table of settings")
+            raise StoresError(f"{source}: store {store!r}: expected a table of settings")
         configs[store] = _Reader(source, store).config(table)
     return Stores(configs)
 
@@ -292,7 +299,7 @@ class _Reader:
         (not both); `lo` and `hi` bound it in minutes, whole hours inside them for the first."""
         hours, minutes = f"{name}_hours", f"{name}_minutes"
         if hours in table and minutes in table:
-            raise ValueError(
+            raise StoresError(
                 f"{self.source}: store {self.store!r}: give {hours!r} or {minutes!r}, not both"
             )
         if hours in table:

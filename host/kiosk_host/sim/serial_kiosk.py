@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from kiosk_host.sim.virtual_kiosk import parse_screen
+from kiosk_host.sim.virtual_kiosk import KioskSetupError, parse_screen
 
 BRIDGE = Path(__file__).resolve().with_name("serial_kiosk.mjs")
 START_TIMEOUT_S = 10.0
@@ -55,9 +55,11 @@ class SerialKiosk:
     def start(self) -> SerialKiosk:
         for tool in ("socat", "node"):
             if shutil.which(tool) is None:
-                raise OSError(f"{tool} is not installed: `make system` installs it")
+                raise KioskSetupError(f"{tool} is not installed: `make system` installs it")
         if self.link.exists() or self.link.is_symlink():
-            raise OSError(f"{self.link} exists already: another serial kiosk may be using it")
+            raise KioskSetupError(
+                f"{self.link} exists already: another serial kiosk may be using it"
+            )
         self.flash.mkdir(parents=True, exist_ok=True)
         # The bridge's options go through the environment: socat's address syntax gives
         # ',', ':' and '!' in a path a meaning of their own.

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from kiosk_host import __version__
+from kiosk_host.errors import UserError
 from kiosk_host.shipped import BOARDS, FIRMWARE
 
 SIMHW = Path(__file__).resolve().parent / "hardware"
@@ -104,6 +105,10 @@ class Options:
     identity: Path | None = None  # a folder `kiosk-host provision` wrote: it wins over the above
 
 
+class KioskSetupError(UserError, ValueError):
+    """Options a virtual kiosk cannot start from; the message says what to fix."""
+
+
 def provisioned(opts: Options) -> tuple[Options, dict[str, Any] | None]:
     """The options with the store, device, letter and board of the provisioned kiosk in
     `opts.identity`, and its identity as the firmware reads it (None without a folder)."""
@@ -114,7 +119,9 @@ def provisioned(opts: Options) -> tuple[Options, dict[str, Any] | None]:
         ident: dict[str, Any] = json.loads((folder / "identity.json").read_text())
         board = json.loads((folder / "board.json").read_text())["board"]
     except (OSError, ValueError, KeyError) as why:
-        raise ValueError(f"--identity {folder}: not a provisioned kiosk's folder ({why})") from None
+        raise KioskSetupError(
+            f"--identity {folder}: not a provisioned kiosk's folder ({why})"
+        ) from None
     if ident.get("ca"):
         ident["ca"] = str((folder / ident["ca"]).resolve())
     store, device, letter = ident["store"], ident["device"], ident["letter"]

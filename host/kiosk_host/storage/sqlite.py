@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from kiosk_host.errors import UserError
 from kiosk_host.rules.recovery import Alert, Case
 
 # Each migration runs once, in order, in its own transaction; the version is kept in the
@@ -176,21 +177,28 @@ class Stored:
     dead_letters: int
 
 
+class StorageError(UserError, ValueError):
+    """A database that cannot be opened as asked; the message says which and why."""
+
+
 class Storage:
     """SQLite storage; open with `Storage.open(path or sqlite:/// URL)`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self.migrate()
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self.migrate()
+        except sqlite3.Error as why:  # a folder, a file that is no database, no permission
+            raise StorageError(f"--db {path}: cannot be used as the database: {why}") from None
 
     @classmethod
     def open(cls, where: str) -> Storage:
         if where.startswith(("postgresql:", "postgres:")):
-            raise ValueError(f"{where}: PostgreSQL storage is not available yet; use a file path")
+            raise StorageError(f"{where}: PostgreSQL storage is not available yet; use a file path")
         return cls(Path(where.removeprefix("sqlite:///")))
 
     def version(self) -> int:
