@@ -77,7 +77,7 @@ def store_messages(
     """Classify as ingest does and store in one transaction, the recovery engine applied."""
     contract = Contract.load()
     items = [classify(contract, t, p, arrived, engine.stores) for t, p in messages]
-    storage.store_batch(
+    storage.write_batch(
         [i for i in items if isinstance(i, EventRow)],
         [i for i in items if isinstance(i, DeadLetter)],
         [i for i in items if isinstance(i, DeviceStatus)],

@@ -131,10 +131,10 @@ def with_cases(items: list[tuple[str, bytes, int]]) -> list[tuple[str, bytes, in
     return out
 
 
-def store_process(aggregator: int) -> int:
-    """The pid of the aggregator's store process: the one child of its main thread."""
+def writer_process(aggregator: int) -> int:
+    """The pid of the aggregator's writer process: the one child of its main thread."""
     path = Path(f"/proc/{aggregator}/task/{aggregator}/children")
-    wait_until(lambda: path.read_text().split() != [], 10, "the store process")
+    wait_until(lambda: path.read_text().split() != [], 10, "the writer process")
     (child,) = path.read_text().split()
     return int(child)
 
@@ -169,7 +169,7 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
                 pub.publish(topic, payload, qos=1)
             time.sleep(rng.uniform(0.01, 0.3))
             if n % 2:
-                os.kill(store_process(proc.pid), signal.SIGKILL)
+                os.kill(writer_process(proc.pid), signal.SIGKILL)
                 assert proc.wait(30) == 1  # at once, or as soon as it started
                 assert "ingest stopped" in logs[-1].read_text()
             else:
@@ -188,7 +188,7 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
     engine = Engine(NO_STORES)
     contract = Contract.load()
     rows = [classify(contract, t, p, 1763900000) for t, p, _ in items]
-    calm.store_batch([r for r in rows if isinstance(r, EventRow)], apply=engine.apply)
+    calm.write_batch([r for r in rows if isinstance(r, EventRow)], apply=engine.apply)
     assert storage.score_counts("killed") == calm.score_counts("killed")
     assert storage.score_counts("killed") == Counter(s for _, _, s in items if s)
 
@@ -276,7 +276,7 @@ def test_fuzzed_input_is_stored_or_dead_lettered_with_a_reason(
         items = [classify(contract, topic, payload, 1763900000) for topic, payload in batch]
         events = [i for i in items if isinstance(i, EventRow)]
         dead = [i for i in items if isinstance(i, DeadLetter)]
-        storage.store_batch(events, dead, [i for i in items if isinstance(i, DeviceStatus)])
+        storage.write_batch(events, dead, [i for i in items if isinstance(i, DeviceStatus)])
         for (topic, payload), item in zip(batch, items, strict=True):
             good = contract.validate(topic, payload)
             if isinstance(item, DeadLetter):

@@ -42,7 +42,7 @@ def kiosks_and_alerts(storage: Storage) -> None:
         for n in range(20)
         for payload in (status, telemetry)
     ]
-    storage.store_batch([], devices=devices)
+    storage.write_batch([], devices=devices)
     with storage.transaction():
         for n in range(1000):
             storage.add_alert(Alert("case_opened", "info", "big", f"A{n:03d}"[:4], "till-1",

@@ -37,9 +37,9 @@ def fill(storage: Storage) -> None:
             EventRow(store, "till-1", i + 1, "rating", at, at, at, False, p, json.dumps(p))
         )
         if len(batch) == 50_000:
-            storage.store_batch(batch)
+            storage.write_batch(batch)
             batch = []
-    storage.store_batch(batch)
+    storage.write_batch(batch)
     with storage.transaction():
         for n in range(OPEN_CASES):
             opened = NOW - rng.randrange(86400)

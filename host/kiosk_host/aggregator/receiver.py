@@ -4,7 +4,7 @@ paho-mqtt receives on a persistent session with manual acknowledgement, and a co
 hands the messages in batches (bounded by count and by a few milliseconds) to the store
 process (`writer`), which stores each batch in one transaction. Only after its answer are the
 batch's messages acknowledged: a crash before the commit leaves them unacknowledged, so the
-broker delivers them again, and the storage keeps each event once. While the store process
+broker delivers them again, and the storage keeps each event once. While the writer process
 works on one batch, the receiver takes in and acknowledges the next: the two run on two cores.
 """
 
@@ -41,7 +41,7 @@ Inbound = tuple[str, bytes, int, int, float, float]
 
 
 class IngestError(RuntimeError):
-    """The store process stopped: nothing more can be stored or acknowledged."""
+    """The writer process stopped: nothing more can be stored or acknowledged."""
 
 
 class Ingest:
@@ -49,8 +49,8 @@ class Ingest:
 
     BATCH_MAX = 500  # messages in one transaction, at most
     BATCH_MS = 5  # how long a batch waits for more messages before it is committed
-    IDLE_S = 0.1  # with nothing received, the store process is still asked to tick this often
-    START_S = 60.0  # the store process opens and migrates the database within this
+    IDLE_S = 0.1  # with nothing received, the writer process is still asked to tick this often
+    START_S = 60.0  # the writer process opens and migrates the database within this
 
     def __init__(
         self,
@@ -70,11 +70,11 @@ class Ingest:
         self._inbox: deque[Inbound] = deque()
         self._wake = threading.Event()
         self._stopping = False
-        # The store process is started afresh rather than forked from this one, whose paho
+        # The writer process is started afresh rather than forked from this one, whose paho
         # threads a fork would copy mid-step; its end of the socket closes when it dies.
         mine, self._theirs = socket.socketpair()
         self._pipe = Connection(mine.detach())
-        self._store: subprocess.Popen[bytes] | None = None
+        self._writer: subprocess.Popen[bytes] | None = None
         self._courier = threading.Thread(target=self._carry, name="ingest-courier", daemon=True)
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         c.manual_ack_set(True)
@@ -93,9 +93,9 @@ class Ingest:
         ).encode()
 
     def start(self) -> None:
-        """Start the store process, wait until its database is open, then connect."""
+        """Start the writer process, wait until its database is open, then connect."""
         with self._theirs as theirs:
-            self._store = subprocess.Popen(
+            self._writer = subprocess.Popen(
                 [sys.executable, "-m", "kiosk_host.aggregator.writer", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
             )
@@ -105,8 +105,8 @@ class Ingest:
         except (EOFError, OSError):
             ready = False
         if not ready:
-            self._store.kill()
-            raise IngestError(f"ingest stopped: the store process did not open {self.db}")
+            self._writer.kill()
+            raise IngestError(f"ingest stopped: the writer process did not open {self.db}")
         self._courier.start()
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
@@ -121,12 +121,12 @@ class Ingest:
             self._courier.join(30)
         self.client.disconnect()
         self.client.loop_stop()
-        if self._store is not None:
+        if self._writer is not None:
             try:
-                self._store.wait(10)
+                self._writer.wait(10)
             except subprocess.TimeoutExpired:
-                self._store.kill()
-                self._store.wait()
+                self._writer.kill()
+                self._writer.wait()
         self.stopped.set()
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: object,
@@ -141,7 +141,7 @@ class Ingest:
         if not self._wake.is_set():
             self._wake.set()
 
-    # -- the courier: batches to the store process, acknowledgements back to the broker ------
+    # -- the courier: batches to the writer process, acknowledgements back to the broker ------
 
     def _carry(self) -> None:
         try:
@@ -153,8 +153,8 @@ class Ingest:
             self.stopped.set()
 
     def _relay(self) -> None:
-        """One batch in the store process at a time; the next is sent as soon as the answer
-        comes, before this one is acknowledged, so the store process seldom waits."""
+        """One batch in the writer process at a time; the next is sent as soon as the answer
+        comes, before this one is acknowledged, so the writer process seldom waits."""
         batch = self._gather()
         self._send(batch)
         while True:
@@ -180,7 +180,7 @@ class Ingest:
 
     def _gather(self) -> list[Inbound]:
         """The next batch: waits for a first message (at most IDLE_S), then up to BATCH_MS
-        for more; an empty batch asks the store process only to tick."""
+        for more; an empty batch asks the writer process only to tick."""
         if not self._inbox:
             self._wake.clear()
             if not self._inbox and not self._stopping:
@@ -199,7 +199,7 @@ class Ingest:
         self._pipe.send([(topic, payload, int(wall)) for topic, payload, _, _, wall, _ in batch])
 
     def _settle(self, batch: list[Inbound], reply: writer.Reply) -> None:
-        """The batch is committed: acknowledge it, publish what the store process asks for."""
+        """The batch is committed: acknowledge it, publish what the writer process asks for."""
         for _, _, mid, qos, _, _ in batch:
             if qos:
                 self.client.ack(mid, qos)

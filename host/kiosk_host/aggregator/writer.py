@@ -1,4 +1,4 @@
-"""The aggregator's store process: classifies, stores and ticks what the MQTT receiver hands it.
+"""The aggregator's writer process: classifies, stores and ticks what the MQTT receiver hands it.
 
 Receiving with paho-mqtt and validating, classifying and storing each cost a CPython thread
 about as much again; in one interpreter the GIL runs them one after the other. So the
@@ -61,7 +61,7 @@ def _kiosk_message(m: Message, raw: bytes, arrived: int, stores: Stores) -> Even
 
 @dataclass
 class Reply:
-    """What one request to the store process did."""
+    """What one request to the writer process did."""
 
     events: int = 0  # new events stored
     duplicates: int = 0  # events stored before: redeliveries and replays
@@ -86,13 +86,13 @@ class Writer:
 
     def handle(self, batch: list[Raw]) -> Reply:
         """Store a batch in one transaction, then tick if a tick is due."""
-        reply = self.store(batch) if batch else Reply()
+        reply = self.write(batch) if batch else Reply()
         if time.monotonic() >= self._next_tick:
             self._next_tick = time.monotonic() + self.TICK_S
             reply.publish = self.tick(int(time.time()))
         return reply
 
-    def store(self, batch: list[Raw]) -> Reply:
+    def write(self, batch: list[Raw]) -> Reply:
         events: list[EventRow] = []
         dead: list[DeadLetter] = []
         devices: list[DeviceStatus] = []
@@ -104,7 +104,7 @@ class Writer:
                 dead.append(item)
             elif isinstance(item, DeviceStatus):
                 devices.append(item)
-        result = self.storage.store_batch(events, dead, devices, apply=self.engine.apply)
+        result = self.storage.write_batch(events, dead, devices, apply=self.engine.apply)
         self.dirty.update(e.store for e in events)
         self.rated.update(e.store for e in events if e.kind == "rating")
         return Reply(result.events, result.duplicates, result.dead_letters)
@@ -142,7 +142,7 @@ class Writer:
 
 
 def serve(conn: Connection) -> None:
-    """The store process: opens the database it is sent, then answers each batch on `conn`
+    """The writer process: opens the database it is sent, then answers each batch on `conn`
     until it is told to stop (None) or the receiver is gone."""
     db, stores = conn.recv()
     storage = Storage(db)

@@ -220,7 +220,7 @@ class Storage:
                 self.db.execute("ROLLBACK")
                 raise
 
-    def store_batch(
+    def write_batch(
         self,
         events: Iterable[EventRow],
         dead: Iterable[DeadLetter] = (),
