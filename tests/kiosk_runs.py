@@ -6,13 +6,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from kiosk_host.sim.screen_lines import parse_screen
 from kiosk_host.wire.contract import Contract, Message
-from tests.vm.mpvm import BOARDS_DIR, MicroPythonVM, firmware_modules, vm_files
+from tests.vm.mpvm import BOARDS_DIR, MicroPythonVM, board_stems, firmware_modules, vm_files
 
 RIG = BOARDS_DIR.parent / "tests" / "vm" / "kiosk_rig.py"
 TOPIC = "kiosk/v1/store-12/till-1/event"
 MONO = "esp32_devkitc_ssd1306"
-BOARDS = ("esp32_devkitc_ssd1306", "m5stack_core", "lilygo_tdisplay")
+BOARDS = tuple(board_stems())
 
 
 @dataclass
@@ -50,9 +51,9 @@ def run_kiosk(
     run = KioskRun()
     contract = Contract.load()
     for line in out.splitlines():
-        if line.startswith("SCREEN "):
-            name, _, text = line[len("SCREEN ") :].partition(": ")
-            run.screens.append((name, text))
+        shown = parse_screen(line)
+        if shown is not None:
+            run.screens.append(shown)
         elif line.startswith("EVENT "):
             payload = line[len("EVENT ") :].encode()
             result = contract.validate(TOPIC, payload)

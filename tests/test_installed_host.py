@@ -14,7 +14,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.sim.virtual_kiosk import parse_screen
+from kiosk_host.sim.screen_lines import parse_screen
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import wait_until
 

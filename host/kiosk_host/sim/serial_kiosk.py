@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from kiosk_host.sim.virtual_kiosk import KioskSetupError, parse_screen
+from kiosk_host.sim.screen_lines import parse_screen
+from kiosk_host.sim.virtual_kiosk import KioskSetupError
 
 BRIDGE = Path(__file__).resolve().with_name("serial_kiosk.mjs")
 START_TIMEOUT_S = 10.0

@@ -29,21 +29,11 @@ from urllib.parse import unquote, urlparse
 from kiosk_host import __version__
 from kiosk_host.errors import UserError
 from kiosk_host.shipped import BOARDS, FIRMWARE
+from kiosk_host.sim.screen_lines import screen_line
 
 SIMHW = Path(__file__).resolve().parent / "hardware"
 _PERIOD_MASK = (1 << 30) - 1
 _HALF = 1 << 29
-
-
-SCREEN = "SCREEN "  # a line a kiosk prints when its screen changes: SCREEN <name>: <text>
-
-
-def parse_screen(line: str) -> tuple[str, str] | None:
-    """(name, text) of a screen line a kiosk printed, or None for any other line."""
-    if not line.startswith(SCREEN):
-        return None
-    name, _, text = line[len(SCREEN) :].rstrip("\n").partition(": ")
-    return name, text
 
 
 class RealTime:
@@ -215,7 +205,7 @@ class VirtualKiosk:
     # -- hardware the firmware asks for --------------------------------------------------------
 
     def _screen(self, name: str, text: str) -> None:
-        self.out(f"{SCREEN}{name}: {text}")
+        self.out(screen_line(name, text))
 
     def _load_ids(self) -> list[str]:
         try:
