@@ -1,4 +1,4 @@
-"""A payload built by hand for each row of DESIGN.md section 3 validates; generated ones too."""
+"""A payload built by hand for each topic of docs/architecture.md validates; generated ones too."""
 
 from __future__ import annotations
 

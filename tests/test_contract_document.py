@@ -1,4 +1,4 @@
-"""The AsyncAPI document and its schemas are well-formed and say what DESIGN.md section 3 does."""
+"""The AsyncAPI document and its schemas are well-formed and say what docs/architecture.md does."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from kiosk_host.shipped import MQTT_SCHEMAS, ROOT
 from kiosk_host.wire.contract import Contract
 
-# DESIGN.md section 3, row by row: topic, who sends it (from the host's side), QoS, retained.
+# The topic tree in docs/architecture.md, row by row: topic, sender (host's side), QoS, retained.
 TOPIC_TABLE = [
     ("kiosk/v1/{store}/{device}/event", "receive", 1, False),
     ("kiosk/v1/{store}/{device}/status", "receive", 1, True),

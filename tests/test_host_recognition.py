@@ -1,4 +1,4 @@
-"""Recognition (DESIGN.md section 5): attribution, shrunk smooth rate, recoveries, the board."""
+"""Recognition (docs/recognition.md): attribution, shrunk smooth rate, recoveries, the board."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The recovery rules of DESIGN.md section 4: event time, cases against the deadline, alerts."""
+"""The recovery rules of docs/recovery.md: event time, cases against the deadline, alerts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Recognition (DESIGN.md section 5): who gave smooth service and who wowed customers in time.
+"""Recognition (docs/recognition.md): who gave smooth service and who wowed customers in time.
 
 Pure functions, no I/O and no clock reads. A rating is attributed to whoever was signed in
 at the station, else to the store's roster. Per staff member and period the board counts

@@ -4,7 +4,7 @@ Pure functions on frozen values, no I/O and no clock reads: every function is gi
 it needs in Unix seconds (event time), so a timer, a replay and a restart all reach the same
 result.
 
-A case's life (DESIGN.md section 4)::
+A case's life (docs/recovery.md)::
 
     open --mark_fixed--> fixed --verdict wow--> wow              (recovered in time)
       |                    |   --verdict fixed--> recovered      (recovered in time)
