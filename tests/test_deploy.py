@@ -19,18 +19,11 @@ from pathlib import Path
 import pytest
 
 from kiosk_host import __version__
-from kiosk_host.fleet.deploy import (
-    DEVICE_MAIN,
-    FLAG,
-    FlashFull,
-    Mpremote,
-    Options,
-    copy_files,
-    deploy,
-    device_files,
-    firmware_version,
-    load_provisioning,
-)
+from kiosk_host.fleet.deploy import Options, deploy
+from kiosk_host.fleet.deploy_errors import FlashFull
+from kiosk_host.fleet.device_scripts import DEVICE_MAIN, FLAG
+from kiosk_host.fleet.firmware_image import device_files, firmware_version, load_provisioning
+from kiosk_host.fleet.mpremote import Mpremote, copy_files
 from kiosk_host.sim.serial_kiosk import SerialKiosk
 from tests.broker import Mosquitto, free_port
 from tests.vm.mpvm import ROOT
@@ -82,6 +75,18 @@ def aggregator_url(tmp: Path, port: int) -> str:
     return f"mqtt://{creds['user']}:{creds['password']}@127.0.0.1:{port}"
 
 
+def first_copy(devdir: Path) -> int:
+    """How many files a first deployment copies, counted from the build and provisioning:
+    every compiled firmware module, the board (as board.mpy), config.json, identity.json
+    and the CA certificate it names if any, and the start, main.py."""
+    modules = sorted((BUILD / "firmware").glob("*.mpy"))
+    assert modules, "build/firmware is empty"
+    ident = json.loads((devdir / "identity.json").read_text())
+    provisioned = ["config.json", "identity.json", *([ident["ca"]] if ident.get("ca") else [])]
+    assert all((devdir / name).is_file() for name in provisioned)
+    return len(modules) + len(["board.mpy", *provisioned, "main.py"])
+
+
 def deploy_cli(
     port: str, devdir: Path, *extra: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -130,11 +135,13 @@ def device_path(flash: Path, path: str) -> Path:
 # -- the whole round ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_deploy_puts_the_firmware_on_the_kiosk_which_comes_online_and_a_rerun_copies_nothing(
     tmp_path: Path, built_firmware: None
 ) -> None:
     broker = Mosquitto(tmp_path / "mosquitto", auth_dir=tmp_path / "broker")
     devdir = provision(tmp_path, broker.port)
+    every = first_copy(devdir)
     flash = tmp_path / "flash"
     env = {"KIOSK_BROKER": aggregator_url(tmp_path, broker.port)}  # not in the argument list
     with broker, SerialKiosk(flash) as kiosk:
@@ -145,8 +152,8 @@ def test_deploy_puts_the_firmware_on_the_kiosk_which_comes_online_and_a_rerun_co
         version = firmware_version()
         verdict = done.stdout.strip().splitlines()[-1]
         assert verdict.startswith(f"deployed till-1 (store-12): online with firmware {version}")
-        assert "26 files copied" in verdict, verdict
-        assert "copying [1/26] lib/" in done.stdout  # progress while copying
+        assert f"{every} files copied" in verdict, verdict
+        assert f"copying [1/{every}] lib/" in done.stdout  # progress while copying
         for secret in secrets_of(devdir):
             assert secret not in printed
             assert all(secret not in line for line in kiosk.lines)
@@ -174,7 +181,7 @@ def test_deploy_puts_the_firmware_on_the_kiosk_which_comes_online_and_a_rerun_co
             out=lines.append,
         )
         assert again.copied == [] and again.removed == []
-        assert len(again.unchanged) == 26
+        assert len(again.unchanged) == every
         assert again.online is True and again.status is not None
         assert again.status["fw"] == version and again.status["board"] == "esp32-devkitc-ssd1306"
         assert not any("copying" in line for line in lines)
@@ -200,6 +207,7 @@ def test_deploy_puts_the_firmware_on_the_kiosk_which_comes_online_and_a_rerun_co
         )
 
 
+@pytest.mark.slow
 def test_make_deploy_builds_and_deploys_and_says_when_no_broker_can_confirm(
     kiosk_dirs: tuple[Path, Path],
 ) -> None:
@@ -210,12 +218,14 @@ def test_make_deploy_builds_and_deploys_and_says_when_no_broker_can_confirm(
                    "DEVICE=till-1", f"DEVICE_DIR={devdir}")  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         verdict = done.stdout.strip().splitlines()[-1]
-        assert verdict.startswith("deployed till-1 (store-12): 26 files copied"), verdict
+        every = first_copy(devdir)  # counted from the build that `make deploy` made
+        assert verdict.startswith(f"deployed till-1 (store-12): {every} files copied"), verdict
         assert "not confirmed online: no broker reachable at 127.0.0.1:" in verdict
         assert (flash / "lib" / "main.mpy").exists() and (flash / "main.py").exists()
         idle_after(kiosk, mark)
 
 
+@pytest.mark.slow
 def test_the_watchdog_restarts_an_interrupted_kiosk_which_is_why_deploy_stops_it_first(
     kiosk_dirs: tuple[Path, Path], built_firmware: None
 ) -> None:
@@ -243,6 +253,7 @@ def test_a_missing_port_is_refused_with_what_to_do(kiosk_dirs: tuple[Path, Path]
     assert "plug the kiosk in by USB" in done.stderr and "mpremote connect list" in done.stderr
 
 
+@pytest.mark.slow  # each waits out the probe's 5 s for an answer
 @pytest.mark.parametrize(
     ("program", "seen"),
     [("cat", "what came back is not MicroPython's raw REPL"), ("sleep 600", "nothing came back")],

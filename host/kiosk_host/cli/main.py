@@ -266,11 +266,8 @@ def _deploy(args: argparse.Namespace) -> int:
         build=args.build,
         online_s=args.wait,
     )
-    try:
-        report = d.deploy(opts, out=lambda line: print(line, flush=True))
-    except d.DeployError as why:
-        print(f"kiosk-host deploy: {why}", file=sys.stderr)
-        return 2
+    # A DeployError is a UserError: main() prints it as one line, with exit code 2.
+    report = d.deploy(opts, out=lambda line: print(line, flush=True))
     return 1 if report.online is False else 0
 
 
