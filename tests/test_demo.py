@@ -1,14 +1,14 @@
-"""`kiosk-host demo`: its script, its embedded broker, and the whole demo run for real."""
+"""`kiosk-host demo`: its script, its private mosquitto, and the whole demo run for real."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,17 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.demo.broker import EmbeddedBroker
+from kiosk_host.demo import broker as demo_broker
+from kiosk_host.demo.broker import (
+    LISTENER_KEYS,
+    MISSING,
+    PLACEMENT_KEYS,
+    SHIPPED_CONF,
+    BrokerError,
+    Mosquitto,
+    demo_config,
+)
+from kiosk_host.demo.processes import CLIENT_ID
 from kiosk_host.demo.run import (
     KIOSKS,
     STORES_FILE,
@@ -29,7 +39,9 @@ from kiosk_host.demo.run import (
     scaled_stores,
     script,
 )
+from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import parse_stores
+from kiosk_host.wire.topics import topic, topic_filter
 from tests.broker import free_port
 from tests.virtual_kiosks import KIOSK_HOST, wait_until
 
@@ -104,22 +116,64 @@ def test_the_code_is_read_off_the_code_screen() -> None:
     assert code_on_screen("Your code | BOKQ | Show it", "B") is None  # no O in codes
 
 
-# --- the embedded broker with the aggregator's kind of session --------------------------------
+# --- the demo's broker: a private mosquitto ---------------------------------------------------
+
+
+def directives(text: str) -> list[tuple[str, str]]:
+    return [
+        (w[0], w[1].strip() if len(w) > 1 else "")
+        for w in (line.split(None, 1) for line in text.splitlines())
+        if w and not w[0].startswith("#")
+    ]
+
+
+def test_the_demo_broker_runs_the_shipped_settings_on_loopback(tmp_path: Path) -> None:
+    shipped = directives(SHIPPED_CONF.read_text())
+    made = directives(demo_config(SHIPPED_CONF.read_text(), 18830, tmp_path, tmp_path / "b.log"))
+    listeners = [i for i, (key, _) in enumerate(made) if key == "listener"]
+    assert [made[i] for i in listeners] == [("listener", "18830 127.0.0.1")]  # the only one
+    assert listeners[0] == len(made) - 1  # last: every setting above it is a global one
+    kept = [(k, v) for k, v in shipped if k not in PLACEMENT_KEYS | LISTENER_KEYS]
+    assert kept and made[: len(kept)] == kept  # every queue and persistence setting as shipped
+    assert ("max_queued_messages", "1000000") in kept and ("persistence", "true") in kept
+    own = dict(made[len(kept) :])
+    assert own["persistence_location"] == f"{tmp_path}/"
+    assert own["log_dest"] == f"file {tmp_path / 'b.log'}"
+    assert own["allow_anonymous"] == "true"  # the demo's kiosks have no accounts
+    assert not {"password_file", "acl_file"} & {k for k, _ in made}
+
+
+def test_listener_settings_stay_with_their_listener() -> None:
+    shipped = """
+listener 1883
+max_connections 500
+max_queued_messages 7
+listener 8883
+certfile /etc/broker.crt
+keyfile /etc/broker.key
+max_connections 5
+allow_anonymous false
+password_file /etc/passwd
+set_tcp_nodelay true
+"""
+    made = directives(demo_config(shipped, 18830, Path("/var/x"), Path("/var/x/b.log")))
+    at = made.index(("listener", "18830 127.0.0.1"))
+    assert ("max_queued_messages", "7") in made[:at] and ("set_tcp_nodelay", "true") in made[:at]
+    assert made[at + 1 :] == [("max_connections", "500")]  # the plain listener's, not TLS's
+    assert not {"certfile", "keyfile", "password_file"} & {k for k, _ in made}
+    assert ("allow_anonymous", "true") in made and ("allow_anonymous", "false") not in made
 
 
 class Client:
-    """A paho client that keeps what it receives and, when `manual`, acknowledges only when
-    told, as the aggregator does after its commit."""
+    """A paho client that keeps what it receives; `subscribe` returns at the SUBACK."""
 
-    def __init__(self, port: int, client_id: str, *, clean: bool, manual: bool = False,
-                 will: tuple[str, bytes] | None = None) -> None:  # fmt: skip
-        self.got: list[paho.MQTTMessage] = []
+    def __init__(self, port: int, client_id: str, *, clean: bool) -> None:
+        self.got: list[bytes] = []
         self.lock = threading.Lock()
+        self.subacks: set[int] = set()
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
-        c.manual_ack_set(manual)
-        if will:
-            c.will_set(will[0], will[1], qos=1, retain=True)
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         c.connect("127.0.0.1", port, keepalive=10)
         c.loop_start()
         wait_until(c.is_connected, 10, f"{client_id} connected")
@@ -127,129 +181,76 @@ class Client:
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self.lock:
-            self.got.append(msg)
+            self.got.append(msg.payload)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
+        with self.lock:
+            self.subacks.add(mid)
 
     def payloads(self) -> list[bytes]:
         with self.lock:
-            return [m.payload for m in self.got]
+            return list(self.got)
 
     def subscribe(self, topic: str) -> None:
-        result, _ = self.client.subscribe(topic, 1)
+        result, mid = self.client.subscribe(topic, 1)
         assert result == 0
-        time.sleep(0.3)  # the SUBACK
+        wait_until(lambda: mid in self.subacks, 10, f"the SUBACK for {topic}")
 
-    def ack_all(self) -> None:
-        with self.lock:
-            for m in self.got:
-                self.client.ack(m.mid, m.qos)
-
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(10)
 
     def leave(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def crash(self) -> None:
-        """The connection drops with no DISCONNECT and nothing acknowledged, as on kill -9."""
-        self.client.loop_stop()
-        sock = self.client.socket()
-        if sock is not None:
-            sock.close()
 
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(free_port(), tmp_path / "state.json", tmp_path / "broker.log")
-    b.start()
-    yield b
-    b.stop()
-
-
-def test_a_persistent_session_gets_what_was_sent_while_it_was_away(
-    broker: EmbeddedBroker,
-) -> None:
-    aggregator = Client(broker.port, "agg", clean=False, manual=True)
-    aggregator.subscribe("kiosk/v1/#")
-    aggregator.leave()
-    kiosk = Client(broker.port, "s/k", clean=True)
-    kiosk.publish("kiosk/v1/s/k/event", b"while away")
-    back = Client(broker.port, "agg", clean=False, manual=True)
-    wait_until(lambda: back.payloads() == [b"while away"], 10, "the message kept for it")
-    assert not back.got[0].retain  # as it was sent
-    back.ack_all()
-    back.leave()
-    kiosk.leave()
-
-
-def test_what_the_subscriber_received_but_did_not_acknowledge_comes_again(
-    broker: EmbeddedBroker,
-) -> None:
-    aggregator = Client(broker.port, "agg", clean=False, manual=True)
-    aggregator.subscribe("kiosk/v1/#")
-    kiosk = Client(broker.port, "s/k", clean=True)
-    kiosk.publish("kiosk/v1/s/k/event", b"not stored yet")
-    wait_until(lambda: aggregator.payloads() == [b"not stored yet"], 10, "the delivery")
-    time.sleep(6)  # longer than amqtt's own 5 s wait for a PUBACK
-    aggregator.crash()
-    back = Client(broker.port, "agg", clean=False, manual=True)
-    wait_until(lambda: back.payloads() == [b"not stored yet"], 20, "the redelivery")
-    assert back.got[0].dup
-    back.ack_all()
-    time.sleep(0.5)
-    back.leave()
-    again = Client(broker.port, "agg", clean=False, manual=True)
-    time.sleep(1.0)
-    assert again.payloads() == []  # acknowledged: gone
-    again.leave()
-    kiosk.leave()
-
-
-def test_retained_messages_and_the_last_will(broker: EmbeddedBroker) -> None:
-    kiosk = Client(broker.port, "s/k", clean=False, will=("kiosk/v1/s/k/status", b"offline"))
-    kiosk.publish("kiosk/v1/s/k/status", b"online", retain=True)
-    watcher = Client(broker.port, "watch", clean=True)
-    watcher.subscribe("kiosk/v1/+/+/status")
-    wait_until(lambda: watcher.payloads() == [b"online"], 10, "the retained status")
-    assert watcher.got[0].retain
-    kiosk.crash()
-    wait_until(lambda: watcher.payloads() == [b"online", b"offline"], 10, "the last will")
-    late = Client(broker.port, "late", clean=True)
-    late.subscribe("kiosk/v1/+/+/status")
-    wait_until(lambda: late.payloads() == [b"offline"], 10, "the will, retained")
-    watcher.leave()
-    late.leave()
-
-
-def test_a_restarted_broker_keeps_sessions_waiting_messages_and_retained(
+def test_the_private_mosquitto_keeps_the_aggregators_session_over_a_restart(
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    state = tmp_path / "state.json"
-    first = EmbeddedBroker(port, state, tmp_path / "broker.log")
-    first.start()
-    aggregator = Client(port, "agg", clean=False, manual=True)
-    aggregator.subscribe("kiosk/v1/#")
-    aggregator.leave()
-    kiosk = Client(port, "s/k", clean=True)
-    kiosk.publish("kiosk/v1/s/summary", b"retained", retain=True)
-    kiosk.publish("kiosk/v1/s/k/event", b"queued")
-    kiosk.leave()
-    first.stop()
-    assert json.loads(state.read_text())["sessions"][0]["client_id"] == "agg"
-    second = EmbeddedBroker(port, state, tmp_path / "broker.log")
-    second.start()
+    broker = Mosquitto(port, tmp_path / "broker", tmp_path / "logs" / "broker.log")
+    event = topic("event", store="s", device="k")
+    broker.start()
     try:
-        back = Client(port, "agg", clean=False, manual=True)
-        wait_until(lambda: b"queued" in back.payloads(), 10, "the queued message")
-        back.ack_all()
-        back.leave()
-        late = Client(port, "late", clean=True)
-        late.subscribe("kiosk/v1/s/summary")
-        wait_until(lambda: late.payloads() == [b"retained"], 10, "the retained message")
-        late.leave()
+        aggregator = Client(port, CLIENT_ID, clean=False)
+        aggregator.subscribe(topic_filter("event"))
+        aggregator.leave()
+        kiosk = Client(port, "s/k", clean=True)
+        kiosk.publish(event, b"while away")
+        kiosk.leave()
     finally:
-        second.stop()
+        assert broker.stop() == 0  # SIGTERM: it saves its database and exits
+    assert (tmp_path / "broker" / "mosquitto.db").exists()
+    assert "mosquitto version" in (tmp_path / "logs" / "broker.log").read_text()
+    broker.start()  # the next run of the demo
+    try:
+        back = Client(port, CLIENT_ID, clean=False)
+        wait_until(lambda: back.payloads() == [b"while away"], 10, "the message kept for it")
+        back.leave()
+    finally:
+        broker.stop()
+
+
+def test_a_mosquitto_that_cannot_start_says_where_its_log_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shipped = tmp_path / "mosquitto.conf"
+    shipped.write_text(SHIPPED_CONF.read_text() + "no_such_setting 1\n")
+    monkeypatch.setattr(demo_broker, "SHIPPED_CONF", shipped)
+    log = tmp_path / "logs" / "broker.log"
+    broker = Mosquitto(free_port(), tmp_path / "broker", log)
+    with pytest.raises(BrokerError, match=re.escape(str(log))):
+        broker.start()
+    assert not broker.running()
+
+
+def test_without_mosquitto_the_demo_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo_broker.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(UserError, match=re.escape(MISSING)):
+        Mosquitto(free_port(), tmp_path, tmp_path / "broker.log")
+    assert MISSING == "the demo needs mosquitto: apt-get install mosquitto (make demo installs it)"
 
 
 # --- the demo, for real --------------------------------------------------------------------
@@ -302,14 +303,24 @@ class DemoRun:
                 return found
             found |= more
 
-    def interrupt(self) -> None:
-        """Ctrl-C, and wait until the demo has stopped everything it started."""
+    def interrupt(self) -> float:
+        """Ctrl-C, and wait until the demo has stopped everything it started; how long that
+        took, in seconds."""
+        started = time.monotonic()
         self.proc.send_signal(signal.SIGINT)
         try:
             assert self.proc.wait(120) == 0, "\n".join(self.lines)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+        return time.monotonic() - started
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def alive(pid: int) -> bool:
@@ -349,6 +360,7 @@ def states(found: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(c["state"] for c in found.values())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_demo_recovers_cases_breaches_one_stops_cleanly_and_carries_on(
     tmp_path: Path,
@@ -380,15 +392,18 @@ def test_the_demo_recovers_cases_breaches_one_stops_cleanly_and_carries_on(
         )
         assert ratings > 50
         processes = first.descendants()
-        assert len(processes) >= 8  # the demo, the aggregator and six kiosks
+        assert len(processes) >= 9  # the demo, mosquitto, the aggregator and six kiosks
+        programs = [Path(command_line(pid)[0]).name for pid in processes if command_line(pid)]
+        assert "mosquitto" in programs
     finally:
-        first.interrupt()
+        took = first.interrupt()
     still = [pid for pid in processes if alive(pid)]
     assert still == [], f"left running: {still}"
+    assert took < 10, f"Ctrl-C took {took:.1f} s to stop the demo"
     assert first.said("Stopped.")
     assert sorted(d["state"] for d in cli(db, "devices")) == ["offline"] * 6  # their last will
-    broker = json.loads((var / "broker" / "state.json").read_text())
-    assert "kiosk-host-demo" in {s["client_id"] for s in broker["sessions"]}
+    # mosquitto saved the aggregator's persistent session for the next run
+    assert CLIENT_ID.encode() in (var / "broker" / "mosquitto.db").read_bytes()
 
     second = DemoRun(var, mqtt_port, http_port)
     try:

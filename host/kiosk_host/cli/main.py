@@ -425,13 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--broker",
         default=os.environ.get("MQTT_URL") or None,
-        help="a broker to use instead of the embedded one (default $MQTT_URL)",
+        help="a broker to use instead of the demo's private mosquitto (default $MQTT_URL)",
     )
     demo.add_argument(
         "--mqtt-port",
         type=int,
         default=os.environ.get("DEMO_MQTT_PORT") or None,
-        help="the embedded broker's port (default $DEMO_MQTT_PORT, or 1883 if free)",
+        help="the private mosquitto's port (default $DEMO_MQTT_PORT, or 1883 if free)",
     )
     demo.add_argument(
         "--http-port",

@@ -1,11 +1,11 @@
-"""The demo's processes: the aggregator and the kiosks, started, watched and stopped.
+"""The demo's processes: the broker, the aggregator and the kiosks, started, watched, stopped.
 
 Plain `subprocess`, because the demo decides how they stop: each runs in a process group of
 its own, so that Ctrl-C reaches the demo alone and it stops the kiosks first (the broker
-publishes their last will), then the aggregator (it stores what it has received); on Linux
-the kernel stops them if the demo dies. The kiosks are driven on standard input and show
-their screens on standard output; the demo's own MQTT client follows their statuses and
-the alerts.
+publishes their last will), then the aggregator (it stores what it has received), then the
+broker (it saves its state); on Linux the kernel stops them if the demo dies. The kiosks are
+driven on standard input and show their screens on standard output; the demo's own MQTT
+client follows their statuses and the alerts.
 """
 
 from __future__ import annotations
@@ -18,18 +18,29 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kiosk_host.sim.virtual_kiosk import parse_screen
+from kiosk_host.sim.screen_lines import parse_screen
+from kiosk_host.wire import topics
 from kiosk_host.wire.broker_url import client_options
 
-if TYPE_CHECKING:
-    from kiosk_host.demo.run import Kiosk
+
+@dataclass(frozen=True)
+class Kiosk:
+    """A virtual kiosk of the demo."""
+
+    store: str
+    device: str  # also its station
+    letter: str  # the first character of its recovery codes
+    board: str  # a file in boards/
+
 
 CLIENT_ID = "kiosk-host-demo"  # the aggregator's persistent session on the broker
 KIOSK_HOST = (sys.executable, "-m", "kiosk_host.cli.main")
@@ -99,7 +110,10 @@ class Child:
 class KioskProcess(Child):
     """`kiosk-host virtual-kiosk`, driven on standard input; its screens are collected."""
 
-    def __init__(self, kiosk: Kiosk, broker: str, var: Path) -> None:
+    def __init__(
+        self, kiosk: Kiosk, broker: str, var: Path, interrupted: threading.Event | None = None
+    ) -> None:
+        """`interrupted` (the demo's Ctrl-C) ends a wait for a screen at once."""
         state = var / "kiosks" / kiosk.store / kiosk.device
         args = [
             *KIOSK_HOST, "virtual-kiosk", "--store", kiosk.store, "--device", kiosk.device,
@@ -109,6 +123,7 @@ class KioskProcess(Child):
         log = var / "logs" / f"kiosk-{kiosk.store}-{kiosk.device}.log"
         super().__init__(f"{kiosk.store}/{kiosk.device}", args, log)
         self.kiosk = kiosk
+        self.interrupted = interrupted or threading.Event()
         self.screens: list[tuple[str, str]] = []
         self._changed = threading.Condition()
 
@@ -139,14 +154,20 @@ class KioskProcess(Child):
         return lambda: self.screen()[0] == name
 
     def wait_screen(self, names: set[str], since: int, timeout: float) -> tuple[str, str] | None:
-        """The first screen in `names` shown after the first `since` screens, or None."""
+        """The first screen in `names` shown after the first `since` screens; None when none
+        comes in `timeout` s or the demo is interrupted first."""
 
         def found() -> tuple[str, str] | None:
             return next((s for s in self.screens[since:] if s[0] in names), None)
 
+        deadline = time.monotonic() + timeout
         with self._changed:
-            self._changed.wait_for(lambda: found() is not None, timeout)
-            return found()
+            while (shown := found()) is None and not self.interrupted.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(min(left, 0.1))  # a new screen wakes it at once
+            return shown
 
     def press(self, button: int, expect: set[str], timeout: float = 10.0) -> tuple[str, str] | None:
         """Press `button` (1 = leftmost); the screen it leads to if in `expect`, else None."""
@@ -166,15 +187,19 @@ class Watcher:
     """The demo's own MQTT client: the aggregator's and the kiosks' live statuses, the stores'
     retained summaries, and the alerts as they are raised."""
 
+    SUBSCRIPTIONS = ("hostStatus", "status", "summary", "alerts")  # channels of the contract
+
     def __init__(self, url: str, on_alert: Callable[[dict[str, Any]], None]) -> None:
         self.on_alert = on_alert
         self.host_online = False
         self.devices: dict[tuple[str, str], str] = {}  # statuses sent since the demo started
         self.summaries: dict[str, dict[str, Any]] = {}
+        self.subscribed = threading.Event()  # the broker has confirmed the subscriptions
         self._lock = threading.Lock()
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{CLIENT_ID}-watch-{os.getpid()}")
         host, port = client_options(c, url)
         c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         c.reconnect_delay_set(1, 2)
         c.connect(host, port, keepalive=30)
@@ -183,30 +208,42 @@ class Watcher:
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: object,
                     props: object = None) -> None:  # fmt: skip
-        for topic in ("kiosk/v1/_host/status", "kiosk/v1/+/+/status", "kiosk/v1/+/summary",
-                      "kiosk/v1/+/alerts"):  # fmt: skip
-            client.subscribe(topic, qos=1)
+        client.subscribe([(topics.topic_filter(key), 1) for key in self.SUBSCRIPTIONS])
+
+    def _on_subscribe(self, client: paho.Client, userdata: object, mid: int, codes: object,
+                      props: object = None) -> None:  # fmt: skip
+        self.subscribed.set()
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
+        found = topics.parse(msg.topic)
+        if found is None:
+            return
+        key, params = found
         try:
             payload = json.loads(msg.payload)
         except ValueError:
             return
-        parts = msg.topic.split("/")
+        if not isinstance(payload, dict):
+            return
         with self._lock:
-            if msg.topic == "kiosk/v1/_host/status":
+            if key == "hostStatus":
                 # live, not a retained one from an earlier run
                 self.host_online = payload.get("state") == "online" and not msg.retain
-            elif parts[-1] == "status" and len(parts) == 5 and not msg.retain:
-                self.devices[(parts[2], parts[3])] = str(payload.get("state"))
-            elif parts[-1] == "summary":
-                self.summaries[parts[2]] = payload
-        if parts[-1] == "alerts" and not msg.retain:
+            elif key == "status" and not msg.retain:
+                self.devices[(params["store"], params["device"])] = str(payload.get("state"))
+            elif key == "summary":
+                self.summaries[params["store"]] = payload
+        if key == "alerts" and not msg.retain:
             self.on_alert(payload)
 
     def online(self, kiosks: Sequence[Kiosk]) -> int:
         with self._lock:
             return sum(1 for k in kiosks if self.devices.get((k.store, k.device)) == "online")
+
+    def offline(self, kiosks: Sequence[Kiosk]) -> list[Kiosk]:
+        """The kiosks whose going offline (their last will) it saw since the demo started."""
+        with self._lock:
+            return [k for k in kiosks if self.devices.get((k.store, k.device)) == "offline"]
 
     def summary(self, store: str) -> dict[str, Any] | None:
         with self._lock:

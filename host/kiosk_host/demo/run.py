@@ -10,6 +10,7 @@ import secrets
 import shlex
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,24 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kiosk_host.demo.broker import EmbeddedBroker
-from kiosk_host.demo.processes import CLIENT_ID, KIOSK_HOST, Child, KioskProcess, Watcher
+from kiosk_host.demo.broker import Mosquitto
+from kiosk_host.demo.processes import CLIENT_ID, KIOSK_HOST, Child, Kiosk, KioskProcess, Watcher
+from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import parse_stores
+from kiosk_host.storage.sqlite import Storage
 
 STORES_FILE = Path(__file__).with_name("stores.toml")
 MQTT_PORT = 1883
 HTTP_PORT = 8080
 
 # --- the stores, their kiosks and their customers -------------------------------------------
-
-
-@dataclass(frozen=True)
-class Kiosk:
-    store: str
-    device: str  # also its station
-    letter: str  # the first character of its recovery codes
-    board: str  # a file in boards/
-
 
 N, S = "store-north", "store-south"
 # A letter need only be unique in its store; unique in the demo, no two codes look alike.
@@ -179,6 +173,10 @@ def code_on_screen(text: str, letter: str) -> str | None:
 # --- ports -----------------------------------------------------------------------------------
 
 
+class DemoError(UserError):
+    """The demo cannot start or go on; the message says why and where to look."""
+
+
 def port_free(port: int) -> bool:
     """Whether a server could listen on 127.0.0.1:`port` now."""
     with socket.socket() as s:
@@ -194,7 +192,7 @@ def pick_port(wanted: int | None, default: int, setting: str) -> int:
     """`wanted` when given (it must be free), else `default` when free, else any free port."""
     if wanted is not None:
         if not port_free(wanted):
-            raise ValueError(f"port {wanted} ({setting}) is in use: choose another")
+            raise DemoError(f"port {wanted} ({setting}) is in use: choose another")
         return wanted
     if port_free(default):
         return default
@@ -207,10 +205,6 @@ def pick_port(wanted: int | None, default: int, setting: str) -> int:
 # --- the demo --------------------------------------------------------------------------------
 
 
-class DemoError(Exception):
-    """The demo cannot go on; the message says why and where to look."""
-
-
 class Stopped(Exception):
     """Ctrl-C (or SIGTERM) while the demo was starting."""
 
@@ -220,9 +214,9 @@ class Demo:
 
     def __init__(self, args: argparse.Namespace) -> None:
         if not args.speed > 0:
-            raise ValueError(f"--speed must be above 0, got {args.speed}")
+            raise DemoError(f"--speed must be above 0, got {args.speed}")
         if not args.minutes >= 0:
-            raise ValueError(f"--minutes must be 0 or more, got {args.minutes}")
+            raise DemoError(f"--minutes must be 0 or more, got {args.minutes}")
         self.args = args
         self.speed: float = args.speed
         self.minutes: float = args.minutes
@@ -233,7 +227,6 @@ class Demo:
         self.stop = threading.Event()
         self.t0 = time.monotonic()
         self.url = ""
-        self.broker: EmbeddedBroker | None = None
         self.watcher: Watcher | None = None
         self.aggregator: Child | None = None
         self.kiosks: dict[tuple[str, str], KioskProcess] = {}
@@ -245,6 +238,12 @@ class Demo:
         self.http_port = pick_port(args.http_port, HTTP_PORT, "DEMO_HTTP_PORT")
         self.mqtt_port = (
             0 if args.broker else pick_port(args.mqtt_port, MQTT_PORT, "DEMO_MQTT_PORT")
+        )
+        # the demo's own mosquitto, unless --broker names one (it says now if it is missing)
+        self.broker = (
+            None
+            if args.broker
+            else Mosquitto(self.mqtt_port, self.var / "broker", self.logs / "broker.log")
         )
 
     # -- saying what happens ---------------------------------------------------------------
@@ -276,6 +275,11 @@ class Demo:
         while not check():
             if self.stop.is_set():
                 raise Stopped
+            if self.broker is not None and not self.broker.running():
+                raise DemoError(
+                    f"mosquitto stopped while waiting for {what}; the end of "
+                    f"{self.shown(self.broker.log)}:\n{self.broker.child.log_tail()}"
+                )
             for child in [self.aggregator, *self.kiosks.values()]:
                 if child is not None and not child.running():
                     raise DemoError(
@@ -296,26 +300,23 @@ class Demo:
             + ("carrying on with the data in " if resumed else "data in ")
             + f"{self.shown(self.var)}/"
         )
-        if self.args.broker:
+        if self.broker is None:
             self.url = self.args.broker
             self.say(f"Broker: {self.url} (MQTT_URL)")
         else:
-            self.broker = EmbeddedBroker(
-                self.mqtt_port, self.var / "broker" / "state.json", self.logs / "broker.log"
-            )
-            try:
-                self.broker.start()
-            except RuntimeError as why:
-                raise DemoError(str(why)) from None
+            self.broker.start()
             self.url = self.broker.url
             self.say(
-                f"Broker: {self.url} (embedded amqtt; state in {self.shown(self.var)}/broker/)"
+                f"Broker: {self.url} (a private mosquitto: its data in "
+                f"{self.shown(self.broker.directory)}/, its log {self.shown(self.broker.log)})"
             )
         http_port = self.http_port
         try:
             self.watcher = Watcher(self.url, self.on_alert)
         except OSError as why:
             raise DemoError(f"no broker at {self.url}: {why}") from None
+        watcher = self.watcher
+        self.wait(watcher.subscribed.is_set, 30, "subscriptions confirmed by the broker")
         self.aggregator = Child(
             "aggregator",
             [*KIOSK_HOST, "serve", "--broker", self.url, "--db", str(self.db),
@@ -324,14 +325,13 @@ class Demo:
             self.logs / "aggregator.log",
         )  # fmt: skip
         self.aggregator.start()
-        watcher = self.watcher
         self.wait(lambda: watcher.host_online, 60, "aggregator online")
         self.say(
             f"Aggregator: {self.command(['serve', '--db', self.shown(self.db)])} ... "
             f"(log in {self.shown(self.aggregator.log)})"
         )
         for k in KIOSKS:
-            kiosk = KioskProcess(k, self.url, self.var)
+            kiosk = KioskProcess(k, self.url, self.var, self.stop)
             kiosk.start()
             self.kiosks[(k.store, k.device)] = kiosk
         for kiosk in self.kiosks.values():
@@ -343,6 +343,33 @@ class Demo:
             f"Dashboard: http://127.0.0.1:{http_port}/ (the managers' token for changes is in "
             f"{self.shown(self.token_file())}); Ctrl-C stops the demo"
         )
+
+    def wait_stored_offline(self, kiosks: Sequence[Kiosk], timeout: float) -> bool:
+        """Until the aggregator's database has `kiosks` offline; False after `timeout` s."""
+        if not kiosks or not self.db.exists():
+            return True
+        wanted = {(k.store, k.device) for k in kiosks}
+        deadline = time.monotonic() + timeout
+        try:
+            storage = Storage(self.db)
+        except (sqlite3.Error, OSError):
+            return False
+        try:
+            while True:
+                offline = {
+                    (d["store"], d["device"]) for d in storage.devices() if d["state"] == "offline"
+                }
+                if wanted <= offline:
+                    return True
+                if time.monotonic() > deadline or not (
+                    self.aggregator and self.aggregator.running()
+                ):
+                    return False
+                time.sleep(0.02)
+        except sqlite3.Error:
+            return False
+        finally:
+            storage.close()
 
     def token_file(self) -> Path:
         """The dashboard's token for changes, made on the first run and kept."""
@@ -373,6 +400,11 @@ class Demo:
         """Wait, looking after the processes and printing the stores' figures each minute."""
         if self.stop.wait(max(0.0, seconds)):
             raise Stopped
+        if self.broker is not None and not self.broker.running():
+            raise DemoError(
+                f"mosquitto stopped; the end of {self.shown(self.broker.log)}:\n"
+                + self.broker.child.log_tail()
+            )
         if self.aggregator is not None and not self.aggregator.running():
             raise DemoError(
                 f"the aggregator stopped; the end of {self.shown(self.aggregator.log)}:\n"
@@ -507,10 +539,12 @@ class Demo:
             kiosk.stop(signal.SIGTERM, 10)
         watcher = self.watcher
         if watcher is not None and self.aggregator is not None and self.aggregator.running():
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 5
             while watcher.online(KIOSKS) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            time.sleep(1.0)  # for the aggregator to store the last statuses
+                time.sleep(0.02)
+            # The aggregator got their last wills when the watcher did; until it has stored
+            # them, stopping it would leave them to its next run.
+            self.wait_stored_offline(watcher.offline(KIOSKS), 3.0)
         if self.aggregator is not None:
             self.aggregator.stop(signal.SIGINT, 30)
         if watcher is not None:
@@ -524,8 +558,13 @@ class Demo:
 
 
 def run(args: argparse.Namespace) -> int:
-    """`kiosk-host demo`: runs until Ctrl-C or SIGTERM; 1 when something could not start."""
-    demo = Demo(args)
+    """`kiosk-host demo`: runs until Ctrl-C or SIGTERM; 2 for arguments it cannot use, 1 when
+    something could not start or stopped."""
+    try:
+        demo = Demo(args)
+    except UserError as why:
+        print(f"kiosk-host demo: {why}", file=sys.stderr, flush=True)
+        return 2
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     for sig in previous:
         signal.signal(sig, lambda *_: demo.stop.set())
@@ -537,7 +576,7 @@ def run(args: argparse.Namespace) -> int:
             demo.idle(0.5)
     except Stopped:
         pass
-    except DemoError as why:
+    except UserError as why:  # the demo's, the broker's, a broker URL's
         print(f"kiosk-host demo: {why}", file=sys.stderr, flush=True)
         code = 1
     finally:
