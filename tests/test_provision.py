@@ -13,6 +13,7 @@ from kiosk_host import __version__
 from kiosk_host.wire.contract import Contract, Message
 from tests.fleet_rig import WIFI, Client, broker_with, identity, kiosk_host, make_ca, provision
 from tests.virtual_kiosks import wait_until
+from tests.vm.mpvm import board_buttons, board_stems
 
 BROKER = "mqtt://broker.shop.example:1883"
 
@@ -52,11 +53,13 @@ def test_a_kiosk_gets_its_identity_config_and_board(tmp_path: Path) -> None:
     config = (out / "config.json").read_bytes()
     checked = Contract.load().validate("kiosk/v1/store-12/till-1/config", config)
     assert isinstance(checked, Message), checked
-    assert checked.payload["scale"] == 3  # the M5Stack Core has three buttons
+    assert checked.payload["scale"] == board_buttons("m5stack_core")  # a point per button
     assert checked.payload["low_threshold"] == 1
     assert checked.payload["station"] == "till-1"
     board = json.loads((out / "board.json").read_text())
-    assert board == {"board": "m5stack_core", "name": "m5stack-core", "buttons": 3}
+    assert board == {
+        "board": "m5stack_core", "name": "m5stack-core", "buttons": board_buttons("m5stack_core")
+    }  # fmt: skip
 
 
 def test_a_board_may_be_named_as_it_reports_itself(tmp_path: Path) -> None:
@@ -66,7 +69,7 @@ def test_a_board_may_be_named_as_it_reports_itself(tmp_path: Path) -> None:
         "esp32_devkitc_ssd1306"
     )
     config = json.loads((tmp_path / "k" / "config.json").read_text())
-    assert (config["scale"], config["low_threshold"]) == (4, 2)
+    assert (config["scale"], config["low_threshold"]) == (board_buttons("esp32_devkitc_ssd1306"), 2)
 
 
 def test_a_tls_broker_puts_its_ca_beside_the_identity(tmp_path: Path) -> None:
@@ -137,7 +140,7 @@ def test_letters_are_allocated_and_unique_within_a_store(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("args", "fix"),
     [
-        ({"--board": "esp32"}, "use one of esp32_devkitc_ssd1306, lilygo_tdisplay, m5stack_core"),
+        ({"--board": "esp32"}, f"use one of {', '.join(board_stems())}"),
         ({"--store": "Store 12"}, "--store 'Store 12' is not an identifier: use 1 to 32"),
         ({"--device": "till_1"}, "--device 'till_1' is not an identifier: use 1 to 32"),
         ({"--letter": "I"}, "use one capital of ABCDEFGHJKMNPQRSTUVWXYZ"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import PIL.Image
@@ -9,9 +10,10 @@ import pytest
 
 from tests.vm.mpvm import MicroPythonVM
 from tests.vm.panels import BOARDS, shown
-from tests.vm.screenshots import capture
+from tests.vm.screenshots import SCENARIO, capture
 
-SCREENS = ["idle", "thanks", "sorry", "code", "confirm", "staff", "problem", "idle-de", "thanks-de"]
+# the screens the scenario pictures, in its order
+SCREENS = re.findall(r"dump_trace\('([\w-]+)'\)", SCENARIO)
 
 
 @pytest.mark.parametrize("stem", sorted(BOARDS))

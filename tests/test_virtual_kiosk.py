@@ -56,6 +56,27 @@ def publish(watcher: Watcher, topic: str, payload: dict[str, Any], retain: bool 
     watcher.client.publish(topic, json.dumps(payload), qos=1, retain=retain).wait_for_publish(10)
 
 
+def gone(watcher: Watcher) -> bool:
+    """The kiosk's last will is in: the broker saw its connection go."""
+    return any(json.loads(p)["state"] == "offline" for _, p, _ in watcher.on("/status"))
+
+
+def net_down(kiosk: VirtualKiosk, watcher: Watcher) -> None:
+    """Wi-Fi off, and until the kiosk's link has dropped its connection (its last will)."""
+    kiosk.send("net down")
+    wait_until(lambda: gone(watcher), 15, "the kiosk's link to drop (its last will)")
+
+
+def handled(kiosk: VirtualKiosk, watcher: Watcher, store: str, cid: str) -> None:
+    """Until the kiosk has handled every command sent to it before: an identify command sent
+    now comes after them, and the kiosk shows it. Its one second on the screen outlasts the
+    delay of a reboot (500 ms)."""
+    identify = {"v": 1, "cmd": "identify", "id": cid, "ts": 1763900000, "seconds": 1}
+    publish(watcher, f"kiosk/v1/{store}/till-1/cmd", identify)
+    kiosk.wait_screen("identify", text="till-1")
+    kiosk.wait_screen("idle", timeout=10)
+
+
 def test_every_message_the_kiosk_publishes_fits_the_contract(
     fresh_mosquitto: Mosquitto,
     tmp_path: Path,
@@ -69,11 +90,7 @@ def test_every_message_the_kiosk_publishes_fits_the_contract(
     kiosk.send("press 4", "press 2", "press 4")  # a happy rating; a low one, accepted
     wait_until(lambda: len(watcher.events()) == 3, 15, "three events")
     kiosk.kill()
-    wait_until(
-        lambda: any(json.loads(p)["state"] == "offline" for _, p, _ in watcher.on("/status")),
-        30,
-        "the last will",
-    )
+    wait_until(lambda: gone(watcher), 30, "the last will")
     contract = Contract.load()
     shapes = set()
     for topic, payload, _ in watcher.messages:
@@ -85,6 +102,7 @@ def test_every_message_the_kiosk_publishes_fits_the_contract(
     assert (rating["score"], low["score"], follow_up["accepted"]) == (4, 2, True)
 
 
+@pytest.mark.slow  # a load test: 500 presses, the broker restarted among them
 def test_a_broker_restart_in_the_middle_of_500_presses_loses_nothing(
     fresh_mosquitto: Mosquitto,
     tmp_path: Path,
@@ -103,16 +121,19 @@ def test_a_broker_restart_in_the_middle_of_500_presses_loses_nothing(
     assert first_seen(watcher.seqs()) == list(range(1, 501))
 
 
+@pytest.mark.slow  # a load test: 2,000 presses held in the outbox, then drained
 def test_2000_presses_offline_then_every_one_arrives_in_order(
     mosquitto: Mosquitto,
     tmp_path: Path,
     watch: Callable[..., Watcher],
     start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = watch(mosquitto.url, "kiosk/v1/offline/till-1/event", "watch-offline")
+    watcher = watch(mosquitto.url, "kiosk/v1/offline/till-1/#", "watch-offline")
     kiosk = start(mosquitto.url, tmp_path, store="offline")
     kiosk.wait_screen("idle")
-    kiosk.send("net down", "sleep 200", *["press 4"] * 2000)
+    wait_until(lambda: len(watcher.on("/status")) >= 1, 15, "the kiosk online")
+    net_down(kiosk, watcher)
+    kiosk.send(*["press 4"] * 2000)
     wait_until(lambda: kiosk.count("thanks") == 2000, 240, "2000 thank-yous")
     assert watcher.seqs() == []  # nothing got out while the link was down
     kiosk.send("net up")
@@ -120,16 +141,19 @@ def test_2000_presses_offline_then_every_one_arrives_in_order(
     assert first_seen(watcher.seqs()) == list(range(1, 2001))
 
 
+@pytest.mark.slow  # a load test: 400 presses held, the power cut in the middle of their drain
 def test_a_power_cut_during_the_drain_loses_nothing_shown_as_captured(
     mosquitto: Mosquitto,
     tmp_path: Path,
     watch: Callable[..., Watcher],
     start: Callable[..., VirtualKiosk],
 ) -> None:
-    watcher = watch(mosquitto.url, "kiosk/v1/cut/till-1/event", "watch-cut")
+    watcher = watch(mosquitto.url, "kiosk/v1/cut/till-1/#", "watch-cut")
     kiosk = start(mosquitto.url, tmp_path, store="cut")
     kiosk.wait_screen("idle")
-    kiosk.send("net down", "sleep 200", *["press 4"] * 400)
+    wait_until(lambda: len(watcher.on("/status")) >= 1, 15, "the kiosk online")
+    net_down(kiosk, watcher)
+    kiosk.send(*["press 4"] * 400)
     wait_until(lambda: kiosk.count("thanks") == 400, 120, "400 thank-yous")
     kiosk.send("power-cut 40", "net up")  # the power goes after the 40th PUBACK
     assert kiosk.wait_exit(60) == 137
@@ -180,7 +204,7 @@ def test_confirm_recovery_shows_the_wow_screen_and_wow_is_published_once(
     kiosk.send("press 4")
     kiosk.wait_screen("thanks")
     publish(watcher, "kiosk/v1/wow/till-1/cmd", cmd)  # the same command again
-    kiosk.send("sleep 1000")
+    handled(kiosk, watcher, "wow", "i-1")
     wait_until(lambda: len(watcher.events()) == 1, 15, "the verdict")
     (verdict,) = watcher.events()
     assert (verdict["kind"], verdict["case"], verdict["outcome"]) == (
@@ -211,6 +235,7 @@ def test_identify_shows_the_device_and_reboot_restarts_once(
     kiosk.start()
     kiosk.wait_screen("idle")
     publish(watcher, "kiosk/v1/ident/till-1/cmd", reboot)  # the same command, redelivered
-    kiosk.send("sleep 1500", "press 4")
+    handled(kiosk, watcher, "ident", "i-2")
+    kiosk.send("press 4")
     wait_until(lambda: len(watcher.events()) == 1, 15, "a rating after the restart")
     assert kiosk.proc is not None and kiosk.proc.poll() is None  # not rebooted again

@@ -16,7 +16,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host.shipped import ROOT
-from kiosk_host.sim.virtual_kiosk import parse_screen
+from kiosk_host.sim.screen_lines import parse_screen
 
 KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
 
@@ -27,6 +27,14 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+def suback(client: paho.Client) -> threading.Event:
+    """Set when the broker answers `client`'s next SUBSCRIBE (its SUBACK); hook it before the
+    client connects when the subscription is made on connect."""
+    answered = threading.Event()
+    client.on_subscribe = lambda *args: answered.set()
+    return answered
 
 
 class VirtualKiosk:
@@ -96,7 +104,9 @@ class VirtualKiosk:
 
 
 class Watcher:
-    """A paho-mqtt subscriber on a persistent session: keeps every message it receives."""
+    """A paho-mqtt subscriber on a persistent session: keeps every message it receives.
+    Ready once the broker has answered its subscription (the SUBACK): whatever is published
+    after that reaches it."""
 
     def __init__(self, broker: str, topic: str = "kiosk/v1/#", client_id: str = "watcher") -> None:
         url = urlparse(broker)
@@ -105,12 +115,15 @@ class Watcher:
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
+        self.subscribed = threading.Event()
         self.client.on_message = self._on_message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
         self.client.reconnect_delay_set(0.1, 1)
         self.client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=10)
         self.client.loop_start()
-        wait_until(self.client.is_connected, 10, "the watcher to connect")
+        if not self.subscribed.wait(10):
+            raise AssertionError(f"timed out after 10 s waiting for the watcher's SUBACK ({topic})")
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
@@ -127,8 +140,10 @@ class Watcher:
         return [int(e["seq"]) for e in self.events()]
 
     def close(self) -> None:
-        self.client.loop_stop()
+        # disconnect first: it wakes paho's loop, which then ends at once rather than after
+        # its select() times out (a second)
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 def first_seen(seqs: list[int]) -> list[int]:

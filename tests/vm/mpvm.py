@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import subprocess
@@ -18,6 +19,22 @@ LIB = "/lib"  # on MicroPython's default sys.path, as on a device
 
 
 BOARDS_DIR = ROOT / "boards"
+
+
+def board_stems() -> list[str]:
+    """Every board file's name without `.py`: the boards the firmware supports."""
+    return sorted(p.stem for p in BOARDS_DIR.glob("*.py"))
+
+
+def board_buttons(stem: str) -> int:
+    """How many buttons the board `stem` has: the length of its file's BUTTONS tuple."""
+    tree = ast.parse((BOARDS_DIR / f"{stem}.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "BUTTONS" for t in node.targets
+        ):
+            return len(ast.literal_eval(node.value))
+    raise ValueError(f"boards/{stem}.py has no BUTTONS")
 
 
 def firmware_modules() -> list[str]:

@@ -1,4 +1,5 @@
-"""`make screens`: a PNG of every kiosk screen on every board, as the firmware paints it.
+"""`make screens`: a PNG of every kiosk screen on every board, as the firmware paints it, in
+build/docs/screens/ (`make docs` copies them into docs/screens/).
 
 The real firmware runs on the MicroPython VM with simulated hardware; every bus write is
 recorded and fed to an emulator of the board's panel controller (tests/vm/panels.py), so
@@ -10,10 +11,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.vm.mpvm import BOARDS_DIR, ROOT, MicroPythonVM, firmware_modules, vm_files
+from tests.vm.mpvm import (
+    BOARDS_DIR,
+    ROOT,
+    MicroPythonVM,
+    board_buttons,
+    firmware_modules,
+    vm_files,
+)
 from tests.vm.panels import BOARDS, TRACE_DUMP, TRACE_ON, parse_traces
 
 RIG = ROOT / "tests" / "vm" / "kiosk_rig.py"
+SCREENS_DIR = ROOT / "build" / "docs" / "screens"  # not docs/: `make docs` refreshes that
 
 # The screens in the order a scenario reaches them; `{n}` is the number of buttons.
 SCENARIO = """
@@ -49,7 +58,7 @@ dump_trace('thanks-de')
 def capture(mpvm: MicroPythonVM, stem: str, out_dir: Path) -> list[Path]:
     """Paint every screen on the board `stem`; one PNG per screen in `out_dir`."""
     board = BOARDS[stem]
-    n = 3 if stem == "m5stack_core" else 4
+    n = board_buttons(stem)
     conf = "dict(CONFIG, scale=3, low_threshold=1)" if n == 3 else "CONFIG"
     code = (
         TRACE_DUMP
@@ -80,4 +89,4 @@ def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screens")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else SCREENS_DIR)

@@ -12,8 +12,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from kiosk_host.errors import UserError
+
 TOKEN_ENV = "KIOSK_DASHBOARD_TOKEN"
 MIN_LENGTH = 16
+
+
+class TokenError(UserError, ValueError):
+    """A token file that cannot be read, or a token too short to keep anyone out."""
 
 
 class Refused(Exception):
@@ -29,16 +35,19 @@ def configured_token(
     token_file: str | Path | None, environ: Mapping[str, str] = os.environ
 ) -> str | None:
     """The managers' token: the first line of `token_file`, else $KIOSK_DASHBOARD_TOKEN, else
-    None (read-only). ValueError for a token too short to keep anyone out."""
+    None (read-only). TokenError for a token too short to keep anyone out."""
     if token_file is not None:
-        lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as why:
+            raise TokenError(f"--token-file {token_file}: {why}") from None
         token, source = (lines[0].strip() if lines else ""), str(token_file)
     else:
         token, source = environ.get(TOKEN_ENV, "").strip(), f"${TOKEN_ENV}"
         if not token:
             return None
     if len(token) < MIN_LENGTH:
-        raise ValueError(
+        raise TokenError(
             f"{source}: the dashboard token must be at least {MIN_LENGTH} characters "
             "(for example the output of `openssl rand -hex 24`)"
         )
