@@ -53,6 +53,8 @@ class Kiosk:
         self.letter = letter
         self.config = None
         self.config_error = None  # why the last settings received were refused, or None
+        self.pending = None  # settings received during a customer's screen, used at idle
+        self.link_error = None  # why the link to the host is down, for a technician
         self.ui = None
         self.texts = None
         self.state = PROBLEM
@@ -92,8 +94,18 @@ class Kiosk:
             if self.config is not None:
                 self._timeout(self.PROBLEM_MS)
             return False
-        self._use(conf)
-        self.to_idle()
+        if self.config is not None and conf.__dict__ == self.config.__dict__:
+            # The retained config comes again at every reconnect: the same settings leave the
+            # screen alone (a customer may be answering a question on it).
+            self.pending = None
+            if self.state == PROBLEM:
+                self.to_idle()  # a refusal shown before is over
+            return True
+        if self.config is None or self.state == IDLE or self.state == PROBLEM:
+            self._use(conf)
+            self.to_idle()
+        else:
+            self.pending = conf  # the customer's screen finishes first; to_idle() uses it
         return True
 
     def _refuse(self, conf):
@@ -135,9 +147,22 @@ class Kiosk:
                 self.to_idle()
 
     def to_idle(self) -> None:
+        if self.pending is not None:
+            conf = self.pending
+            self.pending = None
+            self._use(conf)
         self.state = IDLE
         self.timed = False
-        self.ui.idle(self.config.prompt, self.n)
+        self.ui.idle(self.config.prompt, self.n, self.link_error)
+
+    def link_problem(self, why) -> None:
+        """Why the link to the host is down (None once it is up): a line at the foot of the
+        prompt for a technician. Other screens are the customer's and are left alone."""
+        if why == self.link_error:
+            return
+        self.link_error = why
+        if self.state == IDLE:
+            self.to_idle()
 
     # -- events -----------------------------------------------------------------------------
 

@@ -3,7 +3,14 @@
 One asyncio task that never blocks the buttons: every wait is an await with a bound, and
 the outbox drain yields to the scheduler every few events. Wi-Fi and MQTT come back with
 exponential backoff and jitter, so a shop full of kiosks does not hammer a restarted broker
-in step. Events leave the outbox in sequence order and only their PUBACK removes them.
+in step. Events leave the outbox in sequence order; the broker's PUBACK only marks one
+sent, and the host's mark (its ack topic, after the commit) lets it go.
+
+The supervisor cannot die: whatever one attempt raises (a refused or reset connection, a
+closed stream, a refused CONNACK, a failed TLS verification, which mbedTLS reports as
+ValueError, garbage from the peer, a MemoryError) is recorded as `error`, shown to a
+technician and sent in telemetry, and the link tries again after a backoff. Only
+cancellation ends it.
 """
 
 import asyncio
@@ -11,7 +18,7 @@ import json
 import random
 
 import wire
-from mqtt import MQTTClient, MQTTError, tls_context
+from mqtt import MQTTClient, tls_context
 
 
 class Link:
@@ -21,7 +28,14 @@ class Link:
     BACKOFF_MAX_MS = 60000
     WIFI_WAIT_MS = 15000  # one attempt to join, then a pause of WIFI_RETRY_MS
     WIFI_RETRY_MS = 2000
-    CONNECT_WAIT_S = 10
+    CONNECT_WAIT_S = 10  # the whole connect, over the client's own deadline per phase
+    SUBACK_WAIT_MS = 10000  # the subscriptions taken, or the session is not up
+    PUBACK_WAIT_MS = 30000  # events in flight without a PUBACK this long: the link is dead
+    # Events sent and still not covered by the host's mark this long go again (a broker that
+    # lost them, or the host's session with them), then after twice as long, up to the max.
+    RESEND_MIN_MS = 30000
+    RESEND_MAX_MS = 3600000
+    ERROR_MAX = 120  # characters of an error kept, for the screen and the telemetry
     TICK_MS = 20
     NTP_RETRY_MS = 60000  # until the clock is set; then every NTP_EVERY_MS
     NTP_EVERY_MS = 6 * 3600 * 1000
@@ -54,7 +68,7 @@ class Link:
             on_puback=self._on_puback,
         )
         self.inflight = {}  # packet id -> seq
-        self.after = 0  # the highest seq published in this run
+        self.after = 0  # the highest seq published in this session
         self.backoff = self.BACKOFF_MIN_MS
         self.ids = list(hw["load_ids"]())
         self.status_due = False
@@ -63,28 +77,58 @@ class Link:
         self.next_ntp = clock.ticks_ms()
         self.next_telemetry = clock.ticks_ms()
         self.up = False  # MQTT session established
-        self.error = None  # why the link last went down, for a technician
+        self.error = None  # why the link last failed ("Class: text"), for a technician
+        self.failures = 0  # attempts and sessions that ended in an error, since boot
+        self.restarts = 0  # times the app had to start run() again (counted by app.py)
+        self.acked_at = 0  # ticks of the last PUBACK, or of the first event put in flight
+        self.read_error = None  # what ended this session's reader
+        self.marked_at = 0  # ticks of the last mark that moved, or of the last resend
+        self.resend_ms = self.RESEND_MIN_MS
+        self.drained = False  # every event kept has gone out in this session
 
     # -- the supervisor ---------------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
-            if not await self._wifi():
-                # Wi-Fi comes and goes with the shop; the broker is not to blame, so the
-                # next try is soon and the broker's backoff starts afresh.
-                self.backoff = self.BACKOFF_MIN_MS
-                await asyncio.sleep_ms(self.WIFI_RETRY_MS)
-                continue
             try:
+                if not await self._wifi():
+                    # Wi-Fi comes and goes with the shop; the broker is not to blame, so the
+                    # next try is soon and the broker's backoff starts afresh.
+                    self.backoff = self.BACKOFF_MIN_MS
+                    await asyncio.sleep_ms(self.WIFI_RETRY_MS)
+                    continue
                 await self._session()
-            except (OSError, MQTTError, asyncio.TimeoutError) as e:
-                self.error = repr(e)
-            self.up = False
-            self.client.close()
-            if self.wlan.isconnected():
-                wait = self.backoff // 2 + random.getrandbits(16) % (self.backoff // 2 + 1)
-                self.backoff = min(self.backoff * 2, self.BACKOFF_MAX_MS)
-                await asyncio.sleep_ms(wait)
+            except asyncio.CancelledError:
+                # A BaseException on CPython 3.8+ and on MicroPython, but said here in so many
+                # words: the one thing that may end the supervisor is being cancelled.
+                self._down()
+                raise
+            except Exception as e:  # anything else is one failed attempt, never the end
+                self._failed(e)
+            self._down()
+            try:
+                if self.wlan.isconnected():
+                    wait = self.backoff // 2 + random.getrandbits(16) % (self.backoff // 2 + 1)
+                    self.backoff = min(self.backoff * 2, self.BACKOFF_MAX_MS)
+                    await asyncio.sleep_ms(wait)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._failed(e)
+                await asyncio.sleep_ms(self.BACKOFF_MAX_MS)
+
+    def _failed(self, e) -> None:
+        """Record why an attempt failed: class and text, for the screen and the telemetry."""
+        self.failures += 1
+        self.set_error(describe(e, self.ERROR_MAX))
+
+    def set_error(self, why) -> None:
+        self.error = why
+        self.kiosk.link_problem(why)
+
+    def _down(self) -> None:
+        self.up = False
+        self.client.close()
 
     async def _wifi(self) -> bool:
         """Join the shop's Wi-Fi if not joined; False when it did not come up in time."""
@@ -96,7 +140,7 @@ class Link:
         start = self.clock.ticks_ms()
         while not w.isconnected():
             if self.clock.since_ms(start) > self.WIFI_WAIT_MS:
-                self.error = "Wi-Fi: no connection to " + self.ident["ssid"]
+                self.set_error("Wi-Fi: no connection to " + self.ident["ssid"])
                 return False
             await asyncio.sleep_ms(100)
         return True
@@ -104,30 +148,73 @@ class Link:
     async def _session(self) -> None:
         c = self.client
         await asyncio.wait_for(c.connect(), self.CONNECT_WAIT_S)
-        t = self.topics
-        for topic in (t.config, t.cmd, t.cases):
-            await c.subscribe(topic, 1)
-        if not self.clock.synced():
-            self._sync_time()  # so that the status already carries the time
-        await self._status()
-        reader = asyncio.create_task(c.run())
-        ticker = asyncio.create_task(self._tick())
-        self.up = True
-        self.error = None
-        started = self.clock.ticks_ms()
+        # The reader runs from the start, so that SUBACKs (and a refusal) are read while the
+        # session is set up, and its end, whatever it raised, is retrieved below.
+        self.read_error = None
+        reader = asyncio.create_task(self._read())
+        ticker = None
+        failed = None
         try:
-            while c.connected and self.wlan.isconnected():
+            t = self.topics
+            for topic in (t.config, t.cmd, t.cases, t.ack):
+                await c.subscribe(topic, 1)
+            start = self.clock.ticks_ms()
+            while c.subacks:
+                if reader.done():
+                    break  # its end says why, below
+                if self.clock.since_ms(start) > self.SUBACK_WAIT_MS:
+                    raise OSError("MQTT: no SUBACK")
+                await asyncio.sleep_ms(self.TICK_MS)
+            if not reader.done():
+                if not self.clock.synced():
+                    self._sync_time()  # so that the status already carries the time
+                await self._status()
+                ticker = asyncio.create_task(self._tick())
+                self.up = True
+                # The screen's line goes; `error` stays for telemetry, which is sent only
+                # now that the link is up, so that the host learns why it was down.
+                self.kiosk.link_problem(None)
+                self.next_telemetry = self.clock.ticks_ms()  # a sample now: why it was down
+            started = self.clock.ticks_ms()
+            # Everything the outbox keeps goes again, from the host's mark on: the broker
+            # acknowledges before its disk has it, so it may have lost what it acknowledged.
+            self.after = 0
+            self.drained = False
+            self.marked_at = started
+            self.acked_at = started
+            while c.connected and self.wlan.isconnected() and not reader.done():
+                if (
+                    self.drained
+                    and self.outbox.depth()
+                    and self.clock.since_ms(self.marked_at) > self.resend_ms
+                ):
+                    self.after = 0  # nothing heard of them for long: they go again
+                    self.drained = False
+                    self.marked_at = self.clock.ticks_ms()
+                    self.resend_ms = min(self.resend_ms * 2, self.RESEND_MAX_MS)
                 await self._drain()
                 await self._chores()
                 if self.clock.since_ms(started) > self.BACKOFF_MAX_MS:
                     self.backoff = self.BACKOFF_MIN_MS  # a session that lasted: start afresh
+                if self.inflight and self.clock.since_ms(self.acked_at) > self.PUBACK_WAIT_MS:
+                    raise OSError("MQTT: no PUBACK")
                 # Until a PUBACK frees the window, or the next tick: a backlog drains at
                 # the broker's pace, an idle link wakes only every TICK_MS.
                 await self.wake.wait()
                 self.wake.clear()
+        except Exception as e:
+            failed = e
         finally:
-            reader.cancel()
-            ticker.cancel()
+            if ticker is not None:
+                ticker.cancel()
+            c.close()  # so that the reader ends now if it has not
+            await reap(reader)
+        # What ended the reader is the cause; a write that failed after it is only its echo.
+        why = self.read_error
+        if why is not None:
+            raise why
+        if failed is not None:
+            raise failed
         if not self.wlan.isconnected():
             raise OSError("Wi-Fi lost")
         raise OSError("MQTT connection lost")
@@ -138,8 +225,14 @@ class Link:
         while len(self.inflight) < self.WINDOW:
             rec = self.outbox.peek(self.after)
             if rec is None:
+                self.drained = True
                 return
             seq, payload = rec
+            if not self.inflight:
+                self.acked_at = self.clock.ticks_ms()  # the PUBACK deadline starts now
+            # Not under a wait_for of its own: that would put a task between publish() and
+            # this line, where the PUBACK's callback could run before the id is recorded.
+            # A write that hangs is the keepalive's to end (no packet out for 1.5 periods).
             pid = await self.client.publish(self.topics.event, payload, 1)
             self.inflight[pid] = seq
             self.after = seq
@@ -147,10 +240,20 @@ class Link:
             if sent % self.DRAIN_BATCH == 0:
                 await asyncio.sleep_ms(0)  # a long backlog must not starve the buttons
 
+    async def _read(self) -> None:
+        # The reader's exception is caught in its own task: left in a task that nobody is
+        # awaiting when it ends, MicroPython prints it as not retrieved.
+        try:
+            await self.client.run()
+        except Exception as e:
+            self.read_error = e
+        self.wake.set()  # the session loop sees the end now, not at the next tick
+
     def _on_puback(self, pid: int) -> None:
         seq = self.inflight.pop(pid, None)
         if seq is not None:
-            self.outbox.ack(seq)
+            self.acked_at = self.clock.ticks_ms()
+            self.outbox.sent(seq)  # kept until the host's mark covers it
             self.wake.set()
 
     async def _tick(self) -> None:
@@ -186,7 +289,12 @@ class Link:
     async def _status(self) -> None:
         i = self.ident
         payload = wire.status_online(
-            i["fw"], i["board"], self.clock.wall(), self.clock.uptime_ms(), self.kiosk.config_error
+            i["fw"],
+            i["board"],
+            self.clock.wall(),
+            self.clock.uptime_ms(),
+            self.kiosk.config_error,
+            self.outbox.kept_from(),
         )
         await self.client.publish(self.topics.status, payload, 1, True)
 
@@ -201,6 +309,8 @@ class Link:
             self.outbox.dropped(),
             k.suppressed,
             k.config_error,
+            self.error,
+            self.restarts,
         )
         await self.client.publish(self.topics.telemetry, payload, 0)
 
@@ -216,6 +326,22 @@ class Link:
             self._command(payload)
         elif topic == t.cases:
             self._cases(payload)
+        elif topic == t.ack:
+            self._stored(payload)
+
+    def _stored(self, payload: bytes) -> None:
+        """The host's mark: every event up to it is stored, so the outbox lets them go."""
+        mark = wire.parse_ack(payload)
+        if mark is None:
+            if payload:  # empty: a cleared retained mark, nothing said
+                self.error = "ack: not a mark"
+            return
+        depth = self.outbox.depth()
+        self.outbox.stored(mark)
+        if self.outbox.depth() != depth:
+            self.marked_at = self.clock.ticks_ms()
+            self.resend_ms = self.RESEND_MIN_MS
+        self.wake.set()
 
     def _command(self, payload: bytes) -> None:
         try:
@@ -247,3 +373,26 @@ class Link:
             self.kiosk.set_cases([(c["code"], c["deadline"]) for c in cases])
         except (ValueError, KeyError, TypeError):
             self.error = "cases: not a case list"
+
+
+def describe(e, most: int) -> str:
+    """An exception as "Class: text", at most `most` characters, for a technician."""
+    text = str(e)
+    name = type(e).__name__
+    return (name + ": " + text if text else name)[:most]
+
+
+async def reap(task):
+    """Wait for `task` to end (cancelling it if need be) and return what it raised, or None."""
+    if not task.done():
+        task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        me = asyncio.current_task()
+        c = getattr(me, "cancelling", None)  # CPython: our own cancellation is not the task's
+        if c and c():
+            raise
+    except Exception as e:
+        return e
+    return None

@@ -85,6 +85,29 @@ def tls_context(cafile: str):
     return ctx
 
 
+def is_ip(host: str) -> bool:
+    """True for an IPv4 or IPv6 address literal, which needs no lookup."""
+    if ":" in host:
+        return True
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def resolve(host: str, port: int) -> str:
+    """The address to connect to for `host`: an IP literal as it is, else the first address
+    a DNS lookup gives (socket.getaddrinfo, which blocks; OSError when it fails)."""
+    if is_ip(host):
+        return host
+    try:
+        import socket
+    except ImportError:  # a port without sockets (the WebAssembly VM): its streams resolve
+        return host
+    # The first stream address, as MicroPython's own open_connection takes it.
+    addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+    # (ip, port) on the ESP32 and CPython; a port that answers a packed sockaddr gets the name
+    return addr[0] if isinstance(addr, tuple) else host
+
+
 async def _skip(r, n: int) -> None:
     while n > 0:
         await r.readexactly(min(n, _CHUNK))
@@ -95,7 +118,10 @@ class MQTTClient:
     """An MQTT 3.1.1 client on asyncio streams, for MicroPython and CPython alike."""
 
     KEEPALIVE_S = const(60)
-    TIMEOUT_S = const(10)  # to open the connection, and again for the CONNACK
+    # Each phase of a connect has this deadline of its own: opening the connection (the TLS
+    # handshake included), writing the CONNECT, and the CONNACK. A TCP stack that hangs
+    # silently must not leave the kiosk waiting for ever at any one of them.
+    TIMEOUT_S = const(10)
 
     def __init__(
         self,
@@ -143,18 +169,32 @@ class MQTTClient:
         self._idle = 0  # keepalive ticks since a packet last went out
         self._pong = 0  # 1 + ticks since an unanswered PINGREQ; 0 when none is out
         self._dead = False  # the keepalive gave up on this connection
+        self.addr = None  # the broker's address from the last connect that succeeded
+        self.subacks = 0  # SUBACKs owed on this connection
 
     async def connect(self) -> bool:
         """Open the connection and the session; True when the broker kept a session for us.
-        Raises OSError (network, timeout) or MQTTError (refused)."""
+        Raises OSError (network, timeout, closed before the CONNACK) or MQTTError (refused, or
+        not a CONNACK); a TLS verification failure raises what the runtime raises (ValueError
+        from mbedTLS on MicroPython, ssl.SSLCertVerificationError on CPython)."""
         self.close()
         self._idle = self._pong = 0
         self._dead = False
+        self.subacks = 0
         t = self.TIMEOUT_S
+        # getaddrinfo blocks the whole loop (open_connection would call it on every attempt):
+        # the address is looked up once, kept while connects succeed, and looked up afresh
+        # only after one fails. The buttons' interrupts latch the presses made meanwhile.
+        addr = self.addr or resolve(self.host, self.port)
+        self.addr = None
         try:
-            self._r, self._w = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, ssl=self.ssl), t
-            )
+            if self.ssl:  # the certificate is checked against the name, not the address
+                opening = asyncio.open_connection(
+                    addr, self.port, ssl=self.ssl, server_hostname=self.host
+                )
+            else:
+                opening = asyncio.open_connection(addr, self.port)
+            self._r, self._w = await asyncio.wait_for(opening, t)
             flags = 2 if self.clean else 0
             parts = ["MQTT", b"", self.keepalive, self.client_id]
             if self.will:
@@ -169,7 +209,7 @@ class MQTTClient:
                 flags |= 0x40
                 parts += (p,) if isinstance(p, str) else (len(p), p)
             parts[1] = bytes((4, flags))  # protocol level 4 is MQTT 3.1.1
-            await self._send(packet(0x10, parts))
+            await asyncio.wait_for(self._send(packet(0x10, parts)), t)
             a = await asyncio.wait_for(self._r.readexactly(4), t)
             if a[0] != 0x20 or a[1] != 2:
                 raise MQTTError("no CONNACK")
@@ -183,10 +223,16 @@ class MQTTClient:
         except asyncio.TimeoutError:
             self.close()
             raise OSError("MQTT connect timed out") from None
+        except EOFError:
+            # MicroPython's readexactly raises EOFError, CPython's IncompleteReadError (an
+            # EOFError too): either way the peer hung up before its CONNACK.
+            self.close()
+            raise OSError("MQTT closed before CONNACK") from None
         except BaseException:
             self.close()
             raise
         self.connected = True
+        self.addr = addr
         return bool(a[2] & 1)
 
     async def publish(self, topic: str, payload, qos: int = 0, retain: bool = False) -> int:
@@ -229,8 +275,10 @@ class MQTTClient:
         return len(self._out)
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
-        """Send a SUBSCRIBE; run() reads the SUBACK and raises MQTTError if it is refused."""
+        """Send a SUBSCRIBE; run() reads the SUBACK (counted down in `subacks`) and raises
+        MQTTError if it is refused."""
         self._pid = self._pid % 65535 + 1
+        self.subacks += 1
         await self._send(packet(0x82, [self._pid, topic, bytes((qos,))]))
 
     async def _send(self, pkt, pid: int = 0) -> None:
@@ -256,7 +304,9 @@ class MQTTClient:
         """Read and dispatch packets and keep the connection alive, until it ends. Returns at
         EOF; raises OSError on a network error or when the broker stops answering PINGREQ,
         MQTTError on a refused subscription or a protocol violation, and whatever on_message
-        raises (that message is not acknowledged). `connected` is then False."""
+        raises (that message is not acknowledged). `connected` is then False. Once the
+        connection has been closed here (close(), disconnect()), a read that fails on the
+        closed socket (EBADF on MicroPython) is its echo, not news: run() returns."""
         r = self._r
         if not self.connected or r is None:
             raise OSError("MQTT not connected")
@@ -273,6 +323,9 @@ class MQTTClient:
                     u()
                 raise OSError("MQTT keepalive: no PINGRESP") from None
             if not isinstance(e, EOFError):
+                raise
+        except OSError:
+            if self._r is r:
                 raise
         finally:
             if ka:
@@ -349,6 +402,8 @@ class MQTTClient:
             elif kind == _SUBACK:
                 if 0x80 in body[2:]:
                     raise MQTTError(0x80)
+                if self.subacks:
+                    self.subacks -= 1
             elif kind == _PINGRESP:
                 self._pong = 0
             else:

@@ -125,13 +125,20 @@ class Ui:
 
     # -- screens ----------------------------------------------------------------------------
 
-    def idle(self, prompt: str, n: int) -> None:
-        """The prompt over one smiley per button."""
+    def idle(self, prompt: str, n: int, note=None) -> None:
+        """The prompt over one smiley per button; `note`, when given, on the bottom line in
+        the smallest letters (for a technician: why the kiosk is offline)."""
         self._start("idle")
         top = self._lines(prompt, self.unit * 2, self.unit)
+        h = self.h
+        if note:
+            h -= FONT + 2
+            fit = self.w // FONT
+            self._items.append((_TEXT, note[:fit], 0, h + 1, 1, self.alarm, 0))
+            self._words.append("(" + note + ")")
         slot = self.w // n
-        r = min(slot // 2 - 2 * self.unit, (self.h - top) // 2 - 2 * self.unit)
-        cy = top + (self.h - top) // 2
+        r = min(slot // 2 - 2 * self.unit, (h - top) // 2 - 2 * self.unit)
+        cy = top + (h - top) // 2
         for i in range(n):
             m = mood(i, n)
             self._items.append((_FACE, "", (2 * i + 1) * slot // 2, cy, r, self.moods[m + 2], m))

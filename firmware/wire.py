@@ -61,7 +61,19 @@ class Topics:
         self.telemetry = base + "telemetry"
         self.config = base + "config"
         self.cmd = base + "cmd"
+        self.ack = base + "ack"
         self.cases = "kiosk/v1/" + store + "/cases"
+
+
+def parse_ack(payload):
+    """The seq of an ack payload ({"v":1,"seq":N}, ack.json), or None if it is not one."""
+    try:
+        p = json.loads(payload)
+        seq = p["seq"]
+        ok = p["v"] == 1 and len(p) == 2 and type(seq) is int and 0 <= seq < 1 << 32
+    except (ValueError, KeyError, TypeError):
+        return None
+    return seq if ok else None
 
 
 class Events:
@@ -125,7 +137,8 @@ class Events:
         ).encode()
 
 
-def status_online(fw: str, board: str, ts, up_ms: int, config_error) -> bytes:
+def status_online(fw: str, board: str, ts, up_ms: int, config_error, kept_from=None) -> bytes:
+    """`kept_from`: the oldest seq the outbox keeps, so the host's mark passes what it let go."""
     return (
         '{"v":1,"state":"online","fw":"'
         + fw
@@ -137,6 +150,7 @@ def status_online(fw: str, board: str, ts, up_ms: int, config_error) -> bytes:
         + str(up_ms)
         + ',"config_error":'
         + json.dumps(config_error)
+        + ("" if kept_from is None else ',"kept_from":' + str(kept_from))
         + "}"
     ).encode()
 
@@ -145,7 +159,20 @@ def status_online(fw: str, board: str, ts, up_ms: int, config_error) -> bytes:
 STATUS_WILL = b'{"v":1,"state":"offline"}'
 
 
-def telemetry(ts, up_ms, heap_free, rssi, outbox, dropped, suppressed, config_error) -> bytes:
+def telemetry(
+    ts,
+    up_ms,
+    heap_free,
+    rssi,
+    outbox,
+    dropped,
+    suppressed,
+    config_error,
+    link_error=None,
+    restarts=0,
+) -> bytes:
+    """`link_error`: why the link last failed ("Class: text"), or None; `restarts`: how often
+    the app had to start the link task again since boot."""
     return (
         '{"v":1,"ts":'
         + _num(ts)
@@ -163,5 +190,9 @@ def telemetry(ts, up_ms, heap_free, rssi, outbox, dropped, suppressed, config_er
         + str(suppressed)
         + ',"config_error":'
         + json.dumps(config_error)
+        + ',"link_error":'
+        + json.dumps(link_error)
+        + ',"link_restarts":'
+        + str(restarts)
         + "}"
     ).encode()

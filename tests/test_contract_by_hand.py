@@ -43,6 +43,7 @@ BY_HAND: list[tuple[str, str, dict[str, Any]]] = [
     ("identify", f"kiosk/v1/{S}/{D}/cmd",
      {"v": 1, "cmd": "identify", "id": "c-0002", "ts": NOW, "seconds": 10}),
     ("reboot", f"kiosk/v1/{S}/{D}/cmd", {"v": 1, "cmd": "reboot", "id": "c-0003", "ts": NOW}),
+    ("ack", f"kiosk/v1/{S}/{D}/ack", {"v": 1, "seq": 41}),
     ("cases", f"kiosk/v1/{S}/cases",
      {"v": 1, "store": S, "ts": NOW, "cases": [
          {"code": "A7K3", "state": "open", "deadline": NOW + 86_400, "opened": NOW,

@@ -1,4 +1,5 @@
-"""The firmware's footprint: compiled size, and live heap after 5,000 customers per board."""
+"""The firmware's footprint: compiled size, and live heap after 5,000 customers per board, with
+the link connected to mosquitto and running (the figure the budget is for), and without it."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ def main() -> None:
     )
     vm = MicroPythonVM()
     for board, budget in sorted(BUDGET.items()):
-        heap = heap_by_customers(vm, board, [1000, 5000])
+        heap = heap_by_customers(vm, board, [1000, 5000], link=True)
         after = settled(heap, 5000)
-        linked = settled(heap_by_customers(vm, board, [5000], link=True), 5000)
+        alone = settled(heap_by_customers(vm, board, [5000]), 5000)
         print(
-            f"live heap on {board}: {heap[0]:,} B at start, {settled(heap, 1000):,} B after "
-            f"1,000 customers, {after:,} B after 5,000; {after / budget:.2f} of its "
-            f"{budget // 1024} KB budget; {linked:,} B ({linked / budget:.2f}) with the link "
-            "and MQTT client loaded"
+            f"live heap on {board}, connected and running: {heap[0]:,} B once up, "
+            f"{settled(heap, 1000):,} B after 1,000 customers, {after:,} B after 5,000, "
+            f"{max(heap.values()):,} B at most; {max(heap.values()) / budget:.2f} of its "
+            f"{budget // 1024} KB budget; {alone:,} B after 5,000 without the link"
         )

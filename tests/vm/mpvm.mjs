@@ -1,8 +1,10 @@
 // Runs one MicroPython program on MicroPython's WebAssembly port and reports what happened.
 // Request on stdin (JSON): {files: {"/lib/x.py": {text} | {b64}}, code (one program, or a
-// list of steps run in turn in the same interpreter), async, heapsize}.
+// list of steps run in turn in the same interpreter), async, heapsize, net (the host's TCP
+// sockets as `kioskhost`, see sockets.mjs)}.
 // Reply on stdout (JSON): {stdout, error: null | {type, traceback}}.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+import { hostSockets } from "./sockets.mjs";
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
@@ -15,6 +17,9 @@ const mp = await loadMicroPython({
   stdout: (bytes) => out.push(...bytes),
   stderr: (bytes) => out.push(...bytes),
 });
+
+const sockets = request.net ? hostSockets() : null;
+if (sockets !== null) mp.registerJsModule("kioskhost", sockets.calls);
 
 function mkdirs(path) {
   let dir = "";
@@ -35,13 +40,22 @@ const steps = Array.isArray(request.code) ? request.code : [request.code];
 let error = null;
 try {
   for (const step of steps) {
-    if (request.async) await mp.runPythonAsync(step);
-    else mp.runPython(step);
+    if (request.async) {
+      // Node's collector first (started with --expose-gc): the port keeps Python objects
+      // that JS holds, such as each async step's own coroutine, until JS has collected its
+      // proxies, which would otherwise happen at random and move heap figures by kilobytes.
+      if (globalThis.gc) {
+        globalThis.gc();
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+      await mp.runPythonAsync(step);
+    } else mp.runPython(step);
   }
 } catch (e) {
   // A PythonError carries the exception's type name and the MicroPython traceback.
   error = { type: e.type ?? e.constructor.name, traceback: e.message ?? String(e) };
 }
+if (sockets !== null) sockets.closeAll();
 // Exit once the reply is flushed: tasks the program left running would keep Node alive.
 process.stdout.write(JSON.stringify({ stdout: Buffer.from(out).toString("utf8"), error }), () =>
   process.exit(0),

@@ -85,6 +85,7 @@ class MicroPythonVM:
         simhw: bool = True,
         files: Mapping[str, bytes | str] | None = None,
         run_async: bool = False,
+        net: bool = False,
         timeout: float = 120,
     ) -> VmResult:
         """Run `code` as __main__ with firmware `modules` (names without suffix) in /lib.
@@ -92,10 +93,15 @@ class MicroPythonVM:
         `code` may be a list of steps, run one after another in the same interpreter. The
         port's gc.collect() frees only what earlier steps left, never the garbage of the
         step that calls it (and each `await` keeps a few bytes), so a heap measurement is
-        a step of its own: `gc.collect(); print(gc.mem_alloc())`.
+        a step of its own: `gc.collect(); print(gc.mem_alloc())`, and so is the base it is
+        taken from: read in the step that imported the simulation, it would count that
+        step's garbage as freed later, and every figure after it would be too low.
 
         `compiled` loads the `.mpy` files that `make build` wrote instead of the sources.
         `files` adds more files by absolute VM path. `run_async` allows top-level await.
+        `net` gives the program the host's TCP sockets as `kioskhost` (sockets.mjs), which
+        the simulated `hostnet.open_connection` uses; `kioskhost.hold(True)` keeps what the
+        peers send from the program until `kioskhost.hold(False)`.
         """
         request_files: dict[str, dict[str, str]] = {}
         if simhw:
@@ -119,9 +125,10 @@ class MicroPythonVM:
             "code": code,
             "async": run_async,
             "heapsize": self.heapsize,
+            "net": net,
         }
         proc = subprocess.run(
-            [self.node, str(RUNNER)],
+            [self.node, "--expose-gc", str(RUNNER)],
             input=json.dumps(request).encode(),
             capture_output=True,
             cwd=ROOT,

@@ -226,16 +226,16 @@ class VirtualKiosk:
     def _cut_after_acks(self, n: int) -> None:
         """`power-cut N`: the power goes once the broker has acknowledged N more events, so
         that a test can cut it in the middle of a drain, however fast the drain is."""
-        ack = self.outbox.ack
+        sent = self.outbox.sent
         left = [n]
 
         def counting(seq: int) -> None:
-            ack(seq)
+            sent(seq)
             left[0] -= 1
             if left[0] <= 0:
                 os._exit(137)
 
-        self.outbox.ack = counting
+        self.outbox.sent = counting
 
     # -- the customer's side -------------------------------------------------------------------
 

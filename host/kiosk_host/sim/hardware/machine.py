@@ -53,7 +53,10 @@ class Pin:
     def __call__(self, v: int = -1) -> int:
         return self.value(v)
 
-    def irq(self, handler=None, trigger: int = 3) -> None:
+    def irq(self, handler=None, trigger: int = 3, hard: bool = False) -> None:
+        """As the ESP32's: `handler(pin)` on each edge in `trigger`. Here it runs at once, from
+        drive(), whether `hard` or not: the simulated edge comes between two steps of the
+        firmware, as an interrupt does, and the scheduler's delay is not modelled."""
         self._irq = (handler, trigger)
 
     def drive(self, level: int) -> None:
