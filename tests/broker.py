@@ -1,10 +1,18 @@
 """A mosquitto of the tests' own, run with the broker configuration the product ships.
 
-The shipped `host/kiosk_host/broker/mosquitto.conf` is used line for line, except the lines
-that say where the broker runs and who may connect: those are replaced so that the broker
-listens on a free loopback port, keeps its persistence in its own directory and, unless a
-test asks for the shipped authentication, lets anyone in. Every queue, session and
-persistence setting is the shipped one. Nothing here touches a system service.
+The shipped `host/kiosk_host/broker/mosquitto.conf` is used line for line: only the values
+that say where the broker runs are substituted (the listener's port and address, the
+persistence folder, the log, the password and ACL files), each in its own line, so every
+option stays where it stands and a listener's options stay with their listener
+(`use_username_as_clientid` among them). Two variants are deliberate and named:
+
+* `anonymous` (the default when a test gives no accounts): anyone may connect without a user
+  name, for the many tests about queues, sessions and the firmware's MQTT client. It leaves out
+  `use_username_as_clientid`, which refuses clients without a user name; the security tests
+  never use it.
+* `tls`: the shipped file's commented TLS listener, uncommented with the test's certificate.
+
+Nothing here touches a system service.
 """
 
 from __future__ import annotations
@@ -31,9 +39,9 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 
-# The shipped lines that say where the broker runs and who may connect; the test broker
-# writes its own. Every one of them must be in the shipped file, so that it cannot drift
-# into a shape the tests no longer read.
+# The shipped lines whose values say where the broker runs and who may connect: the test broker
+# substitutes their values, in place. Every one of them must be in the shipped file, so that
+# it cannot drift into a shape the tests no longer read.
 RUNTIME_KEYS = (
     "listener",
     "persistence_location",
@@ -42,6 +50,10 @@ RUNTIME_KEYS = (
     "password_file",
     "acl_file",
 )
+# The shipped file's commented TLS listener, uncommented by the `tls` variant.
+TLS_LISTENER_KEYS = ("listener", "use_username_as_clientid", "certfile", "keyfile")
+# Left out by the anonymous variant: the options that refuse a client without a user name.
+ACCOUNT_ONLY_KEYS = ("use_username_as_clientid", "password_file", "acl_file")
 
 
 def free_port() -> int:
@@ -82,6 +94,14 @@ class TlsListener:
     keyfile: Path
 
 
+def _directive(line: str) -> tuple[str | None, str]:
+    """(key, value) of a setting line; (None, "") for a comment or a blank line."""
+    words = line.split(None, 1)
+    if not words or words[0].startswith("#"):
+        return None, ""
+    return words[0], words[1].strip() if len(words) > 1 else ""
+
+
 def broker_config(
     port: int,
     directory: Path,
@@ -92,61 +112,84 @@ def broker_config(
     auth_dir: Path | None = None,
     tls: TlsListener | None = None,
 ) -> str:
-    """The shipped configuration with the broker placed in `directory` on `port`.
+    """The shipped configuration, line for line, with the broker placed in `directory` on
+    `port`: only the values of the placement lines change, where they stand.
 
-    `auth` keeps the shipped rule (no anonymous clients) with the password and ACL files in
-    `auth_dir` (`directory` when not given). `settings` replaces shipped directives by name
-    (None removes one, so that mosquitto's default applies), for tests that show what a
-    shipped value is for. `tls` adds a TLS listener; the same clients and ACL apply to both.
+    `auth` keeps the shipped rule (no anonymous clients, client ids bound to accounts) with the
+    password and ACL files in `auth_dir` (`directory` when not given); without it the
+    anonymous variant lets anyone in (see the module's notes). `settings` replaces global
+    directives by name (None removes one, so that mosquitto's default applies), for tests
+    that show what a shipped value is for. `tls` uncomments the shipped TLS listener, on its
+    own port with the test's certificate and key; the same clients and ACL apply to both.
     """
     text = SHIPPED_CONF.read_text() if shipped is None else shipped
     changes = dict(settings or {})
+    files = auth_dir or directory
     seen: set[str] = set()
-    lines = []
+    lines: list[str] = []
+    in_tls = False  # inside the shipped file's commented TLS listener
+    tls_seen: set[str] = set()
     for line in text.splitlines():
-        words = line.split(None, 1)
-        key = words[0] if words and not words[0].startswith("#") else None
-        if key in RUNTIME_KEYS:
-            seen.add(key)
-            continue
-        if key is not None and key in changes:
-            value = changes.pop(key)
-            if value is not None:
+        commented = line.startswith("#") and not line.startswith("# ")
+        key, value = _directive(line[1:] if commented else line)
+        if commented:
+            if key == "listener":
+                in_tls = True
+            if not in_tls or key not in TLS_LISTENER_KEYS:
+                lines.append(line)
+                in_tls = in_tls and key is not None
+                continue
+            tls_seen.add(key)
+            if tls is None or (not auth and key in ACCOUNT_ONLY_KEYS):
+                lines.append(line)
+            elif key == "listener":
+                lines.append(f"listener {tls.port} {HOST}")
+            elif key == "certfile":
+                lines.append(f"certfile {tls.certfile}")
+            elif key == "keyfile":
+                lines.append(f"keyfile {tls.keyfile}")
+            else:
                 lines.append(f"{key} {value}")
             continue
-        lines.append(line)
+        in_tls = False
+        if key is None:
+            lines.append(line)
+            continue
+        seen.add(key)
+        if not auth and key in ACCOUNT_ONLY_KEYS:
+            lines.append(f"# (left out: the anonymous test broker) {line}")
+        elif key == "listener":
+            lines.append(f"listener {port} {HOST}")
+        elif key == "persistence_location":
+            lines.append(f"persistence_location {directory}/")
+        elif key == "log_dest":
+            lines.append(f"log_dest file {directory}/mosquitto.log")
+        elif key == "allow_anonymous":
+            lines.append(f"allow_anonymous {value if auth else 'true'}")
+        elif key == "password_file":
+            lines.append(f"password_file {files}/passwd")
+        elif key == "acl_file":
+            lines.append(f"acl_file {files}/acl")
+        elif key in changes:
+            changed = changes.pop(key)
+            if changed is not None:
+                lines.append(f"{key} {changed}")
+        else:
+            lines.append(line)
     missing = [k for k in RUNTIME_KEYS if k not in seen]
     if missing:
         raise ValueError(f"the shipped mosquitto.conf has no {', '.join(missing)} line")
-    lines += [f"{k} {v}" for k, v in changes.items() if v is not None]
-    lines += [
-        "",
-        "# -- the test broker's own placement --",
-        f"listener {port} {HOST}",
-    ]
-    if tls is not None:
-        lines += [
-            f"listener {tls.port} {HOST}",
-            f"certfile {tls.certfile}",
-            f"keyfile {tls.keyfile}",
-        ]
-    lines += [
-        f"persistence_location {directory}/",
-        f"log_dest file {directory}/mosquitto.log",
-    ]
-    if auth:
-        files = auth_dir or directory
-        lines += [
-            "allow_anonymous false",
-            f"password_file {files}/passwd",
-            f"acl_file {files}/acl",
-        ]
-    else:
-        lines.append("allow_anonymous true")
+    if tls is not None and {"listener", "certfile", "keyfile"} - tls_seen:
+        raise ValueError("the shipped mosquitto.conf has no commented TLS listener to turn on")
+    # New global settings, and mosquitto's own user as root, go before the first listener,
+    # where no listener can take them for its own.
+    first = next(i for i, line in enumerate(lines) if _directive(line)[0] == "listener")
+    extra = [f"{k} {v}" for k, v in changes.items() if v is not None]
     if os.geteuid() == 0:
         # As root, mosquitto would switch to the `mosquitto` user, who cannot enter a
         # test's private temporary directory.
-        lines.append("user root")
+        extra.append("user root")
+    lines[first:first] = extra
     return "\n".join(lines) + "\n"
 
 
@@ -170,10 +213,12 @@ class Mosquitto:
         auth_dir: Path | None = None,
         tls: tuple[Path, Path] | None = None,
     ) -> None:
-        """`users` ({username: password}) turns on the shipped authentication, with `acl`
-        as the ACL file (the shipped example when not given). `auth_dir` turns it on with the
-        `passwd` and `acl` files already there (as provisioning writes them). `tls` (the
-        broker's certificate and key) adds a TLS listener on `tls_port`."""
+        """`users` ({username: password}) runs the shipped file exactly (no anonymous clients,
+        client ids bound to accounts), with `acl` as the ACL file (the shipped example when not
+        given). `auth_dir` does the same with the `passwd` and `acl` files already there (as
+        provisioning writes them). Without either, the broker is the anonymous variant (see
+        the module's notes). `tls` (the broker's certificate and key) turns on the shipped TLS
+        listener on `tls_port`."""
         self._own_dir = directory is None
         self.dir = Path(tempfile.mkdtemp(prefix="mosquitto-")) if directory is None else directory
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -185,11 +230,12 @@ class Mosquitto:
             listener = TlsListener(self.tls_port, *tls)
         self.command = mosquitto_command()
         self.conf = self.dir / "mosquitto.conf"
+        self.anonymous = users is None and auth_dir is None
         self.conf.write_text(
             broker_config(
                 self.port,
                 self.dir,
-                auth=users is not None or auth_dir is not None,
+                auth=not self.anonymous,
                 settings=settings,
                 auth_dir=auth_dir,
                 tls=listener,

@@ -42,13 +42,15 @@ def _broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """One mosquitto per test session (per xdist worker) with the shipped broker settings,
-    anonymous on a free loopback port. Tests that stop or restart a broker take
-    `fresh_mosquitto`."""
+    """One mosquitto per test session (per xdist worker): the anonymous variant of the shipped
+    settings (tests/broker.py), on a free loopback port, for tests of queues, sessions and
+    clients that need no accounts. Tests of who may do what run the shipped file exactly
+    (`Mosquitto(users=...)`, or `fleet_rig.broker_with`). Tests that stop or restart a broker
+    take `fresh_mosquitto`."""
     yield from _broker(tmp_path_factory)
 
 
 @pytest.fixture
 def fresh_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A mosquitto of this test's own, with the shipped settings, to stop, restart or kill."""
+    """A mosquitto of this test's own (the anonymous variant), to stop, restart or kill."""
     yield from _broker(tmp_path_factory)

@@ -75,15 +75,39 @@ def identity(out: Path) -> dict[str, Any]:
     return ident
 
 
-def aggregator_url(broker_dir: Path, broker_url: str) -> str:
-    """The broker URL with the aggregator's user name and password, as an operator gives it."""
-    creds = json.loads((broker_dir / "aggregator.json").read_text())
+def account_url(broker_dir: Path, broker_url: str, credentials: str) -> str:
+    """The broker URL with the user name and password of a host account provisioning wrote
+    into `broker_dir`/`credentials`, as an operator gives it."""
+    creds = json.loads((broker_dir / credentials).read_text())
     scheme, _, where = broker_url.partition("://")
     return f"{scheme}://{creds['user']}:{creds['password']}@{where}"
 
 
+def aggregator_url(broker_dir: Path, broker_url: str) -> str:
+    """The broker URL with the aggregator's account (kiosk-host): for `serve` only."""
+    return account_url(broker_dir, broker_url, "aggregator.json")
+
+
+def fleet_url(broker_dir: Path, broker_url: str) -> str:
+    """The broker URL with the fleet tools' account (kiosk-fleet): config push, commands."""
+    return account_url(broker_dir, broker_url, "fleet.json")
+
+
+def host_account(broker_dir: Path, name: str) -> tuple[str, str]:
+    """Another aggregator's account, kiosk-host-NAME, made by `kiosk-host provision
+    --aggregator --name NAME` (a test's watcher: it reads everything, as an aggregator does,
+    on a session of its own): (user, password)."""
+    done = kiosk_host("provision", "--aggregator", "--name", name, "--broker-dir",
+                      str(broker_dir), "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    creds = json.loads(Path(json.loads(done.stdout)["credentials"]).read_text())
+    return creds["user"], creds["password"]
+
+
 class Client:
-    """A paho client with a user name, optionally over TLS; keeps what it receives."""
+    """A paho client with a user name, optionally over TLS; keeps what it receives, and counts
+    the times the broker closed its connection. It does not reconnect: a client cut off stays
+    off, so that a test sees it."""
 
     def __init__(
         self,
@@ -92,13 +116,23 @@ class Client:
         user: str | None = None,
         password: str | None = None,
         ca: Path | None = None,
+        clean: bool = True,
     ) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self.refused: str | None = None
         self.acks: dict[int, list[int]] = {}
+        self.published: set[int] = set()  # message ids the broker acknowledged (PUBACK)
+        self.cut_off = 0  # connections the broker closed, not this client
+        self.session_present: bool | None = None
+        self._closing = False
         self._lock = threading.Lock()
         self._answered = threading.Event()
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean,
+            reconnect_on_failure=False,
+        )
         if user is not None:
             c.username_pw_set(user, password)
         if ca is not None:
@@ -106,6 +140,8 @@ class Client:
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
         self.client = c
         c.connect(HOST, port, keepalive=10)
         c.loop_start()
@@ -116,7 +152,20 @@ class Client:
         if rc.is_failure:
             self.refused = str(rc)
             client.disconnect()
+        else:
+            self.session_present = bool(flags.session_present)
         self._answered.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:  # fmt: skip
+        if not self._closing and self.refused is None:
+            with self._lock:
+                self.cut_off += 1
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, rc: Any,
+                    props: Any = None) -> None:  # fmt: skip
+        with self._lock:
+            self.published.add(mid)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         with self._lock:
@@ -134,8 +183,14 @@ class Client:
         wait_until(lambda: mid in self.acks, 10, f"SUBACK for {filters}")
         return self.acks[mid]
 
-    def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(10)
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> int:
+        """Publish at QoS 1 and wait for the PUBACK; the message id."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(10)
+        return info.mid
+
+    def connected(self) -> bool:
+        return self.client.is_connected()
 
     def on(self, topic: str) -> list[bytes]:
         with self._lock:
@@ -146,6 +201,7 @@ class Client:
             return [t for t, _, _ in self.messages]
 
     def close(self) -> None:
+        self._closing = True
         self.client.disconnect()
         self.client.loop_stop()
 

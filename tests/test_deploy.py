@@ -70,8 +70,9 @@ def secrets_of(devdir: Path) -> list[str]:
     return [ident["key"], ident["password"]]
 
 
-def aggregator_url(tmp: Path, port: int) -> str:
-    creds = json.loads((tmp / "broker" / "aggregator.json").read_text())
+def fleet_url(tmp: Path, port: int) -> str:
+    """The fleet tools' account: deploy's status watch may not take the aggregator's session."""
+    creds = json.loads((tmp / "broker" / "fleet.json").read_text())
     return f"mqtt://{creds['user']}:{creds['password']}@127.0.0.1:{port}"
 
 
@@ -143,7 +144,7 @@ def test_deploy_puts_the_firmware_on_the_kiosk_which_comes_online_and_a_rerun_co
     devdir = provision(tmp_path, broker.port)
     every = first_copy(devdir)
     flash = tmp_path / "flash"
-    env = {"KIOSK_BROKER": aggregator_url(tmp_path, broker.port)}  # not in the argument list
+    env = {"KIOSK_BROKER": fleet_url(tmp_path, broker.port)}  # not in the argument list
     with broker, SerialKiosk(flash) as kiosk:
         mark = kiosk.mark()
         done = deploy_cli(kiosk.port, devdir, env=env)

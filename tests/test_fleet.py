@@ -21,6 +21,8 @@ from tests.fleet_rig import (
     broker_with,
     device,
     devices,
+    fleet_url,
+    host_account,
     kiosk_host,
     provision,
 )
@@ -32,10 +34,10 @@ STORE = "fleet"
 @dataclass
 class Shop:
     broker: Mosquitto
-    url: str  # the aggregator's: mqtt://kiosk-host:PASSWORD@127.0.0.1:PORT
+    url: str  # the fleet tools': mqtt://kiosk-fleet:PASSWORD@127.0.0.1:PORT
     db: Path
     devices_dir: Path
-    watcher: Client  # the aggregator's account, on kiosk/v1/fleet/#
+    watcher: Client  # another aggregator's account, on kiosk/v1/fleet/#
     kiosk: VirtualKiosk  # fleet/till-1, as provisioned; fleet/till-2 is provisioned only
 
     def cli(self, *args: str) -> Any:
@@ -51,21 +53,21 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
     broker = broker_with(tmp_path / "mosquitto", broker_dir)
     for name in ("till-1", "till-2"):
         provision(broker_dir, devices_dir / STORE / name, STORE, name, broker.url)
-    password = json.loads((broker_dir / "aggregator.json").read_text())["password"]
-    url = aggregator_url(broker_dir, broker.url)
+    watch_user, watch_password = host_account(broker_dir, "watch")
+    url = fleet_url(broker_dir, broker.url)
     db = tmp_path / "kiosk.db"
     with contextlib.ExitStack() as stack:
         broker.start()
         stack.callback(broker.close)
-        serve = Serve(url, db, "--client-id", "agg-fleet")
+        serve = Serve(aggregator_url(broker_dir, broker.url), db)
         stack.callback(serve.stop)
-        watcher = Client(broker.port, "watch-fleet", "kiosk-host", password)
+        watcher = Client(broker.port, "watch-fleet", watch_user, watch_password)
         stack.callback(watcher.close)
         watcher.subscribe(f"kiosk/v1/{STORE}/#", "kiosk/v1/_host/status")
 
         def aggregator_online() -> bool:
             said = [json.loads(p) for p in watcher.on("kiosk/v1/_host/status")]
-            return any(s["state"] == "online" and s["host"] == "agg-fleet" for s in said)
+            return any(s["state"] == "online" and s["host"] == "kiosk-host" for s in said)
 
         # the kiosk's first telemetry goes out at once, at QoS 0: the aggregator listens first
         wait_until(aggregator_online, 30, "the aggregator")

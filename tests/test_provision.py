@@ -86,10 +86,15 @@ def test_a_tls_broker_puts_its_ca_beside_the_identity(tmp_path: Path) -> None:
     assert (out / "ca.pem").read_bytes() == ca.read_bytes()
 
 
-def test_the_broker_files_get_the_kiosk_and_the_aggregator(tmp_path: Path) -> None:
+def test_the_broker_files_get_the_kiosk_the_aggregator_and_the_fleet(tmp_path: Path) -> None:
     broker_dir = tmp_path / "broker"
     first = json.loads(run(broker_dir, tmp_path / "k1", as_json=True).stdout)
     assert first["aggregator"]["created"] is True
+    assert first["fleet"] == {
+        "user": "kiosk-fleet", "credentials": str(broker_dir / "fleet.json"), "created": True
+    }  # fmt: skip
+    assert json.loads((broker_dir / "fleet.json").read_text())["user"] == "kiosk-fleet"
+    assert mode(broker_dir / "fleet.json") == 0o600
     creds = json.loads((broker_dir / "aggregator.json").read_text())
     assert creds["user"] == "kiosk-host"
     assert mode(broker_dir / "aggregator.json") == 0o600
@@ -99,7 +104,7 @@ def test_the_broker_files_get_the_kiosk_and_the_aggregator(tmp_path: Path) -> No
 
     passwd = (broker_dir / "passwd").read_text()
     users = [line.split(":", 1)[0] for line in passwd.splitlines()]
-    assert users == ["kiosk-host", "store-12/till-1", "store-12/till-2"]
+    assert users == ["kiosk-host", "kiosk-fleet", "store-12/till-1", "store-12/till-2"]
     for secret in (creds["password"], identity(tmp_path / "k1")["password"]):
         assert secret not in passwd  # hashes only
     assert all(line.split(":", 1)[1].startswith("$7$") for line in passwd.splitlines())
@@ -108,9 +113,12 @@ def test_the_broker_files_get_the_kiosk_and_the_aggregator(tmp_path: Path) -> No
     assert "pattern write kiosk/v1/%u/event" in acl
     assert "pattern read kiosk/v1/%u/cmd" in acl
     assert "user kiosk-host\ntopic readwrite kiosk/#" in acl
+    # the fleet tools send configs and commands and read statuses: nothing of a kiosk's own
+    assert ("user kiosk-fleet\ntopic read kiosk/v1/+/+/status\ntopic readwrite "
+            "kiosk/v1/+/+/config\ntopic write kiosk/v1/+/+/cmd\n\n") in acl  # fmt: skip
     for device in ("till-1", "till-2"):
         assert f"user store-12/{device}\ntopic read kiosk/v1/store-12/cases\n" in acl
-    assert acl.count("user ") == 3  # no example kiosks of the shipped file
+    assert acl.count("\nuser ") == 4  # no example kiosks of the shipped file
 
 
 def test_letters_are_allocated_and_unique_within_a_store(tmp_path: Path) -> None:
@@ -239,6 +247,36 @@ def test_the_aggregator_account_alone(tmp_path: Path) -> None:
     assert "aggregator account kiosk-host already there" in again.stdout
     assert f"its password is in {broker_dir / 'aggregator.json'}" in again.stdout
     assert (broker_dir / "acl").exists()
+
+
+def test_more_aggregators_and_the_fleet_get_accounts_of_their_own(tmp_path: Path) -> None:
+    broker_dir = tmp_path / "broker"
+    made = kiosk_host("provision", "--aggregator", "--name", "east", "--broker-dir",
+                      str(broker_dir), "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    answer = json.loads(made.stdout)
+    assert answer == {"user": "kiosk-host-east", "created": True,
+                      "credentials": str(broker_dir / "aggregator-east.json")}  # fmt: skip
+    creds = json.loads((broker_dir / "aggregator-east.json").read_text())
+    assert creds["user"] == "kiosk-host-east" and mode(broker_dir / "aggregator-east.json") == 0o600
+    acl = (broker_dir / "acl").read_text()
+    assert "user kiosk-host-east\ntopic readwrite kiosk/#\ntopic read $SYS/#\n" in acl
+    again = kiosk_host("provision", "--aggregator", "--name", "east", "--broker-dir",
+                       str(broker_dir))  # fmt: skip
+    assert "aggregator account kiosk-host-east already there" in again.stdout
+    assert (broker_dir / "acl").read_text() == acl  # its lines once
+    fleet = kiosk_host("provision", "--fleet", "--broker-dir", str(broker_dir), "--json")
+    assert fleet.returncode == 0, fleet.stderr
+    assert json.loads(fleet.stdout)["user"] == "kiosk-fleet"
+    assert (broker_dir / "acl").read_text().count("\nuser kiosk-fleet\n") == 1
+    for wrong, why in (
+        (["--name", "east"], "--name names another aggregator's account: give --aggregator"),
+        (["--aggregator", "--name", "East"], "is not an identifier"),
+        (["--aggregator", "--name", "a" * 30], "--name (with kiosk-host- before it)"),
+        (["--aggregator", "--fleet"], "one account at a time"),
+    ):
+        refused = kiosk_host("provision", *wrong, "--broker-dir", str(broker_dir))
+        assert refused.returncode == 2 and why in refused.stderr, (wrong, refused.stderr)
 
 
 def test_a_broker_on_the_provisioned_files_lets_in_the_kiosk_and_not_a_removed_one(

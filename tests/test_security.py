@@ -26,6 +26,8 @@ from tests.fleet_rig import (
     aggregator_url,
     broker_with,
     device,
+    fleet_url,
+    host_account,
     identity,
     kiosk_host,
     make_ca,
@@ -47,11 +49,15 @@ class Fleet:
     ca: Path
     wrong_ca: Path
     password: str  # the aggregator's
+    watch: tuple[str, str]  # another aggregator's account, for watching beside a running serve
 
     def client(self, name: str, client_id: str, tls: bool = False) -> Client:
-        """A paho client with a provisioned kiosk's account, or the aggregator's."""
+        """A paho client with a provisioned kiosk's account, the aggregator's (`kiosk-host`:
+        never while a `serve` runs on it, which it would cut off) or the watcher's (`watch`)."""
         if name == "kiosk-host":
             user, password = name, self.password
+        elif name == "watch":
+            user, password = self.watch
         else:
             ident = identity(self.kiosks[name])
             user, password = ident["user"], ident["password"]
@@ -76,9 +82,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     provision(broker_dir, tls_kiosk, STORE, "till-9", broker.tls_url, "--ca", str(ca[0]))
     provision(broker_dir, wrong_kiosk, STORE, "till-8", broker.tls_url, "--ca", str(wrong[0]))
     password = json.loads((broker_dir / "aggregator.json").read_text())["password"]
+    watch = host_account(broker_dir, "watch")
     broker.start()
     try:
-        yield Fleet(broker, broker_dir, kiosks, tls_kiosk, wrong_kiosk, ca[0], wrong[0], password)
+        yield Fleet(
+            broker, broker_dir, kiosks, tls_kiosk, wrong_kiosk, ca[0], wrong[0], password, watch
+        )
     finally:
         broker.close()
 
@@ -202,7 +211,7 @@ def test_the_aggregator_sees_everything_and_only_it_reaches_a_kiosk(
     a.publish(f"kiosk/v1/{STORE}/till-1/event", b"after the forgery")
     wait_until(lambda: bool(host.on(f"kiosk/v1/{STORE}/till-1/event")), 10, "a's own event")
     sent = kiosk_host("identify", "till-2", "--store", STORE, "--seconds", "1", "--broker",
-                      aggregator_url(fleet.broker_dir, fleet.broker.url))  # fmt: skip
+                      fleet_url(fleet.broker_dir, fleet.broker.url))  # fmt: skip
     assert sent.returncode == 0, sent.stderr
     b.wait_screen("identify", text="till-2")
     assert b.count("confirm") == 0  # the forged command never reached it
@@ -213,7 +222,7 @@ def test_tls_for_the_firmware_and_the_aggregator(
 ) -> None:
     db = tmp_path / "kiosk.db"
     tls_url = aggregator_url(fleet.broker_dir, fleet.broker.tls_url)
-    serve = closing(Serve(tls_url, db, "--ca", str(fleet.ca), "--client-id", "agg-tls"))
+    serve = closing(Serve(tls_url, db, "--ca", str(fleet.ca)))
     kiosk = closing(virtual_kiosk(fleet, fleet.tls_kiosk, tmp_path / "till-9"))
     kiosk.wait_screen("idle")
     wait_until(lambda: device(db, STORE, "till-9").get("state") == "online", 30, "till-9 online")
@@ -242,22 +251,22 @@ def test_a_kiosk_that_trusts_another_ca_never_connects(
     assert host.topics() == []
     assert f"as {STORE}/till-8" not in fleet.broker.log
     # the aggregator's tools with the wrong CA are refused as well, and say why
-    url = aggregator_url(fleet.broker_dir, fleet.broker.tls_url)
+    url = fleet_url(fleet.broker_dir, fleet.broker.tls_url)
     wrong = kiosk_host("reboot", "till-1", "--store", STORE, "--ca", str(fleet.wrong_ca),
                        "--broker", url)  # fmt: skip
     assert wrong.returncode == 2
     assert "certificate verify failed" in wrong.stderr
-    assert fleet.password not in wrong.stderr
+    assert url.split(":")[2].split("@")[0] not in wrong.stderr  # the fleet account's password
 
 
 def test_a_payload_naming_another_kiosk_is_dead_lettered_by_the_host(
     fleet: Fleet, tmp_path: Path, closing: Callable[[Any], Any]
 ) -> None:
     db = tmp_path / "kiosk.db"
-    host = closing(fleet.client("kiosk-host", "host-watch"))
+    host = closing(fleet.client("watch", "host-watch"))
     host.subscribe("kiosk/v1/_host/status")
-    closing(Serve(aggregator_url(fleet.broker_dir, fleet.broker.url), db, "--client-id", "agg-id"))
-    wait_until(lambda: aggregator_online(host, "agg-id"), 30, "the aggregator subscribed")
+    closing(Serve(aggregator_url(fleet.broker_dir, fleet.broker.url), db))
+    wait_until(lambda: aggregator_online(host, "kiosk-host"), 30, "the aggregator subscribed")
     a = closing(fleet.client("till-1", "a-impostor"))
     event = {"v": 1, "kind": "rating", "store": STORE, "device": "till-2", "seq": 1, "ts": None,
              "up_ms": 1000, "score": 1, "scale": 4, "station": "till-2", "staff": None}  # fmt: skip

@@ -21,19 +21,29 @@ from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from kiosk_host import __version__
 from kiosk_host.aggregator import metrics, writer
 from kiosk_host.aggregator.writer import KIOSK_CHANNELS, classify
+from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import Stores
 from kiosk_host.wire import topics
 from kiosk_host.wire.broker_url import client_options
+from kiosk_host.wire.contract import Contract
 
 __all__ = ["HOST_STATUS", "KIOSK_CHANNELS", "Ingest", "IngestError", "classify"]
 HOST_STATUS = topics.topic("hostStatus")
+DEFAULT_CLIENT_ID = "kiosk-host"  # on a broker without accounts (the demo's, tests')
+# The persistent session outlives a disconnect, as a 3.1.1 clean_session=false one does; the
+# broker still ends it after its persistent_client_expiration.
+SESSION_EXPIRY_S = 0xFFFFFFFF
 log = logging.getLogger(__name__)
 
 # topic, payload, message id, QoS, arrival (Unix seconds), arrival (monotonic)
@@ -42,6 +52,37 @@ Inbound = tuple[str, bytes, int, int, float, float]
 
 class IngestError(RuntimeError):
     """The writer process stopped: nothing more can be stored or acknowledged."""
+
+
+class ClientIdError(UserError, ValueError):
+    """A client id the broker would not keep: it names each client after its account."""
+
+
+def session_id(broker: str, client_id: str | None = None) -> str:
+    """The aggregator's client id, the name of its persistent session: its account's user name
+    (the broker replaces any other with it: use_username_as_clientid), or `client_id` on a
+    broker without accounts."""
+    user = unquote(urlparse(broker).username or "")
+    if client_id is None:
+        return user or DEFAULT_CLIENT_ID
+    if user and client_id != user:
+        raise ClientIdError(
+            f"--client-id {client_id}: the broker names each client after its account, so this "
+            f"session would be {user}'s; leave --client-id out, or run this aggregator on an "
+            f"account of its own (`kiosk-host provision --aggregator --name NAME`)"
+        )
+    return client_id
+
+
+def strayed_retained(contract: Contract) -> frozenset[str]:
+    """The kiosk channels the contract does not retain (event, telemetry): a retained message
+    there is a kiosk's mistake or an attack, and would be handed to every new subscriber."""
+    return frozenset(c.key for c in contract.channels if c.key in KIOSK_CHANNELS and not c.retained)
+
+
+class IngestRefused(IngestError):
+    """The writer process stopped for a cause the operator can fix, and said which (a full
+    disk, a read-only or damaged database)."""
 
 
 class Ingest:
@@ -56,17 +97,22 @@ class Ingest:
         self,
         broker: str,
         db: Path,
-        client_id: str = "kiosk-host",
+        client_id: str | None = None,
         stores: Stores | None = None,
         ca: str | None = None,
     ) -> None:
         self.db = db
-        self.client_id = client_id
+        self.client_id = session_id(broker, client_id)
+        self.cleared = 0  # retained messages found on a kiosk channel that is not retained
+        self._contract = Contract.load()
+        self._not_retained = strayed_retained(self._contract)
+        self._strays: set[int] = set()  # id() of those messages, until handed to the writer
         self.stores = stores or writer.NO_STORES
         self.stored = self.duplicates = self.dead = 0
         self.on_committed: Callable[[list[tuple[str, bytes]]], None] | None = None
         self.stopped = threading.Event()  # set when ingest ends, by stop() or by a failure
         self.error: str | None = None
+        self.fixable = False  # the error is the operator's to fix (IngestRefused)
         self._inbox: deque[Inbound] = deque()
         self._wake = threading.Event()
         self._stopping = False
@@ -76,7 +122,9 @@ class Ingest:
         self._pipe = Connection(mine.detach())
         self._writer: subprocess.Popen[bytes] | None = None
         self._courier = threading.Thread(target=self._carry, name="ingest-courier", daemon=True)
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        # MQTT 5 for its retain-as-published subscription option: the aggregator sees which
+        # messages were published retained, and clears those on channels not retained.
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5)
         c.manual_ack_set(True)
         c.max_inflight_messages_set(100)
         c.max_queued_messages_set(0)
@@ -99,16 +147,24 @@ class Ingest:
                 [sys.executable, "-m", "kiosk_host.aggregator.writer", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
             )
+        answer: object = None
         try:
             self._pipe.send((self.db, self.stores))
-            ready = self._pipe.poll(self.START_S) and self._pipe.recv() == "ready"
+            answer = self._pipe.recv() if self._pipe.poll(self.START_S) else None
         except (EOFError, OSError):
-            ready = False
-        if not ready:
+            pass
+        if answer != "ready":
             self._writer.kill()
+            if isinstance(answer, writer.Failed):
+                raise IngestRefused(answer.reason)
             raise IngestError(f"ingest stopped: the writer process did not open {self.db}")
         self._courier.start()
-        self.client.connect(self.host, self.port, keepalive=30)
+        session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        session.SessionExpiryInterval = SESSION_EXPIRY_S
+        # clean_start False on every connect, reconnects included: the session is persistent
+        self.client.connect(
+            self.host, self.port, keepalive=30, clean_start=False, properties=session
+        )
         self.client.loop_start()
 
     def stop(self) -> None:
@@ -131,15 +187,39 @@ class Ingest:
 
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: object,
                     props: object = None) -> None:  # fmt: skip
-        client.subscribe(topics.tree().everything, qos=1)
+        everything = SubscribeOptions(qos=1, retainAsPublished=True)
+        client.subscribe(topics.tree().everything, options=everything)
         client.publish(HOST_STATUS, self._status("online", int(time.time())), 1, True)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
-        self._inbox.append(
-            (msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), time.monotonic())
-        )
+        stray = self._stray(client, msg) if msg.retain else False
+        if stray is None:
+            return
+        inbound = (msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time(), time.monotonic())
+        if stray:
+            self._strays.add(id(inbound))
+        self._inbox.append(inbound)
         if not self._wake.is_set():
             self._wake.set()
+
+    def _stray(self, client: paho.Client, msg: paho.MQTTMessage) -> bool | None:
+        """Whether a retained message is on a kiosk channel the contract does not retain. Such
+        a message is cleared at once, with an empty retained message, so that no new
+        subscriber is handed it; it is stored as any other, and a dead letter keeps it on
+        record (True). None: it is that clearing coming back, acknowledged, nothing to store."""
+        found = topics.parse(msg.topic)
+        if found is None or found[0] not in self._not_retained:
+            return False
+        if not msg.payload:
+            client.ack(msg.mid, msg.qos)
+            return None
+        client.publish(msg.topic, b"", qos=1, retain=True)
+        self.cleared += 1
+        log.warning(
+            "kiosk-host: %s was published retained, which its channel is not; cleared",
+            msg.topic,
+        )
+        return True
 
     # -- the courier: batches to the writer process, acknowledgements back to the broker ------
 
@@ -147,6 +227,11 @@ class Ingest:
         try:
             self._relay()
             self._pipe.send(None)
+        except IngestRefused as exc:  # the writer process said why it cannot go on
+            self.error = f"ingest stopped: {exc}"
+            self.fixable = True
+            log.error("kiosk-host: %s; unacknowledged messages stay with the broker", self.error)
+            self.stopped.set()
         except Exception as exc:  # whatever it was, nothing more is stored: say so and end
             self.error = f"ingest stopped: {exc!r}"
             log.error("kiosk-host: %s; unacknowledged messages stay with the broker", self.error)
@@ -159,6 +244,8 @@ class Ingest:
         self._send(batch)
         while True:
             reply = self._pipe.recv()
+            if isinstance(reply, writer.Failed):
+                raise IngestRefused(reply.reason)
             if not isinstance(reply, writer.Reply):
                 raise IngestError(f"unexpected answer {reply!r}")
             done = batch
@@ -196,7 +283,17 @@ class Ingest:
         return [inbox.popleft() for _ in range(min(len(inbox), self.BATCH_MAX))]
 
     def _send(self, batch: list[Inbound]) -> None:
-        self._pipe.send([(topic, payload, int(wall)) for topic, payload, _, _, wall, _ in batch])
+        if not self._strays:
+            self._pipe.send([(t, payload, int(wall)) for t, payload, _, _, wall, _ in batch])
+            return
+        raws: list[writer.Raw] = []
+        for m in batch:
+            if id(m) in self._strays:  # published retained where the contract does not retain
+                self._strays.discard(id(m))
+                raws.append((m[0], m[1], int(m[4]), True))
+            else:
+                raws.append((m[0], m[1], int(m[4])))
+        self._pipe.send(raws)
 
     def _settle(self, batch: list[Inbound], reply: writer.Reply) -> None:
         """The batch is committed: acknowledge it, publish what the writer process asks for."""

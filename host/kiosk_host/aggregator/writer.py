@@ -12,16 +12,29 @@ the commit leaves them unacknowledged for the broker to deliver again.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from typing import Any
 
 from kiosk_host.aggregator.engine import Engine
 from kiosk_host.aggregator.views import case_list, recognition, summary
-from kiosk_host.rules.recovery import event_time
+from kiosk_host.errors import UserError
+from kiosk_host.rules.recovery import Alert, event_time
 from kiosk_host.rules.stores import Stores, is_open
-from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
+from kiosk_host.storage.sqlite import (
+    DeadLetter,
+    DeviceStatus,
+    EventRow,
+    Storage,
+    StorageError,
+    Stored,
+    write_failure,
+)
 from kiosk_host.wire import topics
 from kiosk_host.wire.contract import Cleared, Contract, Message, Rejection
 
@@ -29,9 +42,19 @@ KIOSK_CHANNELS = ("event", "status", "telemetry")  # what kiosks send; the rest 
 MAX_SKEW_S = 300  # a device clock further ahead of the arrival than this is not believed
 NO_STORES = Stores({})  # every store on the defaults
 
-Raw = tuple[str, bytes, int]  # topic, payload, arrival (Unix seconds)
+# topic, payload, arrival (Unix seconds), and True when it came retained on a kiosk channel the
+# contract does not retain (the receiver has cleared the broker's copy)
+Raw = tuple[str, bytes, int] | tuple[str, bytes, int, bool]
+RULE_RETAINED = "retained"  # such a message: taken in as any other, and kept on record
 Publication = tuple[str, bytes, bool]  # topic, payload, retained
 Classified = EventRow | DeadLetter | DeviceStatus | None
+RULE_HOST = "host"  # a message the host could not take in for a reason of its own: set aside
+log = logging.getLogger(__name__)
+
+
+class Stop(UserError):
+    """The writer process cannot go on for a reason the operator must fix (a full disk, a
+    read-only database); the receiver stops ingest and `serve` prints it."""
 
 
 def classify(
@@ -55,7 +78,7 @@ def _kiosk_message(m: Message, raw: bytes, arrived: int, stores: Stores) -> Even
     at, flagged = event_time(p["ts"], arrived, True, MAX_SKEW_S)
     outside = p["kind"] == "rating" and not is_open(stores.get(store), at)
     return EventRow(
-        store, device, p["seq"], p["kind"], at, p["ts"], arrived, flagged, p, raw.decode(), outside
+        store, device, p["seq"], p["kind"], at, p["ts"], arrived, flagged, p, m.canonical(), outside
     )
 
 
@@ -83,6 +106,11 @@ class Writer:
         self.rated: set[str] = set()  # stores with new ratings: surge and praise to check
         self._changes = storage.outside_changes()
         self._next_tick = 0.0
+        # Each kiosk's high-water mark waiting to go out, and when (monotonic) and what it
+        # last was: a kiosk's outbox lets go of what its mark covers.
+        self.marks_due: dict[tuple[str, str], int] = {}
+        self._mark_at: dict[tuple[str, str], float] = {}
+        self._mark_sent: dict[tuple[str, str], int] = {}
 
     def handle(self, batch: list[Raw]) -> Reply:
         """Store a batch in one transaction, then tick if a tick is due."""
@@ -90,24 +118,124 @@ class Writer:
         if time.monotonic() >= self._next_tick:
             self._next_tick = time.monotonic() + self.TICK_S
             reply.publish = self.tick(int(time.time()))
+        reply.publish += self.marks(time.monotonic())
         return reply
+
+    MARK_EVERY_S = 1.0  # a kiosk's mark goes out at most this often; the last one always does
+    REGRESSION_ALERT_S = 3600  # a kiosk whose seq went back is reported at most this often
+
+    def marks(self, now: float) -> list[Publication]:
+        """The retained marks due now: of kiosks whose last went out MARK_EVERY_S ago or
+        more. The others stay due, for the next batch or tick (the receiver asks at least
+        every IDLE_S), so the last mark after a burst goes out too."""
+        out: list[Publication] = []
+        for key, mark in list(self.marks_due.items()):
+            if now - self._mark_at.get(key, -self.MARK_EVERY_S) < self.MARK_EVERY_S:
+                continue
+            del self.marks_due[key]
+            self._mark_at[key] = now
+            self._mark_sent[key] = mark
+            topic = topics.topic("ack", store=key[0], device=key[1])
+            out.append((topic, b'{"v":1,"seq":%d}' % mark, True))
+        return out
+
+    def _due(self, result: Stored) -> None:
+        for key, mark in result.marks.items():
+            # A duplicate may be a kiosk sending again what the broker lost, retained mark
+            # included, and a regression a kiosk whose count went back: either gets the
+            # mark again (at the same pace); a mark past its count moves the count on.
+            if result.duplicates or result.regressions or self._mark_sent.get(key) != mark:
+                self.marks_due[key] = mark
+
+    def _regressed(self, storage: Storage, late: list[EventRow]) -> None:
+        """A kiosk sent a new event under the seq of a stored one: its events are kept apart
+        (storage), and a technician is told, once an hour per kiosk."""
+        for store, device in sorted({(e.store, e.device) for e in late}):
+            mine = [e for e in late if (e.store, e.device) == (store, device)]
+            at = max(e.arrived for e in mine)
+            last = storage.last_kiosk_alert_at(store, device, "seq_regression")
+            if last is not None and at - last < self.REGRESSION_ALERT_S:
+                continue
+            text = (
+                f"{device} sent event {mine[0].seq} again with other content: its count went"
+                " back. Its events are kept; check the kiosk."
+            )
+            alert = Alert("seq_regression", "critical", store, None, device, None, text, at)
+            storage.add_alert(alert)
 
     def write(self, batch: list[Raw]) -> Reply:
         events: list[EventRow] = []
         dead: list[DeadLetter] = []
         devices: list[DeviceStatus] = []
-        for topic, payload, arrived in batch:
-            item = classify(self.contract, topic, payload, arrived, self.stores)
+        for raw in batch:
+            topic, payload, arrived = raw[0], raw[1], raw[2]
+            if any(raw[3:]):
+                why = "published retained on a channel that is not: the broker's copy was cleared"
+                dead.append(DeadLetter(topic, payload, RULE_RETAINED, "", why, arrived))
+            try:
+                item = classify(self.contract, topic, payload, arrived, self.stores)
+            except Exception as exc:  # a defect met by one message: set it aside, go on
+                log.exception("kiosk-host: cannot classify a message on %s", topic)
+                item = DeadLetter(topic, payload, RULE_HOST, "", f"not taken in: {exc!r}", arrived)
             if isinstance(item, EventRow):
                 events.append(item)
             elif isinstance(item, DeadLetter):
                 dead.append(item)
             elif isinstance(item, DeviceStatus):
                 devices.append(item)
-        result = self.storage.write_batch(events, dead, devices, apply=self.engine.apply)
+        try:
+            result = self.storage.write_batch(
+                events, dead, devices, apply=self.engine.apply, regressed=self._regressed
+            )
+        except Exception as exc:
+            self._machine(exc)
+            # One row the database refuses must not cost the others: store them one by one
+            result = self._one_by_one(events, dead, devices)
+        self._due(result)
         self.dirty.update(e.store for e in events)
         self.rated.update(e.store for e in events if e.kind == "rating")
         return Reply(result.events, result.duplicates, result.dead_letters)
+
+    def _machine(self, exc: BaseException) -> None:
+        """Raise Stop when the database cannot be written for a reason of the machine's."""
+        said = write_failure(self.storage.path, exc)
+        if said is not None:
+            raise Stop(said) from exc
+
+    def _one_by_one(
+        self, events: list[EventRow], dead: list[DeadLetter], devices: list[DeviceStatus]
+    ) -> Stored:
+        new = dup = letters = 0
+        single: list[tuple[list[EventRow], list[DeviceStatus]]] = [([e], []) for e in events]
+        single += [([], [d]) for d in devices]
+        for evs, devs in single:
+            try:
+                r = self.storage.write_batch(
+                    evs, (), devs, apply=self.engine.apply, regressed=self._regressed
+                )
+                self._due(r)
+            except Exception as exc:
+                self._machine(exc)
+                log.exception("kiosk-host: cannot store a message; set aside")
+                s = (evs or devs)[0]
+                kind = "event" if evs else ("telemetry" if devs[0].telemetry else "status")
+                topic = topics.topic(kind, store=s.store, device=s.device)
+                raw = evs[0].raw.encode() if evs else json.dumps(devs[0].payload).encode()
+                why = f"not stored: {exc!r}"
+                dead.append(DeadLetter(topic, raw, RULE_HOST, "", why, s.arrived))
+                continue
+            new, dup, letters = new + r.events, dup + r.duplicates, letters + r.dead_letters
+        r = self.storage.write_batch((), dead)
+        return Stored(new, dup, letters + r.dead_letters)
+
+    def _guarded(self, what: str, step: Callable[[], None]) -> None:
+        """Run one step of the tick; a failure is logged and the step skipped, never a reason
+        to stop storing what kiosks send (a bad row breaks a view, not ingest)."""
+        try:
+            step()
+        except Exception as exc:
+            self._machine(exc)
+            log.exception("kiosk-host: %s failed; skipped this time", what)
 
     def tick(self, now: int) -> list[Publication]:
         """Deadlines and stream alerts; the alerts raised and, at most once a tick per store,
@@ -116,36 +244,52 @@ class Writer:
         if changes != self._changes:  # a case fixed from the CLI: its store's views change
             self._changes = changes
             self.dirty.update(self.storage.case_stores())
-        self.engine.tick(self.storage)
-        self.engine.stream_alerts(self.storage, self.rated)
-        self.rated.clear()
+        self._guarded("the cases' deadlines", lambda: self.engine.tick(self.storage))
+        rated, self.rated = self.rated, set()
+        self._guarded("the stream alerts", lambda: self.engine.stream_alerts(self.storage, rated))
         out: list[Publication] = []
-        alerts = self.storage.unpublished_alerts()
+        try:
+            alerts = self.storage.unpublished_alerts()
+            if alerts:  # handed over to be published: the receiver publishes at QoS 1
+                with self.storage.transaction():
+                    self.storage.mark_published([i for i, _, _ in alerts])
+        except Exception as exc:  # kept unpublished: the next tick tries again
+            self._machine(exc)
+            log.exception("kiosk-host: the alerts could not be handed over; next tick")
+            alerts = []
         for _, store, payload in alerts:
             self.dirty.add(store)
             out.append((topics.topic("alerts", store=store), payload, False))
-        if alerts:  # handed over to be published: the receiver publishes at QoS 1
-            with self.storage.transaction():
-                self.storage.mark_published([i for i, _, _ in alerts])
         for store in sorted(self.dirty):
-            cfg = self.stores.get(store)
-            views = (
-                ("cases", case_list(self.storage, store, now)),
-                ("summary", summary(self.storage, cfg, store, now)),
-                ("recognition", recognition(self.storage, cfg, store, now)),
-            )
-            out += [
-                (topics.topic(name, store=store), json.dumps(v).encode(), True) for name, v in views
-            ]
+            for name in ("cases", "summary", "recognition"):
+                try:
+                    text = json.dumps(self._view(name, store, now))
+                except Exception as exc:
+                    self._machine(exc)
+                    log.exception("kiosk-host: the %s view of %s failed; not sent", name, store)
+                    continue
+                out.append((topics.topic(name, store=store), text.encode(), True))
         self.dirty.clear()
         return out
+
+    def _view(self, name: str, store: str, now: int) -> dict[str, Any]:
+        cfg = self.stores.get(store)
+        if name == "cases":
+            return case_list(self.storage, store, now)
+        if name == "summary":
+            return summary(self.storage, cfg, store, now)
+        return recognition(self.storage, cfg, store, now)
 
 
 def serve(conn: Connection) -> None:
     """The writer process: opens the database it is sent, then answers each batch on `conn`
     until it is told to stop (None) or the receiver is gone."""
     db, stores = conn.recv()
-    storage = Storage(db)
+    try:
+        storage = Storage(db)
+    except StorageError as why:  # the receiver says why, rather than that the pipe closed
+        conn.send(Failed(str(why)))
+        return
     writer = Writer(storage, stores)
     try:
         conn.send("ready")
@@ -153,16 +297,37 @@ def serve(conn: Connection) -> None:
             batch = conn.recv()
             if batch is None:
                 break
-            conn.send(writer.handle(batch))
+            try:
+                reply: Reply | Failed = writer.handle(batch)
+            except Stop as why:
+                reply = Failed(str(why))
+            except sqlite3.Error as why:
+                reply = Failed(f"--db {db}: {why}")
+            conn.send(reply)
+            if isinstance(reply, Failed):
+                break
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the receiver died: what is committed stays, the rest comes again from the broker
     finally:
         storage.close()
 
 
+@dataclass(frozen=True)
+class Failed:
+    """The writer process's last answer: it cannot go on, and why (the operator's line)."""
+
+    reason: str
+
+
 if __name__ == "__main__":  # started by `ingest` with its end of a socket pair
     # through the module's own name, so that what is sent back unpickles as
     # kiosk_host.aggregator.writer's
+    import signal
+
     from kiosk_host.aggregator.writer import serve as serve_receiver
 
+    # Ctrl-C, and a service manager's SIGTERM, reach the whole process group: the receiver
+    # tells this process when to stop, after the last batch is stored (or it closes the pipe).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve_receiver(Connection(int(sys.argv[1])))

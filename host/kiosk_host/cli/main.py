@@ -12,13 +12,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from kiosk_host import __version__
 from kiosk_host.aggregator import views as summary
 from kiosk_host.aggregator.engine import Engine
-from kiosk_host.cli.common import identifier, storage, stores
+from kiosk_host.cli.common import broker_url, identifier, known_store, storage, stores
 from kiosk_host.errors import UserError
 from kiosk_host.rules.recovery import STATES, RuleError
+from kiosk_host.shipped import BOARDS
 from kiosk_host.wire.contract import Cleared, Contract, Rejection
 
 
@@ -36,6 +38,14 @@ def _validate(args: argparse.Namespace) -> int:
         return 0
     print(f"valid {result.channel}/{result.shape}")
     return 0
+
+
+def _accounts() -> Path:
+    """The aggregator's account file provision writes: its password when the broker URL names
+    that user and neither --password-file nor $KIOSK_BROKER_PASSWORD gives one."""
+    from kiosk_host.fleet.provision import DEFAULT_BROKER_DIR
+
+    return Path(DEFAULT_BROKER_DIR) / "aggregator.json"
 
 
 def _cases_list(args: argparse.Namespace) -> int:
@@ -61,7 +71,7 @@ def _cases_confirm_on(args: argparse.Namespace) -> int:
 
     if storage(args).case_by_code(args.store, args.code) is None:
         raise RuleError(f"no case {args.code} in store {args.store}")
-    with Broker(args.broker, args.ca) as broker:
+    with Broker(broker_url(args.broker, args.password_file, _accounts()), args.ca) as broker:
         cmd = command("confirm_recovery", case=args.code)
         sent = send_command(broker, args.store, args.device, cmd)
     print(json.dumps(cmd) if args.json else f"sent confirm_recovery {args.code} to {sent.topic}")
@@ -71,7 +81,8 @@ def _cases_confirm_on(args: argparse.Namespace) -> int:
 def _recognition(args: argparse.Namespace) -> int:
     days = 7 if args.period == "week" else 1
     cfg = stores(args).get(args.store)
-    payload = summary.recognition(storage(args), cfg, args.store, int(time.time()), days)
+    db = storage(args)
+    payload = summary.recognition(db, cfg, known_store(args, db), int(time.time()), days)
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
@@ -84,7 +95,8 @@ def _report(args: argparse.Namespace) -> int:
     days = 7 if args.period == "week" else 1
     cfg = stores(args).get(args.store)
     # The dashboard's rows too: by-hour counts (its charts) and the day's cases beside them.
-    rows = summary.report(storage(args), cfg, args.store, int(time.time()), days)
+    db = storage(args)
+    rows = summary.report(db, cfg, known_store(args, db), int(time.time()), days)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif args.csv:
@@ -92,7 +104,7 @@ def _report(args: argparse.Namespace) -> int:
         scores = [f"score_{s}" for s in range(1, cfg.scale + 1)]
         out.writerow(["day", "weekday", *scores, "ratings", "breakdowns", "satisfaction",
                       "outside_hours", "breakdowns_by_hour"])  # fmt: skip
-        for r in rows:
+        for r in rows:  # the cells are the host's own figures: no text to neutralise
             hours = " ".join(f"{h}h:{n}" for h, n in r["breakdowns_by_hour"].items())
             out.writerow([r["day"], r["weekday"], *r["counts"], r["ratings"], r["breakdowns"],
                           r["satisfaction"], r["outside_hours"], hours])  # fmt: skip
@@ -128,6 +140,24 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from kiosk_host.cli.backup import backup
+
+    return backup(args)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from kiosk_host.cli.backup import restore
+
+    return restore(args)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from kiosk_host.cli.backup import check
+
+    return check(args)
+
+
 def _deadletter(args: argparse.Namespace) -> int:
     letters = storage(args).dead_letters(args.limit)
     if args.json:
@@ -157,8 +187,14 @@ def _provision(args: argparse.Namespace) -> int:
     from kiosk_host.fleet import provision as p
 
     broker_dir = Path(args.broker_dir)
-    if args.aggregator:
-        made = p.ensure_aggregator(broker_dir)
+    if args.name is not None and not args.aggregator:
+        raise p.ProvisionError("--name names another aggregator's account: give --aggregator too")
+    if args.aggregator or args.fleet:
+        if args.aggregator and args.fleet:
+            raise p.ProvisionError("--aggregator or --fleet: one account at a time")
+        made = p.ensure_aggregator(broker_dir, args.name) if args.aggregator else (
+            p.ensure_fleet(broker_dir)
+        )  # fmt: skip
         if args.json:
             print(json.dumps({"user": made.user, "credentials": str(made.credentials),
                               "created": made.created}))  # fmt: skip
@@ -195,7 +231,7 @@ def _config_push(args: argparse.Namespace) -> int:
     from kiosk_host.fleet.commands import Broker, parse_settings, push_config
 
     settings = parse_settings(args.set)
-    with Broker(args.broker, args.ca) as broker:
+    with Broker(broker_url(args.broker, args.password_file, _accounts()), args.ca) as broker:
         pushed = push_config(broker, args.store, args.device, settings, Path(args.devices_dir))
     if args.json:
         print(json.dumps([{"topic": p.topic, "config": p.config, "from": p.base}
@@ -210,7 +246,7 @@ def _command(args: argparse.Namespace) -> int:
     from kiosk_host.fleet.commands import Broker, command, send_command
 
     fields = {"seconds": args.seconds} if args.name == "identify" else {}
-    with Broker(args.broker, args.ca) as broker:
+    with Broker(broker_url(args.broker, args.password_file, _accounts()), args.ca) as broker:
         sent = send_command(broker, args.store, args.device, command(args.name, **fields))
     if args.json:
         print(json.dumps({"topic": sent.topic, "command": sent.payload,
@@ -230,6 +266,9 @@ def _virtual_kiosk(args: argparse.Namespace) -> int:
     if args.identity is None and not (args.store and args.device and args.broker):
         raise UserError("give --identity DIR (a provisioned kiosk), or --store, --device and "
                          "--broker")  # fmt: skip
+    boards = sorted(p.stem for p in BOARDS.glob("*.py") if not p.stem.startswith("_"))
+    if args.identity is None and args.board not in boards:
+        raise UserError(f"--board {args.board}: no such board (known: {', '.join(boards)})")
     scheme = (args.broker or "").partition("://")[0]
     if args.identity is None and (scheme == "mqtts") != (args.ca is not None):
         raise UserError("mqtts:// and --ca FILE go together: the CA certificate to trust")
@@ -337,6 +376,14 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     prov.add_argument("--broker-dir", default=str(DEFAULT_BROKER_DIR),
                       help="the broker's passwd and acl files (default %(default)s)")  # fmt: skip
     prov.add_argument("--aggregator", action="store_true", help="only the aggregator's account")
+    prov.add_argument(
+        "--name",
+        type=identifier,
+        help="with --aggregator: another aggregator's account, kiosk-host-NAME",
+    )
+    prov.add_argument("--fleet", action="store_true",
+                      help="only the fleet tools' account (kiosk-fleet), for config push, "
+                      "identify, reboot and deploy")  # fmt: skip
     prov.add_argument("--remove", action="store_true",
                       help="take the kiosk's account and letter out of --broker-dir")  # fmt: skip
     prov.add_argument("--json", action="store_true")
@@ -347,8 +394,9 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "--broker",
         default=os.environ.get("KIOSK_BROKER"),
         required="KIOSK_BROKER" not in os.environ,
-        help="mqtt://USER:PASSWORD@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
+        help="mqtt://USER@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
     )
+    broker.add_argument("--password-file", help=PASSWORD_HELP)
     broker.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
     broker.add_argument("--json", action="store_true")
     config = commands.add_parser("config", help="kiosks' desired config").add_subparsers(
@@ -375,8 +423,73 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         cmd.set_defaults(run=_command, name=name)
 
 
+PASSWORD_HELP = (
+    "a file whose first line is the broker password (else $KIOSK_BROKER_PASSWORD); never on "
+    "the command line, where ps shows it"
+)
+
+
+def _positive(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n
+
+
+COMMENT_MAX = 500  # as the dashboard's comment field
+
+
+def _comment(value: str) -> str:
+    """An argparse type: an alert's comment, 1 to COMMENT_MAX characters."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty comment says nothing")
+    if len(value) > COMMENT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{len(value)} characters; a comment has at most {COMMENT_MAX}"
+        )
+    return value
+
+
+def _database_parsers(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], db: argparse.ArgumentParser
+) -> None:
+    """backup, restore and check."""
+    backup = commands.add_parser(
+        "backup",
+        parents=[db],
+        help="a consistent copy of the database, taken while serve writes to it",
+    )
+    backup.add_argument("--to", required=True, help="the copy's file (must not exist)")
+    backup.set_defaults(run=_backup)
+    restore = commands.add_parser(
+        "restore",
+        parents=[db],
+        help="put a backup back as the database (serve must be stopped)",
+        description="Checks the backup, then copies it into --db. Refused while a kiosk-host "
+        "serve uses --db; an existing --db is replaced only with --force.",
+    )
+    restore.add_argument("--from", dest="source", required=True, help="the backup's file")
+    restore.add_argument("--force", action="store_true", help="replace an existing --db")
+    restore.set_defaults(run=_restore)
+    check = commands.add_parser(
+        "check", parents=[db], help="SQLite's full integrity check of the database"
+    )
+    check.set_defaults(run=_check)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument mistake as one line, as every other mistake (usage stays in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kiosk-host", description=__doc__)
+    parser: argparse.ArgumentParser = _Parser(prog="kiosk-host", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     validate = commands.add_parser(
@@ -450,10 +563,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve = commands.add_parser("serve", parents=[db], help="ingest the kiosks' stream")
     serve.add_argument(
-        "--broker", required=True, help="mqtt://[USER:PASSWORD@]HOST:PORT, or mqtts:// with --ca"
+        "--broker", required=True, help="mqtt://[USER@]HOST:PORT, or mqtts:// with --ca"
+    )
+    serve.add_argument("--password-file", help=PASSWORD_HELP)
+    serve.add_argument(
+        "--broker-dir",
+        default="var/broker",
+        help="where provision keeps the aggregator's account (aggregator.json): its password "
+        "when neither --password-file nor $KIOSK_BROKER_PASSWORD gives one (default %(default)s)",
     )
     serve.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
-    serve.add_argument("--client-id", default="kiosk-host", help="the persistent session's id")
+    serve.add_argument(
+        "--client-id",
+        help="the persistent session's id: the account's user name (the broker binds the two), "
+        "kiosk-host for a broker without accounts",
+    )
     serve.add_argument("--stores", help="stores.toml: time zones, hours, thresholds, rosters")
     serve.add_argument(
         "--http", metavar="HOST:PORT", help="also serve the managers' dashboard (127.0.0.1:8080)"
@@ -466,12 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     dead = commands.add_parser("deadletter", parents=[db], help="messages refused, and why")
     dead.add_argument("--json", action="store_true")
-    dead.add_argument("--limit", type=int, default=100)
+    dead.add_argument("--limit", type=_positive, default=100, help="the latest N (default 100)")
     dead.set_defaults(run=_deadletter)
     devices = commands.add_parser("devices", parents=[db], help="the kiosks and their health")
     devices.add_argument("--store", type=identifier)
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(run=_devices)
+    _database_parsers(commands, db)
     _fleet_parsers(commands)
 
     cases = commands.add_parser("cases", help="recovery cases").add_subparsers(
@@ -498,8 +623,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--broker",
         default=os.environ.get("KIOSK_BROKER"),
         required="KIOSK_BROKER" not in os.environ,
-        help="mqtt://USER:PASSWORD@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
+        help="mqtt://USER@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
     )
+    confirm.add_argument("--password-file", help=PASSWORD_HELP)
     confirm.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
     confirm.set_defaults(run=_cases_confirm_on)
     recognition = commands.add_parser("recognition", parents=[store], help="the staff board")
@@ -521,7 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     ack.set_defaults(run=_alerts)
     comment = alerts.add_parser("comment", parents=[db], help="comment on an alert")
     comment.add_argument("id")
-    comment.add_argument("text")
+    comment.add_argument("text", type=_comment, help=f"1 to {COMMENT_MAX} characters")
     comment.set_defaults(run=_alerts)
     return parser
 

@@ -7,18 +7,35 @@ import signal
 import sys
 from pathlib import Path
 
-from kiosk_host.aggregator.receiver import Ingest, IngestError
-from kiosk_host.cli.common import storage, stores
+from kiosk_host.aggregator.receiver import Ingest, IngestError, IngestRefused
+from kiosk_host.cli.backup import serving
+from kiosk_host.cli.common import broker_url, storage, stores
+from kiosk_host.errors import UserError
 from kiosk_host.wire.broker_url import public_url
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Ingest until SIGINT or SIGTERM; 1 if ingest stopped on its own, with the reason."""
+    """Ingest until SIGINT or SIGTERM ("stopped", 0); 2 when ingest stopped on a cause the
+    operator can fix (a full disk), 1 on any other, each with the reason."""
+    accounts = Path(args.broker_dir) / "aggregator.json" if args.broker_dir else None
+    url = broker_url(args.broker, args.password_file, accounts)
+    # Refuses what it cannot open, a newer schema or a damaged file, and migrates, before
+    # anything starts; makes the database when there is none.
+    storage(args, create=True).close()
+    with serving(Path(args.db)):
+        return _serve(args, url)
 
-    storage(args).close()  # refuses what it cannot open, and migrates, before anything starts
-    ingest = Ingest(args.broker, Path(args.db), args.client_id, stores(args), args.ca)
+
+def _serve(args: argparse.Namespace, url: str) -> int:
+    ingest = Ingest(url, Path(args.db), args.client_id, stores(args), args.ca)
+    asked: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        asked.append(signum)
+        ingest.stopped.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: ingest.stopped.set())
+        signal.signal(sig, stop)
     web = None
     if args.http:  # bound before ingest starts: a port in use stops both, with the reason
         from kiosk_host.dashboard.auth import configured_token
@@ -30,17 +47,29 @@ def serve(args: argparse.Namespace) -> int:
         print(f"kiosk-host: dashboard on {web.url}/{mode}", file=sys.stderr)
     try:
         ingest.start()
-    except IngestError as why:
+    except IngestRefused as why:
         if web is not None:
             web.stop()
+        raise UserError(str(why)) from None
+    except IngestError as why:  # the writer process died or never opened: not the operator's
+        if web is not None:
+            web.stop()
+        ingest.stop()
         print(f"kiosk-host: {why}", file=sys.stderr)
         return 1
-    print(f"kiosk-host: serving {public_url(args.broker)} into {args.db}", file=sys.stderr)
+    except OSError as why:
+        if web is not None:
+            web.stop()
+        ingest.stop()
+        text = why.strerror or why
+        raise UserError(f"--broker {public_url(url)}: cannot connect: {text}") from None
+    print(f"kiosk-host: serving {public_url(url)} into {args.db}", file=sys.stderr)
     ingest.stopped.wait()
     if web is not None:
         web.stop()
     ingest.stop()
-    if ingest.error:
+    if ingest.error and not asked:
         print(f"kiosk-host: {ingest.error}", file=sys.stderr)
-        return 1
+        return 2 if ingest.fixable else 1
+    print("kiosk-host: stopped", file=sys.stderr)
     return 0

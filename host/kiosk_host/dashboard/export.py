@@ -41,7 +41,10 @@ def day_range(
         raise ValueError(f"from={days[0]} is after to={days[1]}")
     if (days[1] - days[0]).days >= MAX_DAYS:
         raise ValueError(f"at most {MAX_DAYS} days at once; export a longer time in parts")
-    return local_bounds(cfg, days[0], days[1])
+    try:  # the end of 9999-12-31 is past the last day Python's dates can hold
+        return local_bounds(cfg, days[0], days[1])
+    except (OverflowError, OSError) as why:
+        raise ValueError(f"from={days[0]} to={days[1]} is out of range: {why}") from None
 
 
 def _line(values: Sequence[object]) -> str:
@@ -50,11 +53,10 @@ def _line(values: Sequence[object]) -> str:
     return out.getvalue()
 
 
-def _text(value: str | None) -> str:
+def _text(value: object) -> str:
     """Free text as a spreadsheet shows it, never as a formula."""
-    if not value:
-        return ""
-    return "'" + value if value[0] in "=+-@\t\r" else value
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] and text[0] in "=+-@\t\r" else text
 
 
 def _local(cfg: StoreConfig, unix_s: int | None) -> str:
@@ -82,9 +84,11 @@ async def ratings_csv(
 
 
 def _rating_line(cfg: StoreConfig, r: RatingLine) -> str:
+    # station and staff are identifiers when stored since payloads are canonical; a row from
+    # before may hold any text, so they are neutralised as free text is
     return _line((
-        _local(cfg, r.at), r.at, r.device, r.seq, r.station, r.staff or "", r.score, r.scale,
-        int(r.score <= cfg.low_threshold), int(r.outside), int(r.time_flagged),
+        _local(cfg, r.at), r.at, r.device, r.seq, _text(r.station), _text(r.staff), r.score,
+        r.scale, int(r.score <= cfg.low_threshold), int(r.outside), int(r.time_flagged),
     ))  # fmt: skip
 
 
@@ -100,7 +104,7 @@ async def cases_csv(
     yield _line(CASE_COLUMNS)
     for c in cases:
         yield _line((
-            c.code, c.state, c.station, c.device, c.rating_seq, _local(cfg, c.opened_at),
-            _local(cfg, c.deadline), c.fixed_by or "", _local(cfg, c.fixed_at), _text(c.note),
+            c.code, c.state, _text(c.station), c.device, c.rating_seq, _local(cfg, c.opened_at),
+            _local(cfg, c.deadline), _text(c.fixed_by), _local(cfg, c.fixed_at), _text(c.note),
             c.verdict or "", _local(cfg, c.verdict_at), int(c.late_verdict), c.escalations,
         ))  # fmt: skip

@@ -46,9 +46,9 @@ LISTENER_KEYS = frozenset(
         "tls_version", "use_identity_as_username", "use_subject_as_username", "psk_hint",
     }
 )  # fmt: skip
-CARRIED_LISTENER_KEYS = frozenset(
-    {"max_connections", "max_qos", "max_topic_alias", "mount_point", "use_username_as_clientid"}
-)
+# use_username_as_clientid stays behind: it refuses clients without a user name, and the
+# demo's kiosks and aggregator connect anonymously on a loopback port nobody else reaches.
+CARRIED_LISTENER_KEYS = frozenset({"max_connections", "max_qos", "max_topic_alias", "mount_point"})
 TLS_KEYS = frozenset({"cafile", "capath", "certfile", "keyfile", "psk_hint"})
 
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host.errors import UserError
-from kiosk_host.fleet.provision import DEFAULT_DEVICES_DIR
+from kiosk_host.fleet.provision import DEFAULT_DEVICES_DIR, FLEET, is_aggregator_account
 from kiosk_host.wire import topics
 from kiosk_host.wire.broker_url import client_options, public_url
 from kiosk_host.wire.contract import Contract, Rejection
@@ -39,8 +39,27 @@ class FleetError(UserError, ValueError):
     """A fleet operation that could not be done; the message says what to fix."""
 
 
+def check_tool_account(url: str) -> None:
+    """Refuse an aggregator's account for a tool: the broker names each client after its
+    account, so the tool would take over the aggregator's session (and a clean session, as a
+    tool's is, wipes what the broker holds for the aggregator)."""
+    user = unquote(urlparse(url).username or "")
+    if is_aggregator_account(user):
+        raise FleetError(
+            f"--broker logs in as {user}, an aggregator's account: the broker would give this "
+            f"tool the aggregator's session and cut the aggregator off. Use the fleet account, "
+            f"{FLEET} (its password is in var/broker/fleet.json; `kiosk-host provision --fleet` "
+            f"makes it)"
+        )
+
+
 class Broker:
-    """A short connection to the broker for one fleet command; close it (or use `with`)."""
+    """A short connection to the broker for one fleet command; close it (or use `with`).
+
+    The broker allows one connection per account: a second tool on the same account, at the
+    same time, cuts this one off. It does not reconnect then (two tools would cut each other
+    off in turn): what it was doing fails with that reason, and the command can be run again
+    (a config push and a command are idempotent: the same retained config, a command's id)."""
 
     def __init__(self, url: str, ca: str | None = None, timeout: float = TIMEOUT_S) -> None:
         parts = urlparse(url)
@@ -49,16 +68,26 @@ class Broker:
                 f"--broker {public_url(url)!r} is not a broker address: use "
                 f"mqtt://USER:PASSWORD@HOST:PORT (or mqtts:// with --ca)"
             )
+        check_tool_account(url)
         self.url = public_url(url)
         self.timeout = timeout
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"kiosk-host-{uuid.uuid4()}")
+        # The id counts only on a broker without accounts; with accounts, the broker names the
+        # client after its account.
+        c = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{FLEET}-{uuid.uuid4()}",
+            reconnect_on_failure=False,
+        )
         host, port = client_options(c, url, ca)
         self._answered = threading.Event()
         self._refused: str | None = None
         self._lock = threading.Lock()
         self._retained: dict[str, bytes] = {}
         self._subacks: set[int] = set()
+        self._closing = False
+        self._lost: str | None = None  # why the broker closed the connection, if it did
         c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         self.client = c
@@ -85,6 +114,19 @@ class Broker:
             client.disconnect()
         self._answered.set()
 
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:  # fmt: skip
+        if not self._closing and self._answered.is_set() and self._refused is None:
+            self._lost = str(rc)
+
+    def _check_connected(self) -> None:
+        if self._lost is not None:
+            raise FleetError(
+                f"the broker at {self.url} closed the connection ({self._lost}): another client "
+                f"logged in with the same account, as a second fleet command at the same time "
+                f"does (one connection per account); run them one after the other"
+            )
+
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         if msg.retain:
             with self._lock:
@@ -107,6 +149,7 @@ class Broker:
                 if barrier in self._subacks:
                     found = {t: p for t, p in self._retained.items() if p}
                     break
+            self._check_connected()
             if time.monotonic() > deadline:
                 raise FleetError(f"the broker at {self.url} did not answer a subscription")
             time.sleep(0.005)
@@ -116,14 +159,21 @@ class Broker:
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        try:
-            info.wait_for_publish(self.timeout)
-        except (RuntimeError, ValueError) as why:
-            raise FleetError(f"could not publish to {self.url}: {why}") from None
-        if not info.is_published():
-            raise FleetError(f"the broker at {self.url} did not acknowledge {topic}")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                if info.is_published():
+                    return
+                info.wait_for_publish(0.05)
+            except (RuntimeError, ValueError) as why:  # not sent: not connected, queue full
+                self._check_connected()
+                raise FleetError(f"could not publish to {self.url}: {why}") from None
+            self._check_connected()  # cut off: no acknowledgement is coming
+            if time.monotonic() > deadline:
+                raise FleetError(f"the broker at {self.url} did not acknowledge {topic}")
 
     def close(self) -> None:
+        self._closing = True
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from kiosk_host.fleet.commands import check_tool_account
 from kiosk_host.fleet.deploy_errors import DeployError, FlashFull
 from kiosk_host.fleet.device_scripts import FLAG
 from kiosk_host.fleet.firmware_image import (
@@ -116,6 +117,7 @@ def _broker(opts: Options, prov: Provisioned) -> tuple[str, str | None]:
                 f"--broker {public_url(url)!r} is not a broker address: use "
                 "mqtt://USER:PASSWORD@HOST:PORT (or mqtts://)"
             )
+        check_tool_account(url)  # the status watch must not take the aggregator's session
     else:
         host = str(ident["host"])
         host = f"[{host}]" if ":" in host else host  # an IPv6 address

@@ -5,9 +5,14 @@
 broker's password file with `mosquitto_passwd` and its lines to the ACL file, and records it
 in the fleet's register (`kiosks.json`), which keeps every kiosk's letter unique within its
 store. The broker files live in one folder (`var/broker/` by default): `passwd`, `acl`,
-`kiosks.json`, and `aggregator.json`, the aggregator's own account, made with the first
-kiosk. Passwords are random, written only to files only their owner may read, and never
-printed.
+`kiosks.json`, `aggregator.json`, the aggregator's own account, and `fleet.json`, the fleet
+tools' account, both made with the first kiosk. Passwords are random, written only to files
+only their owner may read, and never printed.
+
+The broker binds each client id to its account (`use_username_as_clientid`), so an account is
+one connection, one session: a kiosk's is `<store>/<device>` (its client id too), each
+aggregator has its own (`kiosk-host`, and `kiosk-host-<name>` for more), and the fleet tools
+have theirs (`kiosk-fleet`), never the aggregator's, whose session they would take over.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ SHIPPED_ACL = BROKER_SETTINGS / "acl"
 DEFAULT_BROKER_DIR = Path("var/broker")
 DEFAULT_DEVICES_DIR = Path("var/devices")
 AGGREGATOR = "kiosk-host"  # the aggregator's user name, as the shipped ACL names it
+FLEET = "kiosk-fleet"  # the fleet tools' user name, as the shipped ACL names it
 # Kiosk letters, as the firmware's wire.KIOSK_LETTERS: capitals without I, L and O.
 LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
 CA_FILE = "ca.pem"  # the name the CA certificate has beside identity.json, on the kiosk too
@@ -108,6 +114,7 @@ class Provisioned:
     broker_dir: Path
     aggregator: Aggregator
     config: dict[str, Any] = field(repr=False)
+    fleet: Aggregator | None = None  # the fleet tools' account
 
     def lines(self) -> list[str]:
         """What was done, for a person: no secret in it."""
@@ -122,6 +129,8 @@ class Provisioned:
         ]
         if self.aggregator.created:
             out.append(aggregator_line(self.aggregator))
+        if self.fleet is not None and self.fleet.created:
+            out.append(aggregator_line(self.fleet))
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -140,6 +149,13 @@ class Provisioned:
                 "user": self.aggregator.user,
                 "credentials": str(self.aggregator.credentials),
                 "created": self.aggregator.created,
+            },
+            "fleet": None
+            if self.fleet is None
+            else {
+                "user": self.fleet.user,
+                "credentials": str(self.fleet.credentials),
+                "created": self.fleet.created,
             },
         }
 
@@ -409,31 +425,89 @@ def _new_password() -> str:
     return secrets.token_urlsafe(PASSWORD_BYTES)
 
 
-def _ensure_aggregator(broker_dir: Path) -> Aggregator:
-    credentials = broker_dir / "aggregator.json"
+def aggregator_account(name: str | None = None) -> str:
+    """The account of an aggregator: `kiosk-host`, or `kiosk-host-<name>` for another one. It
+    is the aggregator's client id and the `host` of its status, so it is an identifier."""
+    if name is None:
+        return AGGREGATOR
+    check_identifier("--name", name)
+    return check_identifier("--name (with kiosk-host- before it)", f"{AGGREGATOR}-{name}")
+
+
+def is_aggregator_account(user: str) -> bool:
+    """Whether `user` names an aggregator's account: a tool logged in with it would be given
+    the aggregator's client id, and take over (and, on a clean session, wipe) its session."""
+    return user == AGGREGATOR or user.startswith(AGGREGATOR + "-")
+
+
+def credentials_file(broker_dir: Path, user: str) -> Path:
+    """Where provisioning keeps the password of a host account (not a kiosk's)."""
+    if user == AGGREGATOR:
+        return broker_dir / "aggregator.json"
+    if user == FLEET:
+        return broker_dir / "fleet.json"
+    return broker_dir / f"aggregator-{user.removeprefix(AGGREGATOR + '-')}.json"
+
+
+def _host_acl(user: str) -> str:
+    """The ACL lines of a host account missing from the ACL file: another aggregator, or the
+    fleet's in a file written before the shipped ACL named it (the shipped lines, copied)."""
+    if user == FLEET:
+        shipped = SHIPPED_ACL.read_text().split(f"\nuser {FLEET}\n", 1)[1].split("\n\n", 1)[0]
+        return f"\n# the fleet tools, added by `kiosk-host provision`\nuser {FLEET}\n{shipped}\n"
+    return (
+        "\n# another aggregator, added by `kiosk-host provision --aggregator`\n"
+        f"user {user}\ntopic readwrite kiosk/#\ntopic read $SYS/#\n"
+    )
+
+
+def _ensure_account(broker_dir: Path, user: str) -> Aggregator:
+    """A host account (an aggregator's, the fleet's): made, with its credentials file and its
+    ACL lines, if missing."""
+    credentials = credentials_file(broker_dir, user)
     passwd = broker_dir / "passwd"
-    if AGGREGATOR in password_users(passwd):
-        return Aggregator(AGGREGATOR, credentials, False)
-    password = _new_password()
-    add_password(passwd, AGGREGATOR, password)
-    _write(credentials, json.dumps({"user": AGGREGATOR, "password": password}) + "\n", 0o600)
     acl = broker_dir / "acl"
-    if not acl.exists():
-        _write(acl, acl_head())
-    return Aggregator(AGGREGATOR, credentials, True)
+    if user in password_users(passwd):
+        return Aggregator(user, credentials, False)
+    password = _new_password()
+    add_password(passwd, user, password)
+    _write(credentials, json.dumps({"user": user, "password": password}) + "\n", 0o600)
+    text = acl.read_text() if acl.exists() else acl_head()
+    if user not in acl_users(acl) and f"\nuser {user}\n" not in text:
+        text += _host_acl(user)
+    if not acl.exists() or text != acl.read_text():
+        _write(acl, text)
+    return Aggregator(user, credentials, True)
 
 
-def ensure_aggregator(broker_dir: Path = DEFAULT_BROKER_DIR) -> Aggregator:
-    """The aggregator's account (`kiosk-host`): made, with its credentials file, if missing."""
+def _ensure_aggregator(broker_dir: Path, name: str | None = None) -> Aggregator:
+    return _ensure_account(broker_dir, aggregator_account(name))
+
+
+def ensure_aggregator(broker_dir: Path = DEFAULT_BROKER_DIR, name: str | None = None) -> Aggregator:
+    """An aggregator's account (`kiosk-host`, or `kiosk-host-<name>`): made, with its
+    credentials file, if missing."""
+    account = aggregator_account(name)
     with _locked(broker_dir):
-        return _ensure_aggregator(broker_dir)
+        return _ensure_account(broker_dir, account)
+
+
+def ensure_fleet(broker_dir: Path = DEFAULT_BROKER_DIR) -> Aggregator:
+    """The fleet tools' account (`kiosk-fleet`): made, with its credentials file, if missing."""
+    with _locked(broker_dir):
+        return _ensure_account(broker_dir, FLEET)
 
 
 def aggregator_line(a: Aggregator) -> str:
     made = "made" if a.created else "already there"
+    if a.user == FLEET:
+        return (
+            f"fleet account {a.user} {made}: its password is in {a.credentials}; give config "
+            f"push, identify, reboot and deploy --broker mqtt://{a.user}@HOST:PORT"
+        )
     return (
         f"aggregator account {a.user} {made}: its password is in {a.credentials}; serve with "
-        f"--broker mqtt://{a.user}:PASSWORD@HOST:PORT"
+        f"--broker mqtt://{a.user}@HOST:PORT (its client id is {a.user})"
     )
 
 
@@ -484,6 +558,7 @@ def provision(req: Request) -> Provisioned:
         if isinstance(checked, Rejection):  # the defaults are the product's: never expected
             raise ProvisionError(f"the default config does not fit the contract: {checked}")
         aggregator = _ensure_aggregator(req.broker_dir)
+        fleet = _ensure_account(req.broker_dir, FLEET)
         password = _new_password()
         identity: dict[str, Any] = {
             "store": store,
@@ -529,7 +604,7 @@ def provision(req: Request) -> Provisioned:
             raise
     return Provisioned(
         store, device, letter, board, user, broker, out,
-        sorted(p.name for p in written), req.broker_dir, aggregator, config,
+        sorted(p.name for p in written), req.broker_dir, aggregator, config, fleet,
     )  # fmt: skip
 
 

@@ -39,7 +39,9 @@ WAITING: Final[tuple[State, ...]] = ("open", "fixed")  # on the store's case lis
 IN_TIME: Final[tuple[State, ...]] = ("wow", "recovered")  # "recovered in time"
 Outcome = Literal["wow", "fixed", "not_fixed"]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
-AlertType = Literal["case_opened", "deadline_near", "breached", "negative_surge", "praise"]
+AlertType = Literal[
+    "case_opened", "deadline_near", "breached", "negative_surge", "praise", "seq_regression"
+]
 Severity = Literal["info", "warning", "critical"]
 
 EARLIEST_PLAUSIBLE: Final = 1_577_836_800  # 2020-01-01T00:00:00Z: an unsynced clock is earlier

@@ -7,16 +7,20 @@ identified by (store, device, seq), so a redelivery or an outbox replay is store
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from kiosk_host.errors import UserError
 from kiosk_host.rules.recovery import Alert, Case
+from kiosk_host.wire import topics
+from kiosk_host.wire.identifiers import identifier_pattern
 
 # Each migration runs once, in order, in its own transaction; the version is kept in the
 # database so that a newer host upgrades an older file at start.
@@ -100,7 +104,18 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE devices ADD COLUMN since INTEGER;  -- when the kiosk's current state began
     UPDATE devices SET since = status_at;
     """,
+    """
+    CREATE TABLE marks (
+        store TEXT NOT NULL,
+        device TEXT NOT NULL,
+        seq INTEGER NOT NULL,  -- every event of the kiosk with a seq up to this one is stored
+        PRIMARY KEY (store, device)
+    ) WITHOUT ROWID;
+    """,
 )
+# The kiosk-host release that introduced each schema version: a file of a newer schema is
+# refused (old code would write it wrongly), naming the release it needs.
+SCHEMA_RELEASES: dict[int, str] = {1: "0.1.0", 2: "0.1.0", 3: "0.1.0", 4: "0.1.0", 5: "0.1.0"}
 DEAD_LETTER_BYTES = 2048
 _INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (store, device, seq, kind, at, device_ts, arrived,"
@@ -108,8 +123,22 @@ _INSERT_EVENT = (
 )
 
 
-def _event_values(e: EventRow) -> tuple[Any, ...]:
+RULE_REGRESSION = "regression"
+
+
+def _regression(e: EventRow) -> DeadLetter:
+    """A dead letter that keeps an event whose seq the host already holds with other content."""
+    topic = topics.topic("event", store=e.store, device=e.device)
+    reason = (
+        f"seq {e.seq} of {e.store}/{e.device} is stored with other content:"
+        " the kiosk's count went back; kept here"
+    )
     raw = e.raw or json.dumps(e.payload, separators=(",", ":"))
+    return DeadLetter(topic, raw.encode(), RULE_REGRESSION, "/seq", reason, e.arrived)
+
+
+def _event_values(e: EventRow) -> tuple[Any, ...]:
+    raw = e.raw or json.dumps(e.payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
     score = e.payload.get("score") if e.kind == "rating" else None
     return (e.store, e.device, e.seq, e.kind, e.at, e.device_ts, e.arrived, int(e.time_flagged),
             raw, score, int(e.outside))  # fmt: skip
@@ -132,7 +161,7 @@ class EventRow:
     arrived: int
     time_flagged: bool
     payload: dict[str, Any]
-    raw: str = ""  # the payload as received, stored as it is when given
+    raw: str = ""  # the payload's canonical text (contract.canonical), stored as it is
     outside: bool = False  # pressed outside the store's opening hours: kept, not counted
 
 
@@ -175,35 +204,128 @@ class Stored:
     events: int  # new events stored
     duplicates: int  # events already there (redelivered or replayed)
     dead_letters: int
+    # (store, device) -> its high-water mark, for every kiosk with an event in the batch
+    marks: dict[tuple[str, str], int] = field(default_factory=dict)
+    regressions: int = 0  # events whose (store, device, seq) is stored with other content
 
 
 class StorageError(UserError, ValueError):
     """A database that cannot be opened as asked; the message says which and why."""
 
 
-class Storage:
-    """SQLite storage; open with `Storage.open(path or sqlite:/// URL)`."""
+class DamagedDatabase(StorageError):
+    """A database file that fails SQLite's own check: restore a backup rather than serve it."""
 
-    def __init__(self, path: Path) -> None:
+
+def write_failure(path: Path, why: BaseException) -> str | None:
+    """What an operator must fix when a write to the database failed for a reason of the
+    machine's (a full disk, a read-only file or file system), else None."""
+    text = str(why).lower()
+    if "disk is full" in text or getattr(why, "errno", None) == errno.ENOSPC:
+        return f"--db {path}: the disk is full: free space, then start again"
+    read_only = "readonly" in text or "read-only" in text
+    if read_only or getattr(why, "errno", None) == errno.EROFS or _read_only_fs(path):
+        return f"--db {path}: the database is read-only (the file or its file system): " + (
+            "kiosk-host writes to it and beside it (its WAL); make it writable, or give a "
+            "writable --db"
+        )
+    return None
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+class Storage:
+    """SQLite storage; open with `Storage.open(path or sqlite:/// URL)`.
+
+    `create=False` refuses a database that does not exist instead of making an empty one (a
+    mistyped path would otherwise read as "no data"); `check=True` runs SQLite's quick_check
+    and refuses a damaged file."""
+
+    def __init__(self, path: Path, create: bool = True, check: bool = False) -> None:
         self.path = path
+        # Each kiosk's high-water mark as committed; this process is the only one writing
+        # events, so the table is read once per kiosk.
+        self._marks: dict[tuple[str, str], int] = {}
+        self._tops: dict[tuple[str, str], int] = {}  # the highest seq stored, as committed
+        memory = str(path) in (":memory:", "")
+        if not memory and not path.parent.is_dir():
+            raise StorageError(f"--db {path}: the folder {path.parent} does not exist")
+        if not memory and path.is_dir():
+            raise StorageError(f"--db {path}: is a folder, not a database file")
+        if not memory and not create and not path.exists():
+            raise StorageError(
+                f"--db {path}: no such database (`kiosk-host serve` creates one, "
+                "`kiosk-host restore` puts a backup back)"
+            )
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA busy_timeout=5000")
+            self._refuse_newer()
+            if check:
+                self.check()
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
-            self.db.execute("PRAGMA busy_timeout=5000")
             self.migrate()
-        except sqlite3.Error as why:  # a folder, a file that is no database, no permission
-            raise StorageError(f"--db {path}: cannot be used as the database: {why}") from None
+        except sqlite3.Error as why:  # a file that is no database, no permission, a full disk
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            said = write_failure(path, why)
+            raise StorageError(
+                said or f"--db {path}: cannot be used as the database: {why}"
+            ) from None
+        except StorageError:
+            self.db.close()
+            raise
 
     @classmethod
-    def open(cls, where: str) -> Storage:
+    def open(cls, where: str, create: bool = True, check: bool = False) -> Storage:
         if where.startswith(("postgresql:", "postgres:")):
             raise StorageError(f"{where}: PostgreSQL storage is not available yet; use a file path")
-        return cls(Path(where.removeprefix("sqlite:///")))
+        return cls(Path(where.removeprefix("sqlite:///")), create, check)
 
     def version(self) -> int:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
         return version
+
+    def _refuse_newer(self) -> None:
+        found, known = self.version(), len(MIGRATIONS)
+        if found <= known:
+            return
+        needs = SCHEMA_RELEASES.get(found)
+        release = f"kiosk-host {needs} or later" if needs else "a kiosk-host newer than this one"
+        raise StorageError(
+            f"--db {self.path}: schema version {found} is newer than this kiosk-host "
+            f"({known}): it needs {release}; this one would write it wrongly"
+        )
+
+    def check(self) -> None:
+        """SQLite's quick_check of every page and index; DamagedDatabase, saying how to
+        restore, when it fails."""
+        try:
+            rows = [r[0] for r in self.db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.DatabaseError as why:
+            rows = [str(why)]
+        if rows != ["ok"]:
+            first = " ".join(rows[0].split())[:160]  # SQLite's report spans lines: one here
+            raise DamagedDatabase(
+                f"--db {self.path}: the database is damaged ({first}); restore a backup:"
+                f" kiosk-host restore --from BACKUP --db {self.path}"
+            )
+
+    def backup(self, to: Path) -> None:
+        """A consistent copy of the database as of one moment, taken while others write
+        (SQLite's online backup, a few pages at a time)."""
+        target = sqlite3.connect(to)
+        try:
+            self.db.backup(target, pages=1024)
+            target.execute("PRAGMA journal_mode=DELETE")  # one file, to copy or keep anywhere
+        finally:
+            target.close()
 
     def migrate(self) -> None:
         for number, script in enumerate(MIGRATIONS, start=1):
@@ -217,7 +339,7 @@ class Storage:
                 self.db.execute(f"PRAGMA user_version = {number}")
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                _rollback(self.db)
                 raise
 
     def write_batch(
@@ -226,25 +348,37 @@ class Storage:
         dead: Iterable[DeadLetter] = (),
         devices: Iterable[DeviceStatus] = (),
         apply: Callable[[Storage, EventRow], list[DeadLetter]] | None = None,
+        regressed: Callable[[Storage, list[EventRow]], None] | None = None,
     ) -> Stored:
         """Store one batch in one transaction; returns what was new. `apply` is called, in the
         same transaction, for every new event other than a rating (the recovery cases), and
-        may return dead letters (a verdict for an unknown case)."""
+        may return dead letters (a verdict for an unknown case). An event whose key is stored
+        with other content is no duplicate but a kiosk whose seq went back: it is kept as a
+        dead letter (rule `regression`, payload whole) and `regressed` is called with them,
+        in the same transaction, to raise the alert."""
         letters = 0
         db = self.db
         events = list(events)
+        batch = events
         dead = list(dead)
+        devices = list(devices)
         db.execute("BEGIN IMMEDIATE")
         try:
+            others = 0
             if apply is not None:
                 for e in [e for e in events if e.kind != "rating"]:
                     if self._insert_event(e):
+                        others += 1
                         dead += apply(self, e)
                 events = [e for e in events if e.kind == "rating"]
             cur = db.executemany(_INSERT_EVENT, [_event_values(e) for e in events])
-            rows = events
-            new = max(cur.rowcount, 0)
-            dup = len(rows) - new
+            new = max(cur.rowcount, 0) + others
+            late = self._regressions(batch) if new < len(batch) else []
+            dup = len(batch) - new - len(late)
+            dead += [_regression(e) for e in late]
+            if late and regressed is not None:
+                regressed(self, late)
+            marks, tops = self._advance_marks(batch, devices)
             for d in dead:
                 db.execute(
                     "INSERT INTO dead_letters (topic, payload, size, rule, field, reason,"
@@ -257,12 +391,101 @@ class Storage:
                 self._device(s)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
-        return Stored(new, dup, letters)
+        self._marks.update(marks)  # only once committed: a rolled-back batch moved nothing
+        self._tops.update(tops)
+        return Stored(new, dup, letters, marks, len(late))
 
     def _insert_event(self, e: EventRow) -> bool:
         return self.db.execute(_INSERT_EVENT, _event_values(e)).rowcount > 0
+
+    def _regressions(self, events: list[EventRow]) -> list[EventRow]:
+        """The events whose key is stored with other content (compared as JSON, so a stored
+        payload in another text form of the same content is a duplicate)."""
+        out = []
+        for e in events:
+            row = self.db.execute(
+                "SELECT payload FROM events WHERE store = ? AND device = ? AND seq = ?",
+                (e.store, e.device, e.seq),
+            ).fetchone()
+            if row is not None and json.loads(row[0]) != e.payload:
+                out.append(e)
+        return out
+
+    MARK_STEP = 512  # stored seqs read at a time while a mark moves past events stored early
+
+    def _advance_marks(
+        self, events: list[EventRow], devices: Iterable[DeviceStatus] = ()
+    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Each kiosk's high-water mark moved past what is now stored (the highest seq below
+        which every one of its events is stored), and its highest seq stored. Events that
+        came early (above a gap) are found by the index once the gap fills, so the mark is
+        right whatever the order of arrival; the index is read only when such events exist,
+        so a batch in order costs no query, and one statement writes the marks that moved.
+        A kiosk's status may say the oldest seq it keeps (`kept_from`): what it let go before
+        that will not come from it again, so the mark passes it rather than stop at a gap."""
+        seqs: dict[tuple[str, str], list[int]] = {}
+        floors: dict[tuple[str, str], int] = {}
+        for e in events:
+            seqs.setdefault((e.store, e.device), []).append(e.seq)
+        for d in devices:
+            kept = None if d.telemetry else d.payload.get("kept_from")
+            if isinstance(kept, int) and kept > 1:
+                key = (d.store, d.device)
+                floors[key] = max(floors.get(key, 0), kept - 1)
+                seqs.setdefault(key, [])
+        marks: dict[tuple[str, str], int] = {}
+        tops: dict[tuple[str, str], int] = {}
+        moved = []
+        for key, mine in seqs.items():
+            start = mark = self.mark(*key)
+            mark = max(mark, floors.get(key, 0))
+            top = self._top(key)
+            for s in sorted(mine):  # all stored now: new, duplicates and regressions alike
+                if s == mark + 1:
+                    mark = s
+            while top > mark:  # stored earlier above a gap: does the gap close now?
+                rows = self.db.execute(
+                    "SELECT seq FROM events WHERE store = ? AND device = ? AND seq > ?"
+                    " ORDER BY seq LIMIT ?",
+                    (*key, mark, self.MARK_STEP),
+                ).fetchall()
+                before = mark
+                for (s,) in rows:
+                    if s != mark + 1:
+                        break
+                    mark = s
+                if len(rows) < self.MARK_STEP or mark - before < len(rows):
+                    break
+            if mark != start:
+                moved.append((*key, mark))
+            marks[key] = mark
+            tops[key] = max([top, *mine])
+        self.db.executemany(
+            "INSERT INTO marks (store, device, seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (store, device) DO UPDATE SET seq = excluded.seq",
+            moved,
+        )
+        return marks, tops
+
+    def _top(self, key: tuple[str, str]) -> int:
+        if key not in self._tops:
+            row = self.db.execute(
+                "SELECT max(seq) FROM events WHERE store = ? AND device = ?", key
+            ).fetchone()
+            self._tops[key] = int(row[0]) if row and row[0] is not None else 0
+        return self._tops[key]
+
+    def mark(self, store: str, device: str) -> int:
+        """The kiosk's high-water mark: every event of it with a seq up to this is stored."""
+        key = (store, device)
+        if key not in self._marks:
+            row = self.db.execute(
+                "SELECT seq FROM marks WHERE store = ? AND device = ?", key
+            ).fetchone()
+            self._marks[key] = int(row[0]) if row else 0
+        return self._marks[key]
 
     def transaction(self) -> _Transaction:
         """`with storage.transaction():` one transaction, committed when the block ends."""
@@ -335,7 +558,7 @@ class Storage:
 
     def unpublished_alerts(self) -> list[tuple[str, str, bytes]]:
         rows = self.db.execute(
-            "SELECT id, store, payload FROM alerts WHERE published = 0 ORDER BY at"
+            "SELECT id, store, payload FROM alerts WHERE published = 0 ORDER BY at, rowid"
         )
         return [(i, s, p.encode()) for i, s, p in rows]
 
@@ -378,7 +601,7 @@ class Storage:
         rows = self.db.execute(
             "SELECT device, seq, kind, at, device_ts, arrived, time_flagged, payload, outside"
             " FROM events WHERE store = ? AND kind IN ('rating', 'staff_signin', 'staff_signout')"
-            " AND at >= ? AND at < ? ORDER BY at",
+            " AND at >= ? AND at < ? ORDER BY at, arrived, device, seq",
             (store, since, until),
         )
         return [
@@ -397,7 +620,16 @@ class Storage:
             " WHERE store = ? AND kind = 'rating' AND at >= ? AND at < ?",
             (store, since, until),
         )
-        return rows.fetchall()
+        # Rows stored before payloads were canonical may hold what the contract never let
+        # through (a staff that is a number, a formula as the station): such a staff reads as
+        # no one, such a station as "?", rather than break the board or reach its view.
+        ok = identifier_pattern().fullmatch
+        return [
+            (at, score, staff if isinstance(staff, str) and ok(staff) else None,
+             station if isinstance(station, str) and ok(station) else "?", scale)
+            for at, score, staff, station, scale in rows
+            if isinstance(score, int) and isinstance(scale, int)
+        ]  # fmt: skip
 
     def recovered_between(self, store: str, since: int, until: int) -> list[Case]:
         """The store's recovered cases (wow or recovered) whose verdict fell in [since, until)."""
@@ -422,11 +654,22 @@ class Storage:
         ).fetchone()
         return None if row[0] is None else int(row[0])
 
+    def last_kiosk_alert_at(self, store: str, device: str, type_: str) -> int | None:
+        """When the kiosk's last alert of this type was raised, or None."""
+        row = self.db.execute(
+            "SELECT max(at) FROM alerts WHERE store = ? AND json_extract(payload, '$.type') = ?"
+            " AND json_extract(payload, '$.device') = ?",
+            (store, type_, device),
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def last_scores(self, store: str, n: int) -> list[tuple[int, int]]:
-        """The store's last `n` ratings inside opening hours as (time, score), oldest first."""
+        """The store's last `n` ratings inside opening hours as (time, score), oldest first.
+        Ratings of one second come in the order they were given: by arrival, then by each
+        kiosk's own count (an outbox replay arrives in one second), never by score."""
         rows = self.db.execute(
             "SELECT at, score FROM events WHERE kind = 'rating' AND store = ? AND outside = 0"
-            " ORDER BY at DESC LIMIT ?",
+            " ORDER BY at DESC, arrived DESC, seq DESC, device DESC LIMIT ?",
             (store, n),
         ).fetchall()
         return [(int(a), int(sc)) for a, sc in reversed(rows)]
@@ -434,7 +677,7 @@ class Storage:
     def alerts(self, store: str, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT payload, acked_by, comment FROM alerts WHERE store = ?"
-            " ORDER BY at DESC LIMIT ?",
+            " ORDER BY at DESC, rowid DESC LIMIT ?",
             (store, limit),
         )
         return [{**json.loads(p), "acked_by": a, "comment": c} for p, a, c in rows]
@@ -609,4 +852,14 @@ class _Transaction:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is None:
+            self.db.execute("COMMIT")
+        else:
+            _rollback(self.db)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back what is open. A failed COMMIT (a full disk) has rolled back already: a second
+    ROLLBACK would raise and hide the cause."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")

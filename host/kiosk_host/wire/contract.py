@@ -28,6 +28,7 @@ RULE_JSON = "json"
 RULE_OBJECT = "object"
 RULE_KIND = "kind"
 RULE_IDENTITY = "identity"
+RULE_DUPLICATE = "duplicate"  # a key twice in one object: readers disagree on which counts
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,21 @@ class Message:
     shape: str  # the AsyncAPI message name, e.g. "rating"
     params: Mapping[str, str]  # the topic's parameters, e.g. {"store": ..., "device": ...}
     payload: dict[str, Any]
+    text: str = ""  # canonical(payload), written once by validate()
+
+    def canonical(self) -> str:
+        """The payload as the host stores it: the validated object written out again, so that
+        nothing downstream can read a value (a second key, a spelling) the rules never saw."""
+        return self.text or canonical(self.payload)
+
+
+# One encoder for every message: json.dumps with options builds a new one at each call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def canonical(payload: dict[str, Any]) -> str:
+    """One spelling of a JSON object: compact, keys sorted, UTF-8 text as it is."""
+    return _ENCODER.encode(payload)
 
 
 @dataclass(frozen=True)
@@ -145,10 +161,17 @@ class Contract:
             )
         try:
             data = _DECODER.decode(payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except _DuplicateKey as exc:
+            return Rejection(RULE_DUPLICATE, exc.field, str(exc))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             return Rejection(RULE_JSON, "", f"not UTF-8 JSON: {exc}")
         if not isinstance(data, dict):
             return Rejection(RULE_OBJECT, "", f"a JSON {type(data).__name__}, not an object")
+        text = canonical(data)
+        try:  # an escaped lone surrogate ("\\ud800") decodes, but is no text to store
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return Rejection(RULE_JSON, "", f"not UTF-8 text: {exc.reason}")
         shape = self._shape(channel, data)
         if isinstance(shape, Rejection):
             return shape
@@ -165,7 +188,7 @@ class Contract:
                     f"/{param}",
                     f"{data[param]!r} differs from {value!r} in the topic",
                 )
-        return Message(channel.key, shape.name, params, data)
+        return Message(channel.key, shape.name, params, data, text)
 
     def _route(self, topic: str) -> tuple[_Channel, dict[str, str]] | Rejection:
         found = self._routes.get(topic)
@@ -211,7 +234,37 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # NaN and Infinity are not JSON
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key!r} appears twice in one object")
+        self.field = _pointer([key])
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose every key is given once. Python keeps the last of two, SQLite's
+    json_extract the first: a payload with both would be checked on one and read on the
+    other."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _number(text: str) -> float | int:
+    """A JSON number with a fraction or exponent: finite (1e400 is no float), and a whole
+    number (4.0, 4e0) read as the integer it is, so the stored spelling is one."""
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is out of a double's range")
+    return int(value) if value.is_integer() and abs(value) <= 2**53 else value
+
+
+# NaN and Infinity are not JSON, nor is a key twice in one object
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, object_pairs_hook=_unique_object, parse_float=_number
+)
 
 
 def _pointer(parts: list[str | int]) -> str:
