@@ -101,8 +101,9 @@ test: setup lint typecheck build
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 # The tier a developer runs while working: what `make test` runs but the tests marked slow
-# (load and soak) or browser (Chromium), which `make test` and CI run. Timed as a whole.
-CHECK_MARKERS := not slow and not browser
+# (load and soak), browser (Chromium) or e2e (several processes end to end), which `make test`
+# and CI run. Timed as a whole.
+CHECK_MARKERS := not slow and not browser and not e2e
 check: setup
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint typecheck build \

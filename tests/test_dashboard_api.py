@@ -232,6 +232,7 @@ SUMMARY_FIGURES = ("counts", "ratings", "breakdowns", "satisfaction", "outside_h
                    "open_cases", "overdue_cases", "recovered_in_time")  # fmt: skip
 
 
+@pytest.mark.e2e  # about 60 runs of the kiosk-host command beside the dashboard
 def test_every_number_equals_the_clis_json_output(dashboard: Dashboard) -> None:
     overview = dashboard.get("/api/stores")
     # every store of stores.toml and every store with data, by name

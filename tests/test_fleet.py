@@ -28,6 +28,8 @@ from tests.fleet_rig import (
 )
 from tests.virtual_kiosks import VirtualKiosk, wait_until
 
+pytestmark = pytest.mark.e2e  # separate processes end to end: make test runs these
+
 STORE = "fleet"
 
 

@@ -7,10 +7,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kiosk_host.aggregator.receiver import Ingest
 from kiosk_host.wire.contract import Contract, Message
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import KIOSK_HOST, VirtualKiosk, Watcher, wait_until
+
+pytestmark = pytest.mark.e2e  # separate processes end to end: make test runs these
 
 
 def cli(*args: str) -> Any:

@@ -17,6 +17,8 @@ from kiosk_host.wire.contract import Contract, Message
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import VirtualKiosk, Watcher, first_seen, wait_until
 
+pytestmark = pytest.mark.e2e  # separate processes end to end: make test runs these
+
 CONFIG = {
     "v": 1, "prompt": "How was your visit?", "language": "en", "scale": 4, "low_threshold": 2,
     "response_interval_s": 0, "follow_up_timeout_s": 20, "code_display_s": 5,

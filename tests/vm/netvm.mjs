@@ -2,8 +2,8 @@
 // (as `kioskhost`, what host/kiosk_host/sim/hardware/hostnet.py calls), for firmware tests
 // that talk to real peers. Request and reply as in mpvm.mjs; the program's output is also
 // streamed, line by line, on standard error, so that a test can follow it while it runs.
-import net from "node:net";
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
+import { hostSockets } from "./sockets.mjs";
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);
@@ -21,82 +21,8 @@ const mp = await loadMicroPython({
 });
 
 // The same calls as serial_kiosk.mjs's Wi-Fi: connect, recv, send and sclose on host sockets.
-const socks = new Map();
-let next = 1;
-mp.registerJsModule("kioskhost", {
-  connect: (host, port) =>
-    new Promise((resolve, reject) => {
-      const s = net.connect({ host, port });
-      const id = next++;
-      const st = { s, data: [], ended: false, error: null, waiter: null };
-      const wake = () => {
-        if (st.waiter !== null) {
-          const w = st.waiter;
-          st.waiter = null;
-          w();
-        }
-      };
-      s.setNoDelay(true);
-      s.once("connect", () => {
-        socks.set(id, st);
-        resolve(id);
-      });
-      s.on("data", (c) => {
-        st.data.push(c);
-        wake();
-      });
-      s.on("end", () => {
-        st.ended = true;
-        wake();
-      });
-      s.on("close", () => {
-        st.ended = true;
-        wake();
-      });
-      s.on("error", (e) => {
-        st.error = e;
-        if (!socks.has(id)) reject(e);
-        wake();
-      });
-    }),
-  recv: (id, n) => {
-    const st = socks.get(id);
-    return new Promise((resolve, reject) => {
-      const serve = () => {
-        if (st === undefined) {
-          resolve("");
-        } else if (st.data.length) {
-          const all = Buffer.concat(st.data);
-          const take = n < 0 ? all.length : Math.min(n, all.length);
-          st.data = take < all.length ? [all.subarray(take)] : [];
-          resolve(all.subarray(0, take).toString("hex"));
-        } else if (st.error !== null) {
-          reject(st.error); // a reset is an error, not an end
-        } else if (st.ended) {
-          resolve("");
-        } else {
-          st.waiter = serve;
-        }
-      };
-      serve();
-    });
-  },
-  send: (id, hex) => {
-    const st = socks.get(id);
-    if (st === undefined || st.ended || st.s.destroyed) return -1;
-    st.s.write(Buffer.from(hex, "hex"));
-    return 0;
-  },
-  sclose: (id) => {
-    const st = socks.get(id);
-    if (st === undefined) return 0;
-    socks.delete(id);
-    st.ended = true;
-    st.s.destroy();
-    if (st.waiter !== null) st.waiter();
-    return 0;
-  },
-});
+const sockets = hostSockets();
+mp.registerJsModule("kioskhost", sockets.calls);
 
 function mkdirs(path) {
   let dir = "";
@@ -117,7 +43,7 @@ try {
 } catch (e) {
   error = { type: e.type ?? e.constructor.name, traceback: e.message ?? String(e) };
 }
-for (const st of socks.values()) st.s.destroy();
+sockets.closeAll();
 process.stdout.write(JSON.stringify({ stdout: Buffer.from(out).toString("utf8"), error }), () =>
   process.exit(0),
 );

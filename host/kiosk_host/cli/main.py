@@ -301,7 +301,7 @@ def _deploy(args: argparse.Namespace) -> int:
         device=args.device,
         store=args.store,
         directory=Path(args.dir) if args.dir else None,
-        broker=args.broker,
+        broker=broker_url(args.broker, args.password_file) if args.broker else None,
         build=args.build,
         online_s=args.wait,
     )
@@ -333,9 +333,10 @@ def _flashing_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     deploy.add_argument(
         "--broker",
         default=os.environ.get("KIOSK_BROKER"),
-        help="where to see the kiosk's status: mqtt://USER:PASSWORD@HOST:PORT (default "
-        "$KIOSK_BROKER, else the kiosk's own broker)",
+        help="where to see the kiosk's status: mqtt://USER@HOST:PORT, an account that may "
+        "read it (default $KIOSK_BROKER, else the kiosk's own broker)",
     )
+    deploy.add_argument("--password-file", help=PASSWORD_HELP)
     deploy.add_argument("--wait", type=float, default=60.0, help="seconds to wait for online")
     deploy.add_argument("--no-build", dest="build", action="store_false",
                         help="use build/ as it is (make deploy has just built it)")  # fmt: skip

@@ -66,7 +66,8 @@ class Broker:
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise FleetError(
                 f"--broker {public_url(url)!r} is not a broker address: use "
-                f"mqtt://USER:PASSWORD@HOST:PORT (or mqtts:// with --ca)"
+                "mqtt://USER@HOST:PORT (or mqtts:// with --ca), the password in "
+                "--password-file or $KIOSK_BROKER_PASSWORD"
             )
         check_tool_account(url)
         self.url = public_url(url)

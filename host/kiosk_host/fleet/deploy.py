@@ -115,7 +115,8 @@ def _broker(opts: Options, prov: Provisioned) -> tuple[str, str | None]:
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise DeployError(
                 f"--broker {public_url(url)!r} is not a broker address: use "
-                "mqtt://USER:PASSWORD@HOST:PORT (or mqtts://)"
+                "mqtt://USER@HOST:PORT (or mqtts://), the password in --password-file or "
+                "$KIOSK_BROKER_PASSWORD"
             )
         check_tool_account(url)  # the status watch must not take the aggregator's session
     else:

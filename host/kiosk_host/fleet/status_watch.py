@@ -37,7 +37,8 @@ class StatusWatch:
             if reason.is_failure:
                 self.problem = (
                     f"the broker at {self.where} refused us ({reason}): pass --broker "
-                    "mqtt://USER:PASSWORD@HOST:PORT (or set KIOSK_BROKER) with an account "
+                    "mqtt://USER@HOST:PORT (or set KIOSK_BROKER; the password in "
+                    "--password-file or $KIOSK_BROKER_PASSWORD) with an account "
                     f"that may read {topic}"
                 )
             else:
