@@ -39,12 +39,15 @@ class Message:
     shape: str  # the AsyncAPI message name, e.g. "rating"
     params: Mapping[str, str]  # the topic's parameters, e.g. {"store": ..., "device": ...}
     payload: dict[str, Any]
-    text: str = ""  # canonical(payload), written once by validate()
 
     def canonical(self) -> str:
         """The payload as the host stores it: the validated object written out again, so that
-        nothing downstream can read a value (a second key, a spelling) the rules never saw."""
-        return self.text or canonical(self.payload)
+        nothing downstream can read a value (a second key, a spelling) the rules never saw.
+        Written once, when first asked for: validating alone does not need it."""
+        text: str | None = self.__dict__.get("_canonical")
+        if text is None:
+            text = self.__dict__["_canonical"] = canonical(self.payload)
+        return text
 
 
 # One encoder for every message: json.dumps with options builds a new one at each call.
@@ -167,9 +170,10 @@ class Contract:
             return Rejection(RULE_JSON, "", f"not UTF-8 JSON: {exc}")
         if not isinstance(data, dict):
             return Rejection(RULE_OBJECT, "", f"a JSON {type(data).__name__}, not an object")
-        text = canonical(data)
-        try:  # an escaped lone surrogate ("\\ud800") decodes, but is no text to store
-            text.encode("utf-8")
+        try:  # an escaped lone surrogate ("\\ud800") decodes, but is no text to store; strict
+            # UTF-8 decoding refuses every other way to one, so only a \u escape needs the look
+            if b"\\u" in payload:
+                canonical(data).encode("utf-8")
         except UnicodeEncodeError as exc:
             return Rejection(RULE_JSON, "", f"not UTF-8 text: {exc.reason}")
         shape = self._shape(channel, data)
@@ -188,7 +192,7 @@ class Contract:
                     f"/{param}",
                     f"{data[param]!r} differs from {value!r} in the topic",
                 )
-        return Message(channel.key, shape.name, params, data, text)
+        return Message(channel.key, shape.name, params, data)
 
     def _route(self, topic: str) -> tuple[_Channel, dict[str, str]] | Rejection:
         found = self._routes.get(topic)
