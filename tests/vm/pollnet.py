@@ -4,8 +4,8 @@ Loaded into the VM as /lib/pollnet.py. The simulated Wi-Fi of the serial kiosk (
 awaits a JS promise for every read, and this port keeps about 90 bytes of its heap for each
 such await, for good: in a measurement of thousands of customers that would pass for a leak
 of the firmware. These streams poll instead (`kioskhost.take`, from tests/vm/sockets.mjs) and
-wait between polls with asyncio.sleep_ms, which keeps nothing. The Stream has the calls the
-firmware's MQTT client makes, as MicroPython's own stream does.
+wait between polls with asyncio.sleep_ms, which keeps nothing; every other call of the
+stream is hostnet's.
 """
 
 import asyncio
@@ -13,16 +13,16 @@ import binascii
 
 import kioskhost  # pyright: ignore[reportMissingImports] - registered by mpvm.mjs
 
+import hostnet  # the simulated Wi-Fi's streams, beside this file in /lib
+
 _ECONNREFUSED = 111
 _ECONNRESET = 104
 _POLL_MS = 1
 _CONNECTING, _OPEN, _ENDED, _FAILED = 0, 1, 2, 3
 
 
-class Stream:
-    def __init__(self, sid: int) -> None:
-        self._id = sid
-        self.s = None
+class Stream(hostnet.Stream):
+    """hostnet's stream, whose reads poll instead of awaiting a promise."""
 
     async def read(self, n: int = -1) -> bytes:
         while True:
@@ -35,28 +35,6 @@ class Stream:
             if state == _FAILED:
                 raise OSError(_ECONNRESET)
             await asyncio.sleep_ms(_POLL_MS)
-
-    async def readexactly(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = await self.read(n - len(out))
-            if not chunk:
-                raise EOFError
-            out += chunk
-        return out
-
-    def write(self, buf) -> None:
-        if kioskhost.send(self._id, binascii.hexlify(buf).decode()) < 0:
-            raise OSError(_ECONNRESET)
-
-    async def drain(self) -> None:
-        await asyncio.sleep_ms(0)  # MicroPython's drain yields, and code relies on it
-
-    def close(self) -> None:
-        kioskhost.sclose(self._id)
-
-    async def wait_closed(self) -> None:
-        pass
 
 
 async def open_connection(host: str, port: int, ssl=None, server_hostname=None):
