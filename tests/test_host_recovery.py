@@ -520,3 +520,25 @@ def test_any_sequence_keeps_a_valid_state_and_no_late_verdict_succeeds(
             assert not c.waiting
         if c.late_verdict:
             assert c.verdict_at is not None and c.verdict_at >= c.deadline
+
+
+def test_a_rating_and_its_follow_up_in_one_batch_open_the_case_from_the_rating(
+    tmp_path: Path,
+) -> None:
+    """A kiosk's backlog after a reconnect brings a rating and its accepted follow-up together:
+    the case takes the rating's time and station, as when they come one by one."""
+    from kiosk_host.aggregator.writer import Writer
+
+    rated_at, arrived = 1763900000, 1763900600
+    base = {"v": 1, "store": "s1", "device": "till-1", "up_ms": 1000}
+    rating = {**base, "kind": "rating", "seq": 7, "ts": rated_at, "score": 1, "scale": 4,
+              "station": "desk-2", "staff": None}  # fmt: skip
+    follow_up = {**base, "kind": "follow_up", "seq": 8, "ts": rated_at + 60, "rating_seq": 7,
+                 "accepted": True, "code": "A7K3"}  # fmt: skip
+    topic = "kiosk/v1/s1/till-1/event"
+    storage = Storage(tmp_path / "kiosk.db")
+    Writer(storage).write([(topic, json.dumps(e).encode(), arrived) for e in (rating, follow_up)])
+    (case,) = storage.cases("s1")
+    assert (case.code, case.station, case.opened_at) == ("A7K3", "desk-2", rated_at)
+    assert case.deadline == rated_at + 24 * 3600
+    storage.close()

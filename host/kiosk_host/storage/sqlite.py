@@ -364,15 +364,16 @@ class Storage:
         devices = list(devices)
         db.execute("BEGIN IMMEDIATE")
         try:
-            others = 0
-            if apply is not None:
-                for e in [e for e in events if e.kind != "rating"]:
-                    if self._insert_event(e):
-                        others += 1
-                        dead += apply(self, e)
-                events = [e for e in events if e.kind == "rating"]
-            cur = db.executemany(_INSERT_EVENT, [_event_values(e) for e in events])
-            new = max(cur.rowcount, 0) + others
+            # The ratings first: a follow-up in the same batch (a kiosk's backlog) opens its
+            # case from its rating's time and station, as when they come one by one.
+            rest = [e for e in events if e.kind != "rating"] if apply is not None else []
+            ratings = [e for e in events if e.kind == "rating"] if apply is not None else events
+            cur = db.executemany(_INSERT_EVENT, [_event_values(e) for e in ratings])
+            new = max(cur.rowcount, 0)
+            for e in rest:
+                if self._insert_event(e):
+                    new += 1
+                    dead += apply(self, e) if apply is not None else []
             late = self._regressions(batch) if new < len(batch) else []
             dup = len(batch) - new - len(late)
             dead += [_regression(e) for e in late]
