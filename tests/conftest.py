@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from kiosk_host.wire.contract import Contract
 from tests.broker import Mosquitto
+from tests.fleet_rig import Serve
+from tests.virtual_kiosks import VirtualKiosk
 from tests.vm.mpvm import ROOT, MicroPythonVM
 
 
@@ -54,3 +57,28 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 def fresh_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """A mosquitto of this test's own (the anonymous variant), to stop, restart or kill."""
     yield from _broker(tmp_path_factory)
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[Any], Any]]:
+    """Registers what a test starts (kiosks, processes, aggregators, clients) to end, the last
+    first, when the test ends: a kiosk is killed as by a power cut, a process killed if still
+    running, an aggregator stopped, anything else closed."""
+    made: list[Any] = []
+
+    def keep(thing: Any) -> Any:
+        made.append(thing)
+        return thing
+
+    yield keep
+    for thing in reversed(made):
+        if isinstance(thing, VirtualKiosk):
+            thing.kill()
+        elif isinstance(thing, subprocess.Popen):
+            if thing.poll() is None:
+                thing.kill()
+                thing.wait(10)
+        elif isinstance(thing, Serve):
+            thing.stop()
+        else:
+            thing.close()

@@ -4,9 +4,7 @@ the aggregators write it (a kiosk that could would let its own outbox go unstore
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from tests.fleet_rig import Client
 from tests.test_security import STORE, Fleet, fleet
@@ -15,28 +13,15 @@ from tests.virtual_kiosks import wait_until
 __all__ = ["fleet"]  # the module-scoped broker with provisioned kiosks, from test_security
 
 
-@pytest.fixture
-def clients() -> Iterator[Callable[[Client], Client]]:
-    made: list[Client] = []
-
-    def keep(c: Client) -> Client:
-        made.append(c)
-        return c
-
-    yield keep
-    for c in made:
-        c.close()
-
-
 def test_a_kiosk_reads_its_own_mark_only_and_only_the_aggregator_writes_it(
-    fleet: Fleet, clients: Callable[[Client], Client]
+    fleet: Fleet, closing: Callable[[Client], Client]
 ) -> None:
-    host = clients(fleet.client("watch", "host-ack"))  # an aggregator account of its own
+    host = closing(fleet.client("watch", "host-ack"))  # an aggregator account of its own
     assert host.subscribe(f"kiosk/v1/{STORE}/+/ack") == [1]
     mine, theirs = f"kiosk/v1/{STORE}/till-1/ack", f"kiosk/v1/{STORE}/till-2/ack"
     host.publish(mine, b'{"v":1,"seq":7}', retain=True)
     host.publish(theirs, b'{"v":1,"seq":9}', retain=True)
-    a = clients(fleet.client("till-1", "a-ack"))
+    a = closing(fleet.client("till-1", "a-ack"))
     # Forged marks, its own and another kiosk's: the broker drops both (and still PUBACKs).
     a.publish(mine, b'{"v":1,"seq":999}', retain=True)
     a.publish(theirs, b'{"v":1,"seq":999}', retain=True)
@@ -48,7 +33,7 @@ def test_a_kiosk_reads_its_own_mark_only_and_only_the_aggregator_writes_it(
     wait_until(lambda: len(host.on(mine)) >= 1 and len(host.on(theirs)) >= 1, 10, "marks")
     assert host.on(mine) == [b'{"v":1,"seq":7}']
     assert host.on(theirs) == [b'{"v":1,"seq":9}']
-    b = clients(fleet.client("till-2", "b-ack"))
+    b = closing(fleet.client("till-2", "b-ack"))
     b.subscribe(mine)
     b.subscribe(theirs)
     wait_until(lambda: len(b.on(theirs)) >= 1, 10, "till-2's own mark")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +19,6 @@ import pytest
 from kiosk_host.storage.sqlite import Storage
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import KIOSK_HOST, VirtualKiosk, Watcher, wait_until
-
-
-@pytest.fixture
-def closing() -> Iterator[Callable[[Any], Any]]:
-    """Registers watchers, kiosks, brokers and processes to end when the test ends."""
-    made: list[Any] = []
-
-    def keep(thing: Any) -> Any:
-        made.append(thing)
-        return thing
-
-    yield keep
-    for thing in reversed(made):
-        if isinstance(thing, VirtualKiosk):
-            thing.kill()
-        elif isinstance(thing, subprocess.Popen):
-            if thing.poll() is None:
-                thing.kill()
-                thing.wait(10)
-        else:
-            thing.close()
 
 
 def gone(watcher: Watcher) -> bool:

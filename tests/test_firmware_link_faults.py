@@ -173,7 +173,8 @@ def _vm_request(specs: list[dict[str, Any]]) -> dict[str, Any]:
         "    await link_fault_kiosk.main(SPECS, hostnet.open_connection, True, '/flash')\n"
         "await asyncio.create_task(main())\n"
     )
-    return {"files": files, "code": code, "heapsize": 4 * 1024 * 1024}
+    return {"files": files, "code": code, "heapsize": 4 * 1024 * 1024, "async": True, "net": True,
+            "echo": True}  # fmt: skip
 
 
 CPYTHON_MAIN = """
@@ -198,7 +199,7 @@ asyncio.run(main())
 def _run_kiosks(runtime: str, specs: list[dict[str, Any]], folder: Path) -> str:
     if runtime == "micropython":
         proc = subprocess.run(
-            ["node", str(HERE / "vm" / "netvm.mjs")],
+            ["node", str(HERE / "vm" / "mpvm.mjs")],
             input=json.dumps(_vm_request(specs)).encode(),
             capture_output=True,
             cwd=ROOT,

@@ -92,25 +92,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         broker.close()
 
 
-@pytest.fixture
-def closing() -> Iterator[Callable[[Any], Any]]:
-    """Registers clients, kiosks and aggregators to close, kill or stop when the test ends."""
-    made: list[Any] = []
-
-    def keep(thing: Any) -> Any:
-        made.append(thing)
-        return thing
-
-    yield keep
-    for thing in reversed(made):
-        if isinstance(thing, VirtualKiosk):
-            thing.kill()
-        elif isinstance(thing, Serve):
-            thing.stop()
-        else:
-            thing.close()
-
-
 def seqs(db: Path, name: str) -> list[int]:
     """The event numbers of a kiosk of the store that the aggregator stored."""
     storage = Storage.open(str(db))

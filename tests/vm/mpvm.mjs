@@ -1,7 +1,8 @@
 // Runs one MicroPython program on MicroPython's WebAssembly port and reports what happened.
 // Request on stdin (JSON): {files: {"/lib/x.py": {text} | {b64}}, code (one program, or a
 // list of steps run in turn in the same interpreter), async, heapsize, net (the host's TCP
-// sockets as `kioskhost`, see sockets.mjs)}.
+// sockets as `kioskhost`, see sockets.mjs), echo (the program's output also streamed on
+// standard error as it comes, so that a test can follow a long run)}.
 // Reply on stdout (JSON): {stdout, error: null | {type, traceback}}.
 import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import { hostSockets } from "./sockets.mjs";
@@ -14,7 +15,10 @@ const out = [];
 const mp = await loadMicroPython({
   heapsize: request.heapsize ?? 1024 * 1024,
   linebuffer: false,
-  stdout: (bytes) => out.push(...bytes),
+  stdout: (bytes) => {
+    out.push(...bytes);
+    if (request.echo) process.stderr.write(Buffer.from(bytes));
+  },
   stderr: (bytes) => out.push(...bytes),
 });
 
