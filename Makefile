@@ -40,7 +40,7 @@ help:
 	@echo "make bench      benchmarks, as ratios against a baseline measured in the same run"
 	@echo "make screens    a PNG of every kiosk screen on every board, in build/docs/screens/"
 	@echo "make docs       refresh the pictures in docs/: the kiosk screens and the dashboard"
-	@echo "make deploy PORT=/dev/ttyUSB0 DEVICE=till-1 [STORE=S] [DEVICE_DIR=DIR]"
+	@echo "make deploy PORT=/dev/ttyUSB0 DEVICE=till-1 [STORE=S] [DEVICE_DIR=DIR] [REPLACE=1]"
 	@echo "                flash a provisioned kiosk over USB: only what changed"
 	@echo "make setup      only create .venv, node_modules and the stubs"
 
@@ -138,8 +138,8 @@ docs: setup screens
 # The kiosk's files from `kiosk-host provision` (var/devices/STORE/DEVICE unless DEVICE_DIR
 # says otherwise); the broker to confirm it online with is $KIOSK_BROKER or the kiosk's own.
 deploy: build
-	@test -n "$(PORT)" -a -n "$(DEVICE)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 DEVICE=till-1 [STORE=store-12] [DEVICE_DIR=DIR]" >&2; exit 2; }
-	$(BIN)/kiosk-host deploy --no-build --port "$(PORT)" --device "$(DEVICE)" $(if $(STORE),--store "$(STORE)") $(if $(DEVICE_DIR),--dir "$(DEVICE_DIR)")
+	@test -n "$(PORT)" -a -n "$(DEVICE)" || { echo "usage: make deploy PORT=/dev/ttyUSB0 DEVICE=till-1 [STORE=store-12] [DEVICE_DIR=DIR] [REPLACE=1]" >&2; exit 2; }
+	$(BIN)/kiosk-host deploy --no-build --port "$(PORT)" --device "$(DEVICE)" $(if $(STORE),--store "$(STORE)") $(if $(DEVICE_DIR),--dir "$(DEVICE_DIR)") $(if $(REPLACE),--replace)
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,10 @@ _ROOT = const(0)
 _PEOPLE = const(1)
 _CASES = const(2)
 
+# The prompt provisioning writes (fleet/provision.py). It stands for "the kiosk's own
+# question", shown in the kiosk's language; any other prompt is the store's, shown as written.
+DEFAULT_PROMPT = "How did we do today?"
+
 
 def load_texts(language: str):
     """The words of one language; the previous language's module is let go to save RAM."""
@@ -38,6 +42,9 @@ class Kiosk:
     """One kiosk's screens and events; buttons are numbered 0 (leftmost) to n - 1."""
 
     THANKS_MS = 3000  # how long "Thank you" stays before the prompt returns
+    # A press this soon after the code appears is the same customer's second tap on Yes; any
+    # later press is the next customer's rating (the code is copied by then, or never will be).
+    CODE_GUARD_MS = 2000
     STAFF_IDLE_MS = 60000  # staff mode gives up after this long without a press
     PROBLEM_MS = 10000  # a refused config is shown this long when an older one stays in force
     STAFF_CHORD = (0, -1)  # the two outer buttons, held together, open staff mode
@@ -65,6 +72,7 @@ class Kiosk:
         self.last_capture = None  # ticks of the last captured rating
         self.rating_seq = 0
         self.case = ""  # the code on the confirmation screen
+        self.code_at = 0  # ticks at which the recovery code appeared
         self.cases = ()  # (code, deadline) of the store's open cases, soonest first
         self.page = _ROOT
         self.cursor = 0
@@ -153,7 +161,10 @@ class Kiosk:
             self._use(conf)
         self.state = IDLE
         self.timed = False
-        self.ui.idle(self.config.prompt, self.n, self.link_error)
+        prompt = self.config.prompt
+        if prompt == DEFAULT_PROMPT:
+            prompt = self.texts.PROMPT
+        self.ui.idle(prompt, self.n, self.link_error)
 
     def link_problem(self, why) -> None:
         """Why the link to the host is down (None once it is up): a line at the foot of the
@@ -202,6 +213,7 @@ class Kiosk:
             self._thanks()
         else:
             self.state = CODE
+            self.code_at = self.clock.ticks_ms()
             self.ui.code(code)
             self._timeout(self.config.code_display_ms)
 
@@ -224,19 +236,22 @@ class Kiosk:
         if state == IDLE or state == THANKS:
             self._rate(button)
         elif state == SORRY:
-            if button == last:
+            # No on the left half of the buttons, Yes on the rest: every button answers
+            if button >= self.n // 2:
                 self._follow_up(case_code(self.letter, self.rating_seq))
-            elif button == 0:
+            else:
                 self._follow_up(None)
         elif state == CODE:
-            self.to_idle()  # the code was copied down; a press is not a new rating
+            if self.clock.since_ms(self.code_at) >= self.CODE_GUARD_MS:
+                self._rate(button)  # the next customer
         elif state == CONFIRM:
+            # the outer buttons are the outer answers, every button between them the middle one
             if button == last:
                 self._verdict("wow")
-            elif button == last - 1:
-                self._verdict("fixed")
             elif button == 0:
                 self._verdict("not_fixed")
+            else:
+                self._verdict("fixed")
         elif state == STAFF:
             self._staff_press(button)
         elif state == PROBLEM and self.config is not None:
@@ -314,17 +329,16 @@ class Kiosk:
         return self.texts.HOURS_LEFT % (code, left // 3600)
 
     def _staff_press(self, button: int) -> None:
-        last = self.n - 1
         if button == 0:
             if self.page == _ROOT:
                 self.to_idle()
             else:
                 self.page = _ROOT
                 self._menu(0)
-        elif button == last - 1:
-            self._menu(self.cursor + 1)
-        elif button == last:
+        elif button == self.n - 1:
             self._staff_ok()
+        else:
+            self._menu(self.cursor + 1)  # Next, on every button between Back and OK
 
     def _staff_ok(self) -> None:
         c = self.config

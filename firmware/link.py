@@ -17,6 +17,7 @@ import asyncio
 import json
 import random
 
+import logring
 import wire
 from mqtt import MQTTClient, tls_context
 
@@ -47,7 +48,7 @@ class Link:
         board, and ca (the path of the CA certificate) when the broker speaks TLS. `hw`:
         callables for what only the device can do: ntp() -> Unix seconds, heap_free(),
         rssi() -> dBm or None, identify(seconds), reboot(), save_config(raw), load_ids() ->
-        list, save_ids(list)."""
+        list, save_ids(list), save_wifi(ssid, key) (a new Wi-Fi kept, see wifi_trial)."""
         self.kiosk = kiosk
         self.outbox = outbox
         self.clock = clock
@@ -85,12 +86,18 @@ class Link:
         self.marked_at = 0  # ticks of the last mark that moved, or of the last resend
         self.resend_ms = self.RESEND_MIN_MS
         self.drained = False  # every event kept has gone out in this session
+        self.trial = None  # a new Wi-Fi being tried (wifi_trial.Trial), or None
+        self.wifi_said = None  # how the last Wi-Fi change went, for the status
+        self.log_for = None  # the id of a `logs` command to answer
+        self.log_topic = self.topics.status[:-6] + "log"
 
     # -- the supervisor ---------------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
             try:
+                if self.trial is not None:
+                    self.trial.step(self)  # starts it, or gives it up once its time is over
                 if not await self._wifi():
                     # Wi-Fi comes and goes with the shop; the broker is not to blame, so the
                     # next try is soon and the broker's backoff starts afresh.
@@ -110,6 +117,8 @@ class Link:
                 if self.wlan.isconnected():
                     wait = self.backoff // 2 + random.getrandbits(16) % (self.backoff // 2 + 1)
                     self.backoff = min(self.backoff * 2, self.BACKOFF_MAX_MS)
+                    if self.trial is not None:
+                        wait = min(wait, self.WIFI_RETRY_MS)  # a trial has only a minute
                     await asyncio.sleep_ms(wait)
             except asyncio.CancelledError:
                 raise
@@ -125,6 +134,12 @@ class Link:
     def set_error(self, why) -> None:
         self.error = why
         self.kiosk.link_problem(why)
+        if why:
+            self.log(why)
+
+    def log(self, text) -> None:
+        """A line in the kiosk's log ring, which the host reads with a `logs` command."""
+        logring.add(text, self.clock.uptime_ms())
 
     def _down(self) -> None:
         self.up = False
@@ -138,8 +153,11 @@ class Link:
         w.active(True)
         w.connect(self.ident["ssid"], self.ident["key"])
         start = self.clock.ticks_ms()
+        limit = self.WIFI_WAIT_MS
+        if self.trial is not None and self.trial.on:
+            limit = min(limit, self.trial.left_ms(self))
         while not w.isconnected():
-            if self.clock.since_ms(start) > self.WIFI_WAIT_MS:
+            if self.clock.since_ms(start) > limit:
                 self.set_error("Wi-Fi: no connection to " + self.ident["ssid"])
                 return False
             await asyncio.sleep_ms(100)
@@ -168,6 +186,9 @@ class Link:
             if not reader.done():
                 if not self.clock.synced():
                     self._sync_time()  # so that the status already carries the time
+                if self.trial is not None and self.trial.on:
+                    self.trial.keep(self)  # the broker answered over the new Wi-Fi
+                self.log("link: connected")
                 await self._status()
                 ticker = asyncio.create_task(self._tick())
                 self.up = True
@@ -183,6 +204,12 @@ class Link:
             self.marked_at = started
             self.acked_at = started
             while c.connected and self.wlan.isconnected() and not reader.done():
+                if self.trial is not None and not self.trial.on:
+                    # Off to the new Wi-Fi (run() switches): offline said now and a clean
+                    # goodbye, so that no last will comes after the new session's status.
+                    await c.publish(self.topics.status, wire.STATUS_WILL, 1, True)
+                    await c.disconnect()
+                    break
                 if (
                     self.drained
                     and self.outbox.depth()
@@ -209,6 +236,8 @@ class Link:
                 ticker.cancel()
             c.close()  # so that the reader ends now if it has not
             await reap(reader)
+        if failed is None and self.trial is not None and not self.trial.on:
+            return  # left for a new Wi-Fi, not a failure
         # What ended the reader is the cause; a write that failed after it is only its echo.
         why = self.read_error
         if why is not None:
@@ -273,6 +302,12 @@ class Link:
             await self._telemetry()
         if clock.since_ms(self.next_ntp) >= 0:
             self._sync_time()
+        if self.log_for is not None:
+            cid = self.log_for
+            self.log_for = None
+            i = self.ident
+            payload = logring.payload(i["store"], i["device"], cid, clock.wall(), clock.uptime_ms())
+            await self.client.publish(self.log_topic, payload, 1)
         if self.reboot_at is not None and clock.since_ms(self.reboot_at) >= 0:
             await self.client.disconnect()
             self.hw["reboot"]()
@@ -296,6 +331,8 @@ class Link:
             self.kiosk.config_error,
             self.outbox.kept_from(),
         )
+        if self.wifi_said is not None:
+            payload = payload[:-1] + self.wifi_said  # the object's last member
         await self.client.publish(self.topics.status, payload, 1, True)
 
     async def _telemetry(self) -> None:
@@ -321,6 +358,9 @@ class Link:
         if topic == t.config:
             if payload and self.kiosk.apply_config(payload):
                 self.hw["save_config"](payload)
+                self.log("config: applied")
+            elif payload:
+                self.log("config: refused: " + str(self.kiosk.config_error))
             self.status_due = True  # the status says whether it was applied, and why not
         elif topic == t.cmd:
             self._command(payload)
@@ -364,6 +404,18 @@ class Link:
             self.hw["identify"](seconds)
         elif name == "reboot":
             self.reboot_at = self.clock.after_ms(self.REBOOT_DELAY_MS)
+        elif name == "logs" and logring.is_id(cid):
+            self.log_for = cid
+        elif name == "wifi" and logring.is_id(cid):
+            import wifi_trial  # loaded only for a change of Wi-Fi
+
+            ssid, key = cmd.get("ssid"), cmd.get("key")
+            why = wifi_trial.problem(ssid, key)
+            if why is None:
+                self.trial = wifi_trial.Trial(cid, ssid, key)
+            else:
+                self.wifi_said = wifi_trial.said(cid, "wifi_failed", ssid, why)
+                self.status_due = True
         else:
             self.error = "cmd: unknown or malformed " + str(name)
 

@@ -6,6 +6,7 @@ import time
 
 import board  # pyright: ignore[reportMissingImports] - the board file, copied as board.py
 
+import logring
 import machine
 from bootguard import BootGuard
 from clock import Clock
@@ -18,6 +19,8 @@ CONFIG = "/config.json"
 OUTBOX = "/outbox"
 IDS = "/cmd-ids.json"  # the last commands acted on, so a redelivered one is not repeated
 WDT_MS = 8000
+# machine.reset_cause() on the ESP32 port, by value, for the boot line of the log
+RESET_CAUSES = ("", "power on", "hard reset", "watchdog", "deep sleep", "soft reset")
 
 
 def safe_mode(display, why: str) -> None:
@@ -39,6 +42,19 @@ def _ids_file():
 def _save_ids(ids) -> None:
     with open(IDS, "w") as f:
         json.dump(ids, f)
+
+
+def _save_wifi(ssid: str, key: str) -> None:
+    """A new Wi-Fi that the kiosk has joined and reached the broker over: kept on flash."""
+    import wifi_trial
+
+    wifi_trial.store(IDENTITY, ssid, key)
+
+
+def _boot_line(fw: str) -> str:
+    cause = machine.reset_cause()
+    why = RESET_CAUSES[cause] if 0 < cause < len(RESET_CAUSES) else "reset cause %d" % cause
+    return "boot: firmware %s, after %s" % (fw, why)
 
 
 def _ntp() -> int:
@@ -89,6 +105,7 @@ def start() -> None:
         if ident.get("ca"):
             ident["ca"] = "/" + ident["ca"]
         clock = Clock(time)
+        logring.add(_boot_line(ident.get("fw", "?")), clock.uptime_ms())
         outbox = Outbox(OUTBOX)
         kiosk = Kiosk(
             clock,
@@ -111,6 +128,7 @@ def start() -> None:
             "save_config": config_file.save,
             "load_ids": _ids_file,
             "save_ids": _save_ids,
+            "save_wifi": _save_wifi,
         }
         link = Link(kiosk, outbox, clock, wlan, ident, hw)
         wdt = machine.WDT(timeout=WDT_MS)

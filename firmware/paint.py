@@ -66,15 +66,24 @@ class Painter:
         for i in range(t):
             fb.ellipse(cx, y, r - i, r - i, c)
         e = r // 6 + 1
-        fb.ellipse(cx - r // 3, y - r // 4, e, e + e // 2, c, True)
-        fb.ellipse(cx + r // 3, y - r // 4, e, e + e // 2, c, True)
+        fb.ellipse(cx - r // 3, y - r // 3, e, e + e // 4, c, True)
+        fb.ellipse(cx + r // 3, y - r // 3, e, e + e // 4, c, True)
         w = r // 2
-        h = r * (mood if mood > 0 else -mood) // 6  # how far the mouth bends
         my = y + r // 3
-        for i in range(t):
-            if mood > 0:
-                fb.ellipse(cx, my - h + i, w, h, c, False, 0b1100)  # lower half: a smile
-            elif mood < 0:
-                fb.ellipse(cx, my + h // 2 - i, w, h, c, False, 0b0011)  # upper half: a frown
-            else:
+        if mood == 0:
+            for i in range(t):
                 fb.hline(cx - w, my + i, 2 * w + 1, c)
+            return
+        # A plain curve for the middle moods, an open (filled) mouth for the outer ones, so
+        # that even on a 128x64 panel, where a mouth is a few pixels tall, no two look alike.
+        if mood > 1:  # a wide-open smile, its top edge clear of the eyes
+            fb.ellipse(cx, my, w, r // 3, c, True, 0b1100)
+        elif mood < -1:  # a wide-open frown, its top clear of the eyes
+            fb.ellipse(cx, y + r // 2 + 1, w, r // 3, c, True, 0b0011)
+        else:
+            h = r // 4 + 1  # how far the mouth bends; both bends span the same rows
+            for i in range(t):
+                if mood > 0:
+                    fb.ellipse(cx, my - h // 2 + i, w, h, c, False, 0b1100)  # lower half: a smile
+                else:
+                    fb.ellipse(cx, my + h // 2 - i, w, h, c, False, 0b0011)  # upper: a frown

@@ -10,13 +10,26 @@ from paint import FONT, Painter
 
 _TEXT = const(0)
 _FACE = const(1)
+_BAR = const(2)
+
+
+def words(s: str) -> list:
+    """The words of `s`, a mark standing alone (French "cela ?") kept with the word before it,
+    so that no line starts with it."""
+    out = []
+    for word in s.split():
+        if out and word in "?!:;":
+            out[-1] = out[-1] + " " + word
+        else:
+            out.append(word)
+    return out
 
 
 def wrap(s: str, per_line: int) -> list:
     """Words of `s` in lines of at most `per_line` characters (longer words are cut)."""
     lines = []
     line = ""
-    for word in s.split():
+    for word in words(s):
         while len(word) > per_line:
             if line:
                 lines.append(line)
@@ -47,7 +60,8 @@ def mood(i: int, n: int) -> int:
 class Ui:
     """Shows the kiosk's screens; `name` and `text` say what is on the screen now."""
 
-    # Each item: (kind, text, x, y, scale or radius, colour, mood of a face).
+    # Each item: (kind, text, x, y, scale or radius or width, colour, mood of a face or
+    # height of a bar).
 
     def __init__(self, display, texts, on_change=None) -> None:
         self.d = display
@@ -71,6 +85,7 @@ class Ui:
         self.on_change = on_change
         self.name = ""
         self.text = ""
+        self.crowded = False  # the last choices shown did not fit over their buttons
         self._items = []
         self._words = []
 
@@ -78,6 +93,7 @@ class Ui:
 
     def _start(self, name: str) -> None:
         self.name = name
+        self.crowded = False
         self._items = []
         self._words = []
 
@@ -90,24 +106,65 @@ class Ui:
         self._words.append(s)
         return y
 
-    def _labels(self, n: int, labels) -> None:
-        """Words above buttons: `labels` is a tuple of (button index, word)."""
+    def _labels(self, n: int, choices, place: bool = True) -> int:
+        """Each choice's word over the buttons that choose it, and a bar under those buttons.
+
+        `choices` is a tuple of (first button, last button, word), left to right. The words
+        take the largest size at which each, wrapped to two lines at most, is centred over
+        its own buttons, clear of its neighbours by a letter's width, or by half of one where
+        a whole one does not fit. Returns the top row of the words; with `place` False only
+        that, and nothing is added to the screen.
+        """
+        k = self.unit
+        gap = FONT * k
+        while self._fit(n, choices, k, gap, False) < 0:
+            if gap > FONT * k // 2:
+                gap = FONT * k // 2
+            elif k > 1:
+                k -= 1
+                gap = FONT * k
+            else:
+                break
+        if place:
+            self.crowded = self._fit(n, choices, k, gap, False) < 0
+        return self._fit(n, choices, k, gap, place)
+
+    def _fit(self, n: int, choices, k: int, gap: int, place: bool) -> int:
+        """The top row of the words at scale k, `gap` apart, or -1 if they do not fit;
+        `place` adds them to the screen."""
         u = self.unit
-        spots = []
-        for i, word in labels:
-            width = len(word) * FONT * u
-            x = (2 * i + 1) * self.w // (2 * n) - width // 2
-            spots.append((max(0, min(self.w - width, x)), width, i, word))
-        crowded = False
-        for a in range(len(spots) - 1):
-            if spots[a][0] + spots[a][1] + FONT * u > spots[a + 1][0]:
-                crowded = True
-        base = self.h - FONT * u - 2 * u
-        for j, (x, _, _, word) in enumerate(spots):
-            # when neighbours would touch, every other word moves up a line
-            y = base - (FONT * u + 3 * u) * (j % 2 if crowded else 0)
-            self._items.append((_TEXT, word, x, y, u, self.accent, 0))
-            self._words.append("[" + word + "]")
+        w = self.w
+        bar = self.h - u  # the bars take the bottom rows
+        line_h = FONT * k + 2 * u
+        top = bar
+        fits = True
+        right = -gap  # right edge of the word on the left
+        for first, last, word in choices:
+            x0 = first * w // n
+            x1 = (last + 1) * w // n
+            # Lines a little wider than the buttons, never cutting a word: whether the words
+            # still sit over their buttons, clear of each other, is checked below.
+            per_line = (x1 - x0) // (FONT * k) + 1
+            for part in words(word):
+                per_line = max(per_line, len(part))
+            lines = wrap(word, per_line)
+            wide = 0
+            for line in lines:
+                wide = max(wide, len(line) * FONT * k)
+            x = max(right + gap, max(0, min(w - wide, (x0 + x1 - wide) // 2)))
+            if len(lines) > 2 or x + wide > w or not x0 <= x + wide // 2 < x1:
+                fits = False
+            y = bar - u - len(lines) * line_h + 2 * u
+            top = min(top, y)
+            if place:
+                for line in lines:
+                    lx = x + (wide - len(line) * FONT * k) // 2
+                    self._items.append((_TEXT, line, lx, y, k, self.accent, 0))
+                    y += line_h
+                self._items.append((_BAR, "", x0 + 2 * u, bar, x1 - x0 - 4 * u, self.accent, u))
+                self._words.append("[" + word + "]")
+            right = x + wide
+        return top if fits or place else -1
 
     def _show(self) -> None:
         self.text = " | ".join(self._words)
@@ -120,8 +177,10 @@ class Ui:
         for kind, s, x, y, k, c, m in self._items:
             if kind == _TEXT:
                 p.text(s, x, y, k, c, y0)
-            else:
+            elif kind == _FACE:
                 p.smiley(x, y, k, m, c, y0)
+            elif p.visible(y, m, y0):
+                fb.fill_rect(x, y - y0, k, m, c)
 
     # -- screens ----------------------------------------------------------------------------
 
@@ -152,11 +211,13 @@ class Ui:
         self._show()
 
     def sorry(self, n: int) -> None:
-        """Thanks, and "Let us make it right?": No on the leftmost button, Yes on the rightmost."""
+        """Thanks, and "Let us make it right?": No on the left half of the buttons, Yes on the
+        right half (and the middle one of an odd number)."""
         self._start("sorry")
+        half = n // 2
         y = self._lines(self.t.SORRY, self.unit * 2, self.unit)
         self._lines(self.t.MAKE_IT_RIGHT, y, self.unit)
-        self._labels(n, ((0, self.t.NO), (n - 1, self.t.YES)))
+        self._labels(n, ((0, half - 1, self.t.NO), (half, n - 1, self.t.YES)))
         self._show()
 
     def code(self, code: str) -> None:
@@ -164,24 +225,30 @@ class Ui:
         self._start("code")
         u = self.unit
         y = self._lines(self.t.YOUR_CODE, u * 2, u)
-        y = self._lines(code, y + u * 2, u * 3, self.accent)
+        k = min(u * 3, self.w // (len(code) * FONT))  # large, but whole on one line
+        y = self._lines(code, y + u * 2, k, self.accent)
         self._lines(self.t.SHOW_STAFF, y + u * 2, u)
         self._show()
 
     def confirm(self, code: str, n: int) -> None:
-        """The customer's verdict: Wow! rightmost, Fixed beside it, Not yet leftmost."""
+        """The customer's verdict: Not yet leftmost, Wow rightmost, Fixed on every button
+        between them."""
         self._start("confirm")
-        self._lines(self.t.CONFIRM % code, self.unit * 2, self.unit)
-        self._labels(n, ((0, self.t.NOT_YET), (n - 2, self.t.FIXED), (n - 1, self.t.WOW)))
+        t = self.t
+        self._lines(t.CONFIRM % code, self.unit * 2, self.unit)
+        self._labels(n, ((0, 0, t.NOT_YET), (1, n - 2, t.FIXED), (n - 1, n - 1, t.WOW)))
         self._show()
 
     def menu(self, title: str, items, cursor: int, n: int) -> None:
-        """A staff list: Back on the leftmost button, Next and OK on the two rightmost."""
+        """A staff list: Back leftmost, OK rightmost, Next on every button between them."""
         self._start("staff")
         u = self.unit
         k = max(1, u - 1)  # list lines a size smaller than the title, to fit a name and a time
+        t = self.t
+        choices = ((0, 0, t.BACK), (1, n - 2, t.NEXT), (n - 1, n - 1, t.OK))
+        labels = self._labels(n, choices, False)
         y = self._lines(title, u * 2, u, self.accent)
-        rows = max(1, (self.h - y - 2 * (FONT + 3) * u) // ((FONT + 2) * k))
+        rows = max(1, (labels - 2 * u - y) // ((FONT + 2) * k))
         first = max(0, min(cursor - rows // 2, len(items) - rows))
         fit = (self.w - 2 * u) // (FONT * k)
         for i in range(first, min(len(items), first + rows)):
@@ -189,7 +256,7 @@ class Ui:
             self._items.append((_TEXT, line[:fit], 2 * u, y, k, self.fg, 0))
             y += (FONT + 2) * k
             self._words.append(line)
-        self._labels(n, ((0, self.t.BACK), (n - 2, self.t.NEXT), (n - 1, self.t.OK)))
+        self._labels(n, choices)
         self._show()
 
     def identify(self, name: str) -> None:

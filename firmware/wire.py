@@ -12,6 +12,12 @@ from micropython import const
 _ID_MAX = const(32)
 # Recovery-code alphabet: digits and capitals without the look-alikes 0/O and 1/I/L.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+# Kiosk letters: capitals without the look-alikes I, L and O, so 23 kiosks per store. Each is
+# a character of CODE_ALPHABET, so the check covers the letter by its index there (A is 8).
+KIOSK_LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
+_CODE_LEN = const(5)
+_CODES = const(29791)  # 31 ** 3 codes per kiosk letter
+_SPREAD = const(7919)  # coprime with 31, so consecutive sequence numbers give unlike codes
 KINDS = ("rating", "follow_up", "recovery_confirm", "staff_signin", "staff_signout")
 OUTCOMES = ("wow", "fixed", "not_fixed")
 
@@ -24,23 +30,34 @@ def is_identifier(s) -> bool:
 
 
 def is_case_code(s) -> bool:
-    """True for a recovery code: a kiosk letter and three characters of CODE_ALPHABET."""
-    if not isinstance(s, str) or len(s) != 4 or not "A" <= s[0] <= "Z":
+    """True for a recovery code: a kiosk letter, three characters of CODE_ALPHABET and the
+    check character, so that one mistyped character or two swapped neighbours are refused."""
+    if not isinstance(s, str) or len(s) != _CODE_LEN or s[0] not in KIOSK_LETTERS:
         return False
-    return all(c in CODE_ALPHABET for c in s)
-
-
-# Kiosk letters: capitals without the look-alikes I, L and O, so 23 kiosks per store.
-KIOSK_LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
-_CODES = const(29791)  # 31 ** 3 codes per kiosk letter
-_SPREAD = const(7919)  # coprime with 31, so consecutive sequence numbers give unlike codes
+    total = 0
+    for i in range(_CODE_LEN):
+        v = CODE_ALPHABET.find(s[i])
+        if v < 0:
+            return False
+        total += (i + 1) * v
+    return total % 31 == 0
 
 
 def case_code(letter: str, seq: int) -> str:
-    """The recovery code for the rating `seq`: unique over any 29,791 consecutive events."""
+    """The recovery code for the rating `seq`: unique over any 29,791 consecutive events.
+
+    The fifth character makes the sum of each character's index in CODE_ALPHABET times its
+    position (1 to 5) a multiple of 31. 31 is prime, so a single wrong character or two
+    swapped neighbours always breaks that sum.
+    """
     n = seq * _SPREAD % _CODES
     a = CODE_ALPHABET
-    return letter + a[n // 961] + a[n // 31 % 31] + a[n % 31]
+    body = letter + a[n // 961] + a[n // 31 % 31] + a[n % 31]
+    total = 0
+    for i in range(4):
+        total += (i + 1) * a.find(body[i])
+    # 5 * 6 = 30 = -1 (mod 31): a check of 6 * total brings the whole sum to 0
+    return body + a[6 * total % 31]
 
 
 def _num(x) -> str:

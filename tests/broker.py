@@ -162,7 +162,7 @@ def broker_config(
             lines.append(f"listener {port} {HOST}")
         elif key == "persistence_location":
             lines.append(f"persistence_location {directory}/")
-        elif key == "log_dest":
+        elif key == "log_dest" and value != "topic":  # the topic stays: the aggregator reads it
             lines.append(f"log_dest file {directory}/mosquitto.log")
         elif key == "allow_anonymous":
             lines.append(f"allow_anonymous {value if auth else 'true'}")

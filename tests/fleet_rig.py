@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +20,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import HOST, Mosquitto
+from tests.cli_run import run_cli
 from tests.virtual_kiosks import KIOSK_HOST, wait_until
 
 WIFI = ("shop-floor", "not-the-default-key")
@@ -59,12 +66,12 @@ def make_server_cert(folder: Path, ca: tuple[Path, Path]) -> tuple[Path, Path]:
 def provision(
     broker_dir: Path, out: Path, store: str, device: str, broker: str, *extra: str
 ) -> dict[str, Any]:
-    """`kiosk-host provision` of one kiosk; its --json answer."""
-    done = kiosk_host(
+    """`kiosk-host provision` of one kiosk (in this process); its --json answer."""
+    done = run_cli([
         "provision", "--store", store, "--device", device, "--board", "esp32_devkitc_ssd1306",
         "--wifi-ssid", WIFI[0], "--wifi-pass", WIFI[1], "--broker", broker,
         "--out", str(out), "--broker-dir", str(broker_dir), "--json", *extra,
-    )  # fmt: skip
+    ])  # fmt: skip
     assert done.returncode == 0, done.stderr
     answer: dict[str, Any] = json.loads(done.stdout)
     return answer
@@ -239,7 +246,9 @@ def devices(db: Path, *extra: str) -> list[dict[str, Any]]:
 
 
 def device(db: Path, store: str, name: str) -> dict[str, Any]:
-    found = [d for d in devices(db, "--store", store) if d["device"] == name]
+    """The kiosk's row of `devices`, {} until the aggregator has heard of it (until then
+    `devices --store` refuses the store as a likely typo)."""
+    found = [d for d in devices(db) if (d["store"], d["device"]) == (store, name)]
     return found[0] if found else {}
 
 
@@ -247,3 +256,63 @@ def broker_with(folder: Path, broker_dir: Path, tls: Sequence[Path] | None = Non
     """A mosquitto that lets in exactly whom provisioning wrote into `broker_dir`."""
     pair = (tls[0], tls[1]) if tls else None
     return Mosquitto(folder, auth_dir=broker_dir, tls=pair)
+
+
+# -- a store's own broker, as `kiosk-host broker init` sets it up ----------------------------
+
+
+@contextlib.contextmanager
+def open_folder(prefix: str) -> Iterator[Path]:
+    """A new folder that every user may enter, as a store machine's broker folder is: run by
+    root, mosquitto becomes the `mosquitto` user, who cannot enter pytest's private
+    temporary folders. A broker left running in it is stopped, and the folder removed."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for pid_file in folder.glob("**/state/mosquitto.pid"):
+            stop_broker(pid_file)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def broker_pid(pid_file: Path) -> int | None:
+    """The pid of the mosquitto that wrote `pid_file`, while it runs."""
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _running(pid, "mosquitto") else None
+
+
+def _running(pid: int, name: str | None = None) -> bool:
+    """Whether process `pid` (named `name`, when given) runs: neither gone nor a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    comm, _, rest = stat.partition("(")[2].rpartition(")")
+    return (name is None or comm == name) and rest.split()[:1] != ["Z"]
+
+
+def stop_broker(pid_file: Path, timeout: float = 10) -> None:
+    """SIGTERM to the mosquitto of `pid_file`, SIGKILL if it is still there after `timeout`."""
+    pid = broker_pid(pid_file)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts a TCP connection on HOST:`port` now."""
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

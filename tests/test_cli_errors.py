@@ -11,18 +11,23 @@ import pytest
 from kiosk_host.cli import main as cli
 from kiosk_host.errors import UserError
 from kiosk_host.storage.sqlite import Storage
+from kiosk_host.wire.identifiers import check_character
+from tests.cli_run import run_cli
 
 KIOSK_HOST = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "kiosk-host"
+CODE = "A2B3" + check_character("A2B3")  # a code as a kiosk with letter A makes it
 
 READS = [
     ["report", "--store", "s1"],
     ["recognition", "--store", "s1"],
     ["cases", "list", "--store", "s1"],
-    ["cases", "fix", "A2B3", "--store", "s1", "--staff", "ann"],
-    ["cases", "confirm-on", "A2B3", "--store", "s1", "--device", "till-1", "--broker",
+    ["cases", "fix", CODE, "--store", "s1", "--staff", "ann"],
+    ["cases", "close", CODE, "--store", "s1", "--by", "ann"],
+    ["cases", "confirm-on", CODE, "--store", "s1", "--device", "till-1", "--broker",
      "mqtt://127.0.0.1:1"],
     ["alerts", "list", "--store", "s1"],
     ["alerts", "ack", "0123", "--by", "ann"],
+    ["alerts", "ack", "0123", "--by", "ann", "--store", "s1"],
     ["alerts", "comment", "0123", "seen to"],
     ["deadletter"],
     ["devices"],
@@ -55,11 +60,10 @@ def _backup(tmp_path: Path) -> Path:
 
 
 def _run(argv: list[str], tmp_path: Path, db: Path) -> subprocess.CompletedProcess[str]:
+    """`kiosk-host ARGV --db DB` in this process (a test below runs it as a process)."""
     backup = tmp_path / "backups" / "kiosk.db"
     argv = [a.replace("{tmp}", str(tmp_path)).replace("{backup}", str(backup)) for a in argv]
-    return subprocess.run(
-        [KIOSK_HOST, *argv, "--db", str(db)], capture_output=True, text=True, timeout=60
-    )
+    return run_cli([*argv, "--db", str(db)])
 
 
 def _one_line(done: subprocess.CompletedProcess[str], what: str, db: Path) -> str:

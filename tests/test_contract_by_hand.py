@@ -10,18 +10,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kiosk_host.wire.contract import Cleared, Contract, Message, Rejection
+from kiosk_host.wire.identifiers import check_character
 
 S, D = "store-12", "till-1"
 NOW = 1763900000
 EVENT = {"v": 1, "store": S, "device": D, "seq": 41, "ts": NOW, "up_ms": 3_600_000}
+CODE = "A7K3" + check_character("A7K3")  # a code as a kiosk with letter A makes it
 
 BY_HAND: list[tuple[str, str, dict[str, Any]]] = [
     ("rating", f"kiosk/v1/{S}/{D}/event",
      {**EVENT, "kind": "rating", "score": 2, "scale": 4, "station": "till-1", "staff": "ana"}),
     ("follow_up", f"kiosk/v1/{S}/{D}/event",
-     {**EVENT, "kind": "follow_up", "rating_seq": 40, "accepted": True, "code": "A7K3"}),
+     {**EVENT, "kind": "follow_up", "rating_seq": 40, "accepted": True, "code": CODE}),
     ("recovery_confirm", f"kiosk/v1/{S}/{D}/event",
-     {**EVENT, "kind": "recovery_confirm", "case": "A7K3", "outcome": "wow"}),
+     {**EVENT, "kind": "recovery_confirm", "case": CODE, "outcome": "wow"}),
     ("staff_signin", f"kiosk/v1/{S}/{D}/event",
      {**EVENT, "kind": "staff_signin", "staff": "ben-k", "station": "till-1"}),
     ("staff_signout", f"kiosk/v1/{S}/{D}/event",
@@ -39,22 +41,30 @@ BY_HAND: list[tuple[str, str, dict[str, Any]]] = [
       "confirm_timeout_s": 60, "telemetry_interval_s": 60, "station": "till-1",
       "staff": [{"id": "ana", "name": "Ana"}, {"id": "ben-k", "name": "Ben K."}]}),
     ("confirm_recovery", f"kiosk/v1/{S}/{D}/cmd",
-     {"v": 1, "cmd": "confirm_recovery", "id": "c-0001", "ts": NOW, "case": "A7K3"}),
+     {"v": 1, "cmd": "confirm_recovery", "id": "c-0001", "ts": NOW, "case": CODE}),
     ("identify", f"kiosk/v1/{S}/{D}/cmd",
      {"v": 1, "cmd": "identify", "id": "c-0002", "ts": NOW, "seconds": 10}),
     ("reboot", f"kiosk/v1/{S}/{D}/cmd", {"v": 1, "cmd": "reboot", "id": "c-0003", "ts": NOW}),
+    ("wifi", f"kiosk/v1/{S}/{D}/cmd",
+     {"v": 1, "cmd": "wifi", "id": "c-0004", "ts": NOW, "ssid": "shop-2", "key": "a-new-key"}),
+    ("logs", f"kiosk/v1/{S}/{D}/cmd", {"v": 1, "cmd": "logs", "id": "c-0005", "ts": NOW}),
+    ("log", f"kiosk/v1/{S}/{D}/log",
+     {"v": 1, "store": S, "device": D, "id": "c-0005", "ts": None, "up_ms": 60_000, "lost": 0,
+      "lines": [{"up_ms": 0, "text": "boot: firmware 0.1.0, after power on"},
+                {"up_ms": 900, "last_ms": 40_900, "count": 3,
+                 "text": "Wi-Fi: no connection to shop"}]}),
     ("ack", f"kiosk/v1/{S}/{D}/ack", {"v": 1, "seq": 41}),
     ("cases", f"kiosk/v1/{S}/cases",
      {"v": 1, "store": S, "ts": NOW, "cases": [
-         {"code": "A7K3", "state": "open", "deadline": NOW + 86_400, "opened": NOW,
-          "station": "till-1", "escalated": False}]}),
+         {"code": CODE, "state": "open", "deadline": NOW + 86_400, "opened": NOW,
+          "station": "till-1", "escalated": False, "overdue": False}]}),
     ("summary", f"kiosk/v1/{S}/summary",
      {"v": 1, "store": S, "ts": NOW, "day": "2025-11-23", "tz": "Europe/Berlin", "scale": 4,
       "counts": [1, 2, 10, 30], "ratings": 43, "satisfaction": 0.93, "breakdowns": 3,
       "open_cases": 1, "overdue_cases": 0, "recovered_in_time": 2, "outside_hours": 0}),
     ("alert", f"kiosk/v1/{S}/alerts",
      {"v": 1, "id": "al-77", "store": S, "ts": NOW, "type": "deadline_near", "severity": "warning",
-      "text": "Case A7K3 at till-1 has 4 h left", "case": "A7K3", "device": D,
+      "text": "Case A7K3 at till-1 has 4 h left", "case": CODE, "device": D,
       "deadline": NOW + 14_400}),
     ("recognition", f"kiosk/v1/{S}/recognition",
      {"v": 1, "store": S, "ts": NOW, "period": {"from": NOW - 604_800, "to": NOW},

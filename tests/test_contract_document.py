@@ -19,6 +19,7 @@ TOPIC_TABLE = [
     ("kiosk/v1/{store}/{device}/event", "receive", 1, False),
     ("kiosk/v1/{store}/{device}/status", "receive", 1, True),
     ("kiosk/v1/{store}/{device}/telemetry", "receive", 0, False),
+    ("kiosk/v1/{store}/{device}/log", "receive", 1, False),
     ("kiosk/v1/{store}/{device}/config", "send", 1, True),
     ("kiosk/v1/{store}/{device}/cmd", "send", 1, False),
     ("kiosk/v1/{store}/{device}/ack", "send", 1, True),

@@ -31,6 +31,7 @@ from kiosk_host.dashboard.server import DashboardServer, serve_dashboard
 from kiosk_host.rules.stores import Stores, load_stores
 from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
 from kiosk_host.wire.contract import Contract
+from kiosk_host.wire.identifiers import check_character
 from tests.test_host_ingest import case_code
 from tests.virtual_kiosks import KIOSK_HOST
 
@@ -242,16 +243,22 @@ def test_every_number_equals_the_clis_json_output(dashboard: Dashboard) -> None:
         store = row["store"]
         (today,) = dashboard.cli("report", "--store", store, "--period", "day")
         summary = dashboard.get(f"/api/stores/{store}/summary")
-        assert without(row, "kiosks", "low_threshold", "ts") == without(summary, "ts")
+        assert without(row, "kiosks", "kiosks_down", "low_threshold", "ts") == without(
+            summary, "ts"
+        )
         for key in SUMMARY_FIGURES:
             assert summary[key] == today[key], (store, key)
         assert summary["day"] == today["day"]
 
-        devices = dashboard.cli("devices", "--store", store, stores=False)
-        online = sum(1 for d in devices if d["state"] == "online")
-        assert row["kiosks"] == {"online": online, "offline": len(devices) - online}
+        devices = dashboard.cli("devices", "--store", store)
+        # health is read at each one's own moment: the kiosks are the same, the counts add up
+        down = row["kiosks_down"]
+        assert row["kiosks"] == {"online": len(devices) - len(down), "offline": len(down)}
+        assert set(down) <= {d["device"] for d in devices}
         shown = dashboard.get(f"/api/stores/{store}/devices")["devices"]
-        assert [without(d, "online", "last_seen") for d in shown] == devices
+        timed = ("online", "last_seen", "health", "late_s")
+        assert [without(d, *timed) for d in shown] == [without(d, *timed) for d in devices]
+        assert all(d["health"] in ("online", "offline", "refused") for d in shown + devices)
 
         for period in ("day", "week"):
             report = dashboard.get(f"/api/stores/{store}/report", period=period)
@@ -520,8 +527,102 @@ def test_marking_a_case_fixed_needs_the_token_and_acts_as_the_cli(dashboard: Das
     shown = dashboard.get("/api/stores/north/cases")["cases"]
     assert by_cli in shown and fixed.json() in shown
 
-    assert dashboard.post("/api/stores/north/cases/ZZZZ/fix", body).status_code == 404
+    nowhere = "ZZZZ" + check_character("ZZZZ")  # a code no kiosk of the store has shown yet
+    assert dashboard.post(f"/api/stores/north/cases/{nowhere}/fix", body).status_code == 404
     assert dashboard.post(path, {"staff": "Not An Id"}).status_code == 400
+    slip = second["code"][:4] + ("2" if second["code"][4] != "2" else "3")  # one wrong character
+    refused = dashboard.post(f"/api/stores/north/cases/{slip}/fix", body)
+    assert refused.status_code == 400 and "fails its check" in refused.json()["error"]
+
+
+def test_a_code_typed_in_any_case_is_the_kiosks_code(dashboard: Dashboard) -> None:
+    waiting = [c for c in dashboard.get("/api/stores/south/cases")["cases"]
+               if c["state"] == "open" and not c["overdue"]]  # fmt: skip
+    code = waiting[0]["code"]
+    typed = code.lower()
+    assert typed != code
+    path = f"/api/stores/south/cases/{typed}/fix"
+    assert dashboard.post(path, {"staff": "ana"}, token=None).status_code == 401
+    fixed = dashboard.post(path, {"staff": "ana"})
+    assert fixed.status_code == 200, fixed.text
+    assert (fixed.json()["code"], fixed.json()["state"]) == (code, "fixed")
+    again = dashboard.post(f"/api/stores/south/cases/{code[:2].lower()}{code[2:]}/fix",
+                           {"staff": "ana"})  # fmt: skip
+    assert again.status_code == 409 and code in again.json()["error"]
+
+
+def test_the_roster_gives_names_for_the_fix_form(dashboard: Dashboard) -> None:
+    assert dashboard.get("/api/stores/north/roster") == {
+        "store": "north", "staff": [{"staff": "ana", "name": "Ana"}],
+    }  # fmt: skip
+    assert dashboard.get("/api/stores/quiet/roster") == {"store": "quiet", "staff": []}
+    r = httpx.get(dashboard.url + "/api/stores/nowhere/roster", timeout=30)
+    assert r.status_code == 404 and "nowhere" in r.json()["error"]
+    page = httpx.get(dashboard.url + "/stores/north", timeout=30).text
+    assert '<option value="ana">Ana</option>' in page  # names shown, ids sent
+
+
+def test_overdue_cases_stay_listed_until_a_person_closes_them(dashboard: Dashboard) -> None:
+    every = dashboard.cli("cases", "list", "--store", "dark")
+    needing = sorted(
+        (c for c in every if c["state"] in ("open", "fixed", "breached", "unconfirmed")
+         and c["closed_by"] is None), key=lambda c: (c["deadline"], c["code"]),
+    )  # fmt: skip
+    listed = dashboard.get("/api/stores/dark/cases")
+    assert listed["states"] == ["open", "fixed", "breached", "unconfirmed"]
+    assert [c["code"] for c in listed["cases"]] == [c["code"] for c in needing]
+    overdue = [c for c in listed["cases"] if c["overdue"]]
+    assert overdue and listed["cases"][: len(overdue)] == overdue  # the overdue ones first
+    assert {c["state"] for c in overdue} == {"breached", "unconfirmed"}
+    assert all(c["opened"] == c["opened_at"] for c in listed["cases"])
+    breached = [c for c in overdue if c["state"] == "breached"]
+
+    # a late fix: the fix button works on an overdue case, counted as late
+    late = dashboard.post(f"/api/stores/dark/cases/{breached[0]['code']}/fix", {"staff": "eli"})
+    assert late.status_code == 200, late.text
+    assert (late.json()["state"], late.json()["late"], late.json()["overdue"]) == (
+        "unconfirmed", True, True,
+    )  # fmt: skip
+    assert late.json() in dashboard.get("/api/stores/dark/cases")["cases"]
+
+    # closing needs the token, a name, an overdue case; then it leaves the list
+    path = f"/api/stores/dark/cases/{breached[0]['code']}/close"
+    body = {"by": "maria", "note": "the customer was called back"}
+    assert dashboard.post(path, body, token=None).status_code == 401
+    assert dashboard.post(path, {"by": ""}).status_code == 400
+    closed = dashboard.post(path, body)
+    assert closed.status_code == 200, closed.text
+    assert (closed.json()["closed_by"], closed.json()["close_note"]) == (
+        "maria", "the customer was called back",
+    )  # fmt: skip
+    assert closed.json()["state"] == "unconfirmed" and not closed.json()["overdue"]
+    shown = [c["code"] for c in dashboard.get("/api/stores/dark/cases")["cases"]]
+    assert breached[0]["code"] not in shown
+    (kept,) = [
+        c
+        for c in dashboard.cli("cases", "list", "--store", "dark", "--state", "unconfirmed")
+        if c["code"] == breached[0]["code"]
+    ]
+    assert kept == closed.json()
+    again = dashboard.post(path, body)
+    cli = subprocess.run(
+        [str(KIOSK_HOST), "cases", "close", breached[0]["code"], "--store", "dark", "--by",
+         "maria", "--db", str(dashboard.db)], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert again.status_code == 409 and cli.returncode == 2
+    assert again.json()["error"] in cli.stderr  # the same rule, in the same words
+    running = [c for c in listed["cases"] if not c["overdue"]]
+    refused = dashboard.post(f"/api/stores/dark/cases/{running[0]['code']}/close", body)
+    assert refused.status_code == 409 and "still in its window" in refused.json()["error"]
+    nowhere = "ZZZZ" + check_character("ZZZZ")
+    assert dashboard.post(f"/api/stores/dark/cases/{nowhere}/close", body).status_code == 404
+
+    # and by the CLI: the dashboard's list follows
+    by_cli = dashboard.cli("cases", "close", breached[1]["code"], "--store", "dark", "--by",
+                           "maria")  # fmt: skip
+    assert by_cli["closed_by"] == "maria"
+    shown = [c["code"] for c in dashboard.get("/api/stores/dark/cases")["cases"]]
+    assert breached[1]["code"] not in shown
 
 
 def test_without_a_token_the_dashboard_is_read_only(dashboard: Dashboard) -> None:

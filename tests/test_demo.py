@@ -31,9 +31,12 @@ from kiosk_host.demo.run import (
     KIOSKS,
     STORES_FILE,
     STORY,
+    SWITCHED_OFF,
     Confirm,
     Fix,
+    N,
     Rate,
+    S,
     code_on_screen,
     customers,
     scaled_stores,
@@ -111,8 +114,8 @@ def test_a_faster_demo_has_shorter_windows_in_whole_minutes(
 
 
 def test_the_code_is_read_off_the_code_screen() -> None:
-    assert code_on_screen("Your code | B7KQ | Show it to our staff", "B") == "B7KQ"
-    assert code_on_screen("Your code | B7KQ | Show it to our staff", "A") is None
+    assert code_on_screen("Your code | B7KQU | Show it to our staff", "B") == "B7KQU"
+    assert code_on_screen("Your code | B7KQU | Show it to our staff", "A") is None
     assert code_on_screen("Your code | BOKQ | Show it", "B") is None  # no O in codes
 
 
@@ -138,7 +141,8 @@ def test_the_demo_broker_runs_the_shipped_settings_on_loopback(tmp_path: Path) -
     assert ("max_queued_messages", "1000000") in kept and ("persistence", "true") in kept
     own = dict(made[len(kept) :])
     assert own["persistence_location"] == f"{tmp_path}/"
-    assert own["log_dest"] == f"file {tmp_path / 'b.log'}"
+    logs = [v for k, v in made[len(kept) :] if k == "log_dest"]
+    assert logs == [f"file {tmp_path / 'b.log'}", "topic"]  # the topic: refused kiosks' notices
     assert own["allow_anonymous"] == "true"  # the demo's kiosks have no accounts
     assert not {"password_file", "acl_file"} & {k for k, _ in made}
 
@@ -374,11 +378,15 @@ def test_the_demo_recovers_cases_breaches_one_stops_cleanly_and_carries_on(
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=30) as page:
             assert page.status == 200
         wait_until(lambda: online(db) == 6, 30, "six kiosks online")
-        # The story: four cases recovered in time (three Wow!, one Fixed), one breached.
-        expected = ["breached", "recovered", "wow", "wow", "wow"]
+        # The story: four cases recovered in time (three "Yes, wow!", one "Yes"), one breached
+        # and then fixed late by staff: unconfirmed, overdue, still listed.
+        expected = ["recovered", "unconfirmed", "wow", "wow", "wow"]
         wait_until(lambda: states(cases(db)) == expected, 300, f"the cases to be {expected}")
+        first.wait_said("fixed late: overdue, listed until a manager closes it", 60)
         done = cases(db)
-        assert all(c["fixed_by"] for c in done.values() if c["state"] != "breached")
+        assert all(c["fixed_by"] for c in done.values())
+        (late,) = [c for c in done.values() if c["state"] == "unconfirmed"]
+        assert late.get("late") is True and late["overdue"] is True
         assert sum(c["escalations"] for c in done.values()) == 1  # one "Not yet" on the way
         alerts = [
             a["type"] for store in STORES for a in cli(db, "alerts", "list", "--store", store)
@@ -391,6 +399,13 @@ def test_the_demo_recovers_cases_breaches_one_stops_cleanly_and_carries_on(
             for r in cli(db, "report", "--store", s, "--period", "week")
         )
         assert ratings > 50
+        # Near the end a kiosk is switched off: the overview names it down within two of its
+        # telemetry intervals (its silence), and only it.
+        first.wait_said("is switched off", 240)
+        first.wait_said("The overview names {}/{} down".format(*SWITCHED_OFF), 120)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/api/stores", timeout=30) as r:
+            down = {row["store"]: row["kiosks_down"] for row in json.load(r)["stores"]}
+        assert down == {N: [], S: ["help-desk"]} and SWITCHED_OFF == (S, "help-desk")
         processes = first.descendants()
         assert len(processes) >= 9  # the demo, mosquitto, the aggregator and six kiosks
         programs = [Path(command_line(pid)[0]).name for pid in processes if command_line(pid)]

@@ -243,6 +243,53 @@ def test_the_watchdog_restarts_an_interrupted_kiosk_which_is_why_deploy_stops_it
         idle_after(kiosk, mark)
 
 
+@pytest.mark.slow
+def test_deploy_sees_the_kiosk_online_with_the_fleet_account_and_refuses_to_swap_a_board(
+    tmp_path: Path, built_firmware: None
+) -> None:
+    """Nothing says which account may read the kiosk's status: deploy takes the fleet tools'
+    from the broker folder (the kiosk's own may not). A board that holds another kiosk is left
+    as it was unless --replace says otherwise."""
+    broker = Mosquitto(tmp_path / "mosquitto", auth_dir=tmp_path / "broker")
+    till_1 = provision(tmp_path, broker.port, "till-1")
+    till_2 = provision(tmp_path, broker.port, "till-2")
+    flash = tmp_path / "flash"
+    unset = {"KIOSK_BROKER": "", "KIOSK_BROKER_PASSWORD": ""}
+    folder = ("--broker-dir", str(tmp_path / "broker"))
+    with broker, SerialKiosk(flash) as kiosk:
+        first = deploy_cli(kiosk.port, till_1, "--no-build", *folder, env=unset)
+        assert first.returncode == 0, first.stdout + first.stderr
+        version = firmware_version()
+        assert first.stdout.splitlines()[-1].startswith(
+            f"deployed till-1 (store-12): online with firmware {version}"
+        )
+        held = (flash / "identity.json").read_bytes()
+
+        mark = kiosk.mark()
+        swap = deploy_cli(kiosk.port, till_2, "--no-build", *folder, env=unset)
+        assert swap.returncode == 2, swap.stdout
+        assert swap.stderr == (
+            "kiosk-host: the board holds store-12/till-1; pass --replace to flash till-2 over it\n"
+        )
+        assert (flash / "identity.json").read_bytes() == held  # nothing copied
+        assert not device_path(flash, FLAG).exists()  # not left stopped: it is till-1 again
+        idle_after(kiosk, mark)
+
+        replaced = deploy_cli(kiosk.port, till_2, "--no-build", "--replace", *folder, env=unset)
+        assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+        assert "till-2 (store-12): replacing store-12/till-1 on this board (--replace)" in (
+            replaced.stdout
+        )
+        assert replaced.stdout.splitlines()[-1].startswith(
+            f"deployed till-2 (store-12): online with firmware {version}"
+        )
+        on_board = json.loads((flash / "identity.json").read_text())
+        assert (on_board["store"], on_board["device"]) == ("store-12", "till-2")
+        fleet_password = json.loads((tmp_path / "broker" / "fleet.json").read_text())["password"]
+        for secret in [*secrets_of(till_1), *secrets_of(till_2), fleet_password]:
+            assert secret not in first.stdout + swap.stdout + swap.stderr + replaced.stdout
+
+
 # -- refusals: each says what to do ------------------------------------------------------------
 
 

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import pytest
 
+from kiosk_host.wire.identifiers import check_character
 from tests.kiosk_runs import BOARDS, run_kiosk
 from tests.vm.mpvm import MicroPythonVM, board_buttons
 
 CASE_CODE = "from wire import case_code\n"
+M5 = "m5stack_core"  # three buttons
+THREE = "conf=dict(CONFIG, scale=3, low_threshold=1)"
+
+
+def code(body: str) -> str:
+    """A recovery code as a kiosk shows it: `body` and its check character."""
+    return body + check_character(body)
+
+
+A7K3, B2XZ, C9QR = code("A7K3"), code("B2XZ"), code("C9QR")
 
 
 def test_idle_shows_the_prompt_and_a_smiley_per_button(mpvm: MicroPythonVM) -> None:
@@ -74,12 +85,36 @@ def test_a_low_rating_accepted_shows_the_recovery_code(mpvm: MicroPythonVM) -> N
     code = next(line.split()[1] for line in run.lines if line.startswith("CODE"))
     assert run.names == ["idle", "sorry", "code"]
     assert run.screens[1] == ("sorry", "Sorry. | Let us make it right? | [No] | [Yes]")
+    assert len(code) == 5
     assert run.screens[2] == ("code", f"Your code | {code} | Show it to our staff")
     rating, follow_up = run.events
     assert rating["score"] == 2
     assert follow_up["kind"] == "follow_up"
     assert (follow_up["rating_seq"], follow_up["accepted"], follow_up["code"]) == (1, True, code)
     assert follow_up["seq"] == 2
+
+
+def test_a_press_on_the_code_screen_seconds_later_is_the_next_customers_rating(
+    mpvm: MicroPythonVM,
+) -> None:
+    script = (
+        "rig.press(1)\n"  # a low rating
+        "rig.press(4)\n"  # Yes: the code shows
+        "rig.press(4, 300)\n"  # the same customer taps Yes again at once: the code stays
+        "print('after a tap', rig.screen[0], rig.outbox.depth())\n"
+        "rig.sleep(6000, 50)\n"  # past the response interval (5 s) since the low rating
+        "print('before', rig.screen[0])\n"
+        "rig.press(3)\n"  # a few seconds later, with the code still up: the next customer
+    )
+    run = run_kiosk(mpvm, script)
+    assert "after a tap code 2" in run.lines
+    assert "before code" in run.lines
+    assert run.names == ["idle", "sorry", "code", "thanks"]
+    assert [(e["kind"], e.get("score")) for e in run.events] == [
+        ("rating", 1),
+        ("follow_up", None),
+        ("rating", 3),
+    ]
 
 
 def test_the_code_stays_for_its_time_then_the_prompt_returns(mpvm: MicroPythonVM) -> None:
@@ -160,27 +195,28 @@ def test_a_chord_is_never_a_rating_and_back_leaves_staff_mode(mpvm: MicroPythonV
 
 def test_staff_opens_the_wow_confirmation_for_an_open_case(mpvm: MicroPythonVM) -> None:
     script = (
-        "rig.kiosk.set_cases([('B2XZ', 1763900000 + 5 * 3600), ('A7K3', 1763900000 + 3600)])\n"
+        f"rig.kiosk.set_cases([('{B2XZ}', 1763900000 + 5 * 3600), ('{A7K3}', 1763900000 + 3600)])\n"
         "rig.chord(1, 4, 3100)\n"
         "rig.press(3)\n"  # Next: Open cases
         "rig.press(4)\n"  # OK
-        "rig.press(3)\n"  # Next: the second case, B2XZ
+        "rig.press(3)\n"  # Next: the second case
         "rig.press(4)\n"  # OK: show the customer the confirmation
         "rig.press(4)\n"  # the customer: Wow!
     )
     run = run_kiosk(mpvm, script)
     assert (
         "staff",
-        "Open cases (2) |  A7K3 59m left | >B2XZ 4h left | [Back] | [Next] | [OK]",
+        f"Open cases (2) |  {A7K3} 59m left | >{B2XZ} 4h left | [Back] | [Next] | [OK]",
     ) in run.screens
-    assert ("confirm", "Code B2XZ: did we blow you away? | [Not yet] | [Fixed] | [Wow!]") in (
-        run.screens
-    )
+    assert (
+        "confirm",
+        f"Code {B2XZ}: did we make it right? | [Not yet] | [Yes] | [Yes, wow!]",
+    ) in run.screens
     assert run.names[-1] == "thanks"
     (verdict,) = run.events
     assert (verdict["kind"], verdict["case"], verdict["outcome"]) == (
         "recovery_confirm",
-        "B2XZ",
+        B2XZ,
         "wow",
     )
 
@@ -188,8 +224,8 @@ def test_staff_opens_the_wow_confirmation_for_an_open_case(mpvm: MicroPythonVM) 
 def test_a_case_within_the_hour_shows_its_minutes_left(mpvm: MicroPythonVM) -> None:
     script = (
         "now = 1763900000\n"
-        "rig.kiosk.set_cases([('B2XZ', now + 2 * 3600 + 30), ('A7K3', now + 20 * 60 + 30),"
-        " ('C9QR', now - 60)])\n"
+        f"rig.kiosk.set_cases([('{B2XZ}', now + 2 * 3600 + 30), ('{A7K3}', now + 20 * 60 + 30),"
+        f" ('{C9QR}', now - 60)])\n"
         "rig.chord(1, 4, 3100)\n"
         "rig.press(3)\n"  # Next: Open cases
         "rig.press(4)\n"  # OK
@@ -197,21 +233,57 @@ def test_a_case_within_the_hour_shows_its_minutes_left(mpvm: MicroPythonVM) -> N
     run = run_kiosk(mpvm, script)
     assert run.screens[-1] == (
         "staff",
-        "Open cases (3) | >C9QR overdue |  A7K3 20m left |  B2XZ 2h left | [Back] | [Next] | [OK]",
+        f"Open cases (3) | >{C9QR} overdue |  {A7K3} 20m left |  {B2XZ} 2h left | [Back] | [Next]"
+        " | [OK]",
     )
 
 
-@pytest.mark.parametrize(("button", "outcome"), [(4, "wow"), (3, "fixed"), (1, "not_fixed")])
-def test_a_confirm_command_asks_for_the_verdict(
-    mpvm: MicroPythonVM, button: int, outcome: str
+@pytest.mark.parametrize(
+    ("board", "button", "outcome"),
+    [("esp32_devkitc_ssd1306", 4, "wow"), ("esp32_devkitc_ssd1306", 3, "fixed"),
+     ("esp32_devkitc_ssd1306", 2, "fixed"), ("esp32_devkitc_ssd1306", 1, "not_fixed"),
+     (M5, 3, "wow"), (M5, 2, "fixed"), (M5, 1, "not_fixed")],
+)  # fmt: skip
+def test_every_button_gives_a_verdict(
+    mpvm: MicroPythonVM, board: str, button: int, outcome: str
 ) -> None:
-    run = run_kiosk(mpvm, f"rig.kiosk.confirm_recovery('A7K3')\nrig.press({button})")
+    """Not yet leftmost, Wow rightmost, and every button between them is Yes (made right)."""
+    args = THREE if board == M5 else ""
+    script = f"rig.kiosk.confirm_recovery('{A7K3}')\nrig.press({button})"
+    run = run_kiosk(mpvm, script, board=board, rig_args=args)
     assert run.names == ["idle", "confirm", "thanks"]
-    assert [(e["case"], e["outcome"]) for e in run.events] == [("A7K3", outcome)]
+    assert [(e["case"], e["outcome"]) for e in run.events] == [(A7K3, outcome)]
+
+
+@pytest.mark.parametrize(
+    ("board", "button", "accepted"),
+    [("esp32_devkitc_ssd1306", 1, False), ("esp32_devkitc_ssd1306", 2, False),
+     ("esp32_devkitc_ssd1306", 3, True), ("esp32_devkitc_ssd1306", 4, True),
+     (M5, 1, False), (M5, 2, True), (M5, 3, True)],
+)  # fmt: skip
+def test_every_button_answers_make_it_right(
+    mpvm: MicroPythonVM, board: str, button: int, accepted: bool
+) -> None:
+    """No on the left half of the buttons, Yes on the rest (the middle one of three)."""
+    args = THREE if board == M5 else ""
+    run = run_kiosk(mpvm, f"rig.press(1)\nrig.press({button})", board=board, rig_args=args)
+    assert run.names == ["idle", "sorry", "code" if accepted else "thanks"]
+    assert run.events[1]["accepted"] is accepted
+
+
+def test_the_middle_buttons_of_staff_mode_are_next(mpvm: MicroPythonVM) -> None:
+    script = "rig.chord(1, 4, 3100)\nrig.press(2)\nrig.press(3)"
+    run = run_kiosk(mpvm, script)
+    cursors = [text.split(" | ")[1:4] for name, text in run.screens if name == "staff"]
+    assert cursors == [
+        [">Sign in", " Open cases (0)", " Exit"],
+        [" Sign in", ">Open cases (0)", " Exit"],
+        [" Sign in", " Open cases (0)", ">Exit"],
+    ]
 
 
 def test_the_confirmation_times_out_without_a_verdict(mpvm: MicroPythonVM) -> None:
-    run = run_kiosk(mpvm, "rig.kiosk.confirm_recovery('A7K3')\nrig.press(2)\nrig.sleep(61000, 500)")
+    run = run_kiosk(mpvm, f"rig.kiosk.confirm_recovery('{A7K3}')\nrig.sleep(61000, 500)")
     assert run.names == ["idle", "confirm", "idle"]
     assert run.events == []
 
@@ -260,6 +332,26 @@ def test_a_good_config_from_the_host_takes_effect_in_its_language(mpvm: MicroPyt
     )
     run = run_kiosk(mpvm, script)
     assert run.screens[1:] == [("idle", "Wie war es?"), ("thanks", "Danke!")]
+
+
+def test_a_language_set_alone_puts_the_default_prompt_in_that_language(
+    mpvm: MicroPythonVM,
+) -> None:
+    """As `kiosk-host config push --set language=de` does: the prompt stays the default."""
+    script = (
+        "import json\n"
+        "rig.kiosk.apply_config(json.dumps(dict(CONFIG, language='de')).encode())\n"
+        "rig.press(4)\n"
+        "rig.sleep(6000, 100)\n"
+        "rig.kiosk.apply_config(json.dumps(dict(CONFIG, language='fr')).encode())\n"
+    )
+    run = run_kiosk(mpvm, script)
+    assert run.screens[1:] == [
+        ("idle", "Wie waren wir heute?"),
+        ("thanks", "Danke!"),
+        ("idle", "Wie waren wir heute?"),
+        ("idle", "Comment etait votre visite ?"),
+    ]
 
 
 @pytest.mark.parametrize("board", BOARDS)

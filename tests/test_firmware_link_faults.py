@@ -33,6 +33,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host.wire.contract import Contract, Message
+from kiosk_host.wire.identifiers import check_character
 from tests.broker import Mosquitto
 from tests.fault_peer import FAILURES, PHASES, FaultPeer, applies
 from tests.kiosk_runs import run_kiosk
@@ -40,13 +41,14 @@ from tests.virtual_kiosks import VirtualKiosk, Watcher, wait_until
 from tests.vm.mpvm import FIRMWARE_DIR, ROOT, SIMHW_DIR, MicroPythonVM
 
 HERE = Path(__file__).resolve().parent
+CODE = "A7K3" + check_character("A7K3")  # a code as a kiosk with letter A makes it
 RUNTIMES = ("micropython", "cpython")
 RECOVERY_S = 15.0  # from the fault clearing to every press at the broker
 RUN_S = 120.0  # one runtime's whole matrix, at most
 PRESSES = 9  # link_fault_kiosk.BEFORE + AFTER
 NOISE = "__noise__"  # the lines of a run that no kiosk should print
 NOISY = ("retrieved", "Traceback", "EBADF", "Errno 9", "OSError: 9", "LOOP ")
-VM_MODULES = ("clock", "config", "kiosk", "link", "mqtt", "outbox", "wire", "texts_en")
+VM_MODULES = ("clock", "config", "kiosk", "link", "logring", "mqtt", "outbox", "wire", "texts_en")
 
 # Every cell where the failure can happen. Left out, by applies(): `refused` and `tls` after
 # the connection is open (both happen only while connecting), a CONNACK return code at any
@@ -386,7 +388,7 @@ def test_a_link_problem_is_a_line_under_the_prompt_and_never_on_a_customers_scre
     script = (
         "rig.kiosk.link_problem('OSError: 113')\n"
         "rig.kiosk.link_problem('OSError: 113')\n"  # the same again: not painted again
-        "rig.kiosk.confirm_recovery('A7K3')\n"
+        f"rig.kiosk.confirm_recovery('{CODE}')\n"
         "rig.kiosk.link_problem('MQTTError: 5')\n"  # the customer's screen stays
         "rig.press(4)\n"
         "rig.sleep(3000, 50)\n"
@@ -396,7 +398,7 @@ def test_a_link_problem_is_a_line_under_the_prompt_and_never_on_a_customers_scre
     assert run.screens == [
         ("idle", "How did we do today?"),
         ("idle", "How did we do today? | (OSError: 113)"),
-        ("confirm", "Code A7K3: did we blow you away? | [Not yet] | [Fixed] | [Wow!]"),
+        ("confirm", f"Code {CODE}: did we make it right? | [Not yet] | [Yes] | [Yes, wow!]"),
         ("thanks", "Thank you!"),
         ("idle", "How did we do today? | (MQTTError: 5)"),
         ("idle", "How did we do today?"),
@@ -406,7 +408,7 @@ def test_a_link_problem_is_a_line_under_the_prompt_and_never_on_a_customers_scre
 def test_the_same_config_again_leaves_the_screen_alone(mpvm: MicroPythonVM) -> None:
     script = (
         "import json\n"
-        "rig.kiosk.confirm_recovery('A7K3')\n"
+        f"rig.kiosk.confirm_recovery('{CODE}')\n"
         "print('applied', rig.kiosk.apply_config(json.dumps(CONFIG).encode()))\n"
         "print('applied', rig.kiosk.apply_config(json.dumps(CONFIG).encode()))\n"
         "rig.press(4)\n"
@@ -422,7 +424,7 @@ def test_a_changed_config_waits_for_the_customer_then_applies_at_idle(
 ) -> None:
     script = (
         "import json\n"
-        "rig.kiosk.confirm_recovery('A7K3')\n"
+        f"rig.kiosk.confirm_recovery('{CODE}')\n"
         "new = json.dumps(dict(CONFIG, prompt='New?')).encode()\n"
         "print('applied', rig.kiosk.apply_config(new))\n"
         "rig.press(4)\n"  # the verdict, under the settings it was asked with
@@ -432,7 +434,7 @@ def test_a_changed_config_waits_for_the_customer_then_applies_at_idle(
     run = run_kiosk(mpvm, script)
     assert run.screens == [
         ("idle", "How did we do today?"),
-        ("confirm", "Code A7K3: did we blow you away? | [Not yet] | [Fixed] | [Wow!]"),
+        ("confirm", f"Code {CODE}: did we make it right? | [Not yet] | [Yes] | [Yes, wow!]"),
         ("thanks", "Thank you!"),
         ("idle", "New?"),
         ("thanks", "Thank you!"),
@@ -532,7 +534,7 @@ def test_a_confirm_queued_while_offline_survives_the_retained_config_on_reconnec
         kiosk.send("net down")
         wait_until(lambda: statuses("offline") >= 1, 15, "the kiosk offline (its last will)")
         online = statuses("online")
-        cmd = {"v": 1, "cmd": "confirm_recovery", "id": "c-1", "ts": 1763900000, "case": "A7K3"}
+        cmd = {"v": 1, "cmd": "confirm_recovery", "id": "c-1", "ts": 1763900000, "case": CODE}
         watcher.client.publish(base + "cmd", json.dumps(cmd), 1).wait_for_publish(10)
         kiosk.send("net up")
         kiosk.wait_screen("confirm")

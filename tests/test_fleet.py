@@ -43,7 +43,8 @@ class Shop:
     kiosk: VirtualKiosk  # fleet/till-1, as provisioned; fleet/till-2 is provisioned only
 
     def cli(self, *args: str) -> Any:
-        return kiosk_host(*args, "--broker", self.url)
+        """A fleet command on the fleet tools' account, knowing the provisioned kiosks."""
+        return kiosk_host(*args, "--broker", self.url, "--devices-dir", str(self.devices_dir))
 
     def configs(self, name: str) -> list[dict[str, Any]]:
         return [json.loads(p) for p in self.watcher.on(f"kiosk/v1/{STORE}/{name}/config")]
@@ -105,6 +106,11 @@ def test_devices_shows_a_kiosk_online_its_telemetry_and_offline_by_its_last_will
     assert (offline["fw"], offline["board"]) == (__version__, "esp32-devkitc-ssd1306")  # kept
     assert offline["heap_free"] == 100000  # the last figures stay, with their time
     assert [d["device"] for d in devices(shop.db)] == ["till-1"]
+    # till-2 was provisioned, and never connected
+    known = devices(shop.db, "--devices-dir", str(shop.devices_dir))
+    assert [(d["device"], d["state"]) for d in known] == [
+        ("till-1", "offline"), ("till-2", "never seen")
+    ]  # fmt: skip
 
     shop.kiosk.start()
     wait_until(lambda: device(shop.db, STORE, "till-1").get("state") == "online", 30, "back")
@@ -168,6 +174,13 @@ def test_identify_shows_the_kiosk_its_name(shop: Shop) -> None:
     bad = shop.cli("identify", "till-1", "--store", STORE, "--seconds", "500")
     assert bad.returncode == 2
     assert "maximum at /seconds: 500 is greater than the maximum of 120" in bad.stderr
+    typo = shop.cli("identify", "till-9", "--store", STORE)  # never provisioned: not sent
+    assert typo.returncode == 2 and typo.stdout == ""
+    assert "no kiosk till-9 was provisioned in store fleet" in typo.stderr
+    assert "did you mean till-1 or till-2?" in typo.stderr
+    shop.cli("identify", "till-1", "--store", STORE, "--seconds", "1")  # after the typo's
+    wait_until(lambda: len(shop.watcher.on(f"kiosk/v1/{STORE}/till-1/cmd")) == 2, 10, "the 2nd")
+    assert shop.watcher.on(f"kiosk/v1/{STORE}/till-9/cmd") == []
 
 
 def test_reboot_restarts_the_kiosk_once(shop: Shop) -> None:

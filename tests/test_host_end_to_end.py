@@ -65,8 +65,8 @@ def test_a_low_rating_becomes_a_case_that_staff_recover_and_get_credit_for(
         cli("cases", "confirm-on", code, "--store", "e2e", "--device", "till-1",
             "--broker", mosquitto.url, "--db", db)  # fmt: skip
         kiosk.wait_screen("confirm")
-        assert kiosk.last()[1].startswith(f"Code {code}: did we blow you away?")
-        kiosk.send("press 4")  # Wow!
+        assert kiosk.last()[1].startswith(f"Code {code}: did we make it right?")
+        kiosk.send("press 4")  # Yes, wow!
         wait_until(lambda: case().get("state") == "wow", 20, f"case {code} recovered")
 
         def figures() -> dict[str, Any]:

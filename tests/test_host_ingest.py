@@ -24,6 +24,7 @@ from kiosk_host.aggregator.writer import KIOSK_CHANNELS, NO_STORES, classify
 from kiosk_host.shipped import ROOT
 from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
 from kiosk_host.wire.contract import Cleared, Contract, Message
+from kiosk_host.wire.identifiers import check_character
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import Watcher, suback, wait_until
 
@@ -130,11 +131,13 @@ def test_a_burst_published_while_the_aggregator_is_down_is_stored_once(
 
 
 def case_code(device: str, seq: int) -> str:
-    """The code a kiosk shows (firmware/wire.py): its letter and three characters from seq."""
+    """The code a kiosk shows (firmware/wire.py): its letter, three characters from seq and
+    the check character."""
     alphabet = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
     n = seq * 7919 % 29791
     letter = "ABCDEFGHJKMNPQRSTUVWXYZ"[int(device.rsplit("-", 1)[1])]
-    return letter + alphabet[n // 961] + alphabet[n // 31 % 31] + alphabet[n % 31]
+    body = letter + alphabet[n // 961] + alphabet[n // 31 % 31] + alphabet[n % 31]
+    return body + check_character(body)
 
 
 def with_cases(items: list[tuple[str, bytes, int]]) -> list[tuple[str, bytes, int]]:

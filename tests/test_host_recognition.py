@@ -92,7 +92,8 @@ def test_the_latest_sign_in_wins_when_two_overlap() -> None:
 
 
 def test_five_lucky_ratings_do_not_beat_five_hundred_good_ones() -> None:
-    b = board(DEFAULT, ratings("zoe", 5, 5) + ratings("ana", 450, 500), [], FROM, TO)
+    team = ratings(None, 300, 400)  # the store's others: 75 %, so that both are above it
+    b = board(DEFAULT, ratings("zoe", 5, 5) + ratings("ana", 450, 500) + team, [], FROM, TO)
     assert names(b) == ["ana", "zoe"]
     ana, zoe = b.staff
     assert (ana.ratings, ana.smooth, zoe.ratings, zoe.smooth) == (500, 450, 5, 5)
@@ -101,7 +102,7 @@ def test_five_lucky_ratings_do_not_beat_five_hundred_good_ones() -> None:
     assert zoe.smooth_rate < 1.0  # shrunk
     # ... also in a bigger store whose other staff bring its average down
     more = ratings("zoe", 5, 5) + ratings("ana", 450, 500) + ratings("ben-k", 300, 400)
-    assert names(board(DEFAULT, more, [], FROM, TO))[:2] == ["ana", "zoe"]
+    assert names(board(DEFAULT, more, [], FROM, TO)) == ["ana", "zoe"]  # ben-k: below it
 
 
 def test_the_shrunk_rate_formula() -> None:
@@ -184,11 +185,31 @@ def test_ratings_outside_the_period_or_opening_hours_are_left_out() -> None:
     monday_noon = int(datetime(2025, 6, 2, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp())
     rs = [
         Rating("ana", 4, monday_noon),
+        Rating(None, 1, monday_noon + 60),
         Rating("ana", 4, monday_noon + 9 * 3600),  # 21:00: closed
         Rating("ana", 4, monday_noon + 7 * DAY),  # next Monday: outside the period
     ]
     b = board(cfg, rs, [], monday_noon - 3600, monday_noon + DAY)
-    assert (b.team.ratings, b.staff[0].ratings) == (1, 1)
+    assert (b.team.ratings, b.staff[0].ratings) == (2, 1)
+
+
+def test_a_person_below_the_stores_rate_is_not_listed_the_team_still_first() -> None:
+    # The store at 53 %: 2 of 6 (33 %) is no reason to be recognised; 4 of 6 (67 %) is, and so
+    # is a customer won back in time, whatever the person's own rate.
+    rs = ratings(None, 47, 88) + ratings("ana", 2, 6) + ratings("ben-k", 4, 6)
+    b = board(CFG, rs, [], FROM, TO)
+    assert b.team.smooth_rate == pytest.approx(0.53)
+    assert names(b) == ["ben-k"]
+    assert b.staff[0].reasons == (
+        "4 of 6 customers gave the top score (67%, against 53% for the store)",
+    )
+    rs += ratings("cleo", 1, 4)
+    b = board(CFG, rs, [wowed("A7K3", "cleo", 60, "fixed")], FROM, TO)
+    assert names(b) == ["ben-k", "cleo"]
+    assert b.staff[1].reasons == ("made it right for 1 customer within 24 h (case A7K3)",)
+    payload = to_payload(b, S, TO)
+    assert list(payload)[-2:] == ["team", "staff"]  # the team's line, then the people
+    assert [s["staff"] for s in payload["staff"]] == ["ben-k", "cleo"]
 
 
 def test_nobody_with_nothing_to_recognise_is_listed() -> None:
@@ -201,7 +222,8 @@ def test_nobody_with_nothing_to_recognise_is_listed() -> None:
 
 
 def test_ordering_by_rate_then_wow() -> None:
-    rs = ratings("ana", 18, 20) + ratings("ben-k", 18, 20) + ratings("cleo", 10, 20)
+    rs = ratings("ana", 18, 20) + ratings("ben-k", 18, 20) + ratings("cleo", 12, 20)
+    rs += ratings(None, 10, 40)  # the store: 58 of 100, below all three
     cases = [wowed("A7K3", "ben-k", 60)]
     assert names(board(DEFAULT, rs, cases, FROM, TO)) == ["ben-k", "ana", "cleo"]
 
@@ -215,12 +237,15 @@ def test_reasons_can_be_checked_against_the_data() -> None:
         "101 of 120 customers gave the top score (84%, against 69% for the store)",
         "made 2 customers say Wow! within 24 h (cases A7K3, B2XZ)",
     )
-    ben = b.staff[1]
-    assert ben.reasons == ("50 of 100 customers gave the top score",)  # no comparison below
+    assert names(b) == ["ana"]  # ben-k, at 50 %, is below the store: not listed
+    # listed for a recovery, a person below the store has no line about top ratings
+    b = board(CFG, rs, [wowed("A7K3", "ben-k", 60)], FROM, TO)
+    assert b.staff[1].reasons == ("made 1 customer say Wow! within 24 h (case A7K3)",)
 
 
 def test_at_most_fifty_people() -> None:
     rs = [r for i in range(60) for r in ratings(f"s{i}", 10 + i % 7, 20)]
+    rs += ratings(None, 0, 2000)  # the store as a whole well below every one of them
     b = board(DEFAULT, rs, [], FROM, TO)
     assert len(b.staff) == 50
     rates = [s.smooth_rate or 0.0 for s in b.staff]
@@ -260,7 +285,7 @@ def test_a_board_too_big_for_the_message_is_shortened(contract: Contract) -> Non
     people = [f"staff-member-with-a-long-id-{i:04d}" for i in range(50)]
     toml = "[stores.s.names]\n" + "".join(f'{p} = "{"ë" * 24}"\n' for p in people)
     cfg = parse_stores(toml).get("s")
-    rs = [r for p in people for r in ratings(p, 15, 20)]
+    rs = [r for p in people for r in ratings(p, 15, 20)] + ratings(None, 0, 1000)
     cases = [
         wowed(code, person, 60, outcome)
         for person, letter in zip(people, "ABCDEFGHJKMNPQRSTUVWXYZ", strict=False)
@@ -291,6 +316,11 @@ def test_any_board_validates_and_lists_only_people_with_something(
 ) -> None:
     rs = [Rating(staff, score, T + i) for i, (staff, score) in enumerate(rows)]
     b = board(DEFAULT, rs, [], FROM, TO)
-    assert all(s.smooth > 0 for s in b.staff)
+    p = b.team.smooth_rate
+    assert p is not None or b.staff == ()
+    assert all(s.smooth / s.ratings > (p or 0) for s in b.staff)  # only those above the store
+    for person in {staff for staff, _ in rows} - {s.staff for s in b.staff} - {None}:
+        mine = [score for staff, score in rows if staff == person]
+        assert p is None or sum(1 for score in mine if score == 4) / len(mine) <= p + 0.005
     assert b.team.ratings == len(rows)
     _validates(contract, to_payload(b, S, TO))

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiosk_host.aggregator.engine import Engine
+from kiosk_host.aggregator.views import case_list
 from kiosk_host.rules.recovery import (
     EARLIEST_PLAUSIBLE,
     STATES,
@@ -22,6 +23,7 @@ from kiosk_host.rules.recovery import (
     RuleError,
     apply_verdict,
     case_alerts,
+    close_case,
     event_time,
     is_breakdown,
     mark_fixed,
@@ -32,18 +34,20 @@ from kiosk_host.rules.recovery import (
     surge_alert,
 )
 from kiosk_host.rules.stores import DEFAULT, StoreConfig, parse_stores
-from kiosk_host.storage.sqlite import Storage
+from kiosk_host.storage.sqlite import EventRow, Storage
 from kiosk_host.wire.contract import Contract, Message
+from kiosk_host.wire.identifiers import check_character
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CFG = parse_stores('[stores.store-12]\ntz = "Europe/Berlin"\n').get("store-12")
 S = "store-12"
 T0 = 1_748_500_000  # 2025-05-29 06:26:40 UTC
 DAY = 86_400
+CODE = "A7K3" + check_character("A7K3")  # a code as a kiosk with letter A makes it
 
 
 def new_case(rated_at: int = T0, cfg: StoreConfig = CFG) -> Case:
-    return open_case(cfg, S, "A7K3", "till-1", "till-1", 41, rated_at)
+    return open_case(cfg, S, CODE, "till-1", "till-1", 41, rated_at)
 
 
 # --- event time -----------------------------------------------------------------------------
@@ -97,14 +101,14 @@ def test_a_new_case_is_open_with_a_24_hour_deadline() -> None:
     assert (c.state, c.opened_at, c.deadline, c.escalations) == ("open", T0, T0 + DAY, 0)
     assert (c.store, c.code, c.device, c.station, c.rating_seq) == (
         S,
-        "A7K3",
+        CODE,
         "till-1",
         "till-1",
         41,
     )
     assert c.waiting and not c.recovered_in_time and not c.escalated
     assert (
-        open_case(StoreConfig(window_minutes=48 * 60), S, "A7K3", "d", "s", 1, T0).deadline
+        open_case(StoreConfig(window_minutes=48 * 60), S, CODE, "d", "s", 1, T0).deadline
         == T0 + 2 * DAY
     )
 
@@ -226,8 +230,9 @@ def test_a_late_arriving_rating_past_its_deadline_is_breached_at_once() -> None:
         (lambda: mark_fixed(new_case(), "ana", T0 + 1), "already marked fixed by ana"),
         (lambda: apply_verdict(new_case(), "wow", T0 + 1), "the customer said Wow!"),
         (lambda: apply_verdict(new_case(), "fixed", T0 + 1), "confirmed it was made right"),
-        (lambda: settle(new_case(), T0 + DAY), "window closed"),
-        (lambda: settle(mark_fixed(new_case(), "ana", T0), T0 + DAY), "without the customer"),
+        (lambda: settle(mark_fixed(new_case(), "ana", T0), T0 + DAY), "already marked fixed"),
+        (lambda: mark_fixed(settle(new_case(), T0 + DAY), "ana", T0 + DAY), "fixed late by ana"),
+        (lambda: close_case(settle(new_case(), T0 + DAY), "maria", T0 + DAY), "maria closed"),
     ],
 )
 def test_a_closed_or_fixed_case_cannot_be_fixed_again(make: Callable[[], Case], words: str) -> None:
@@ -238,9 +243,47 @@ def test_a_closed_or_fixed_case_cannot_be_fixed_again(make: Callable[[], Case], 
     assert words in err.value.reason
 
 
-def test_fixing_after_the_deadline_is_refused_even_before_any_settle() -> None:
-    with pytest.raises(RuleError, match="window closed"):
-        mark_fixed(new_case(), "ana", T0 + DAY)
+def test_fixing_after_the_deadline_is_a_late_fix_even_before_any_settle() -> None:
+    for c in (new_case(), settle(new_case(), T0 + DAY)):  # not yet settled, and breached
+        late = mark_fixed(c, "ana", T0 + DAY, "called back")
+        assert (late.state, late.late_fix, late.fixed_by, late.fixed_at, late.note) == (
+            "unconfirmed", True, "ana", T0 + DAY, "called back",
+        )  # fmt: skip
+        assert not late.recovered_in_time and not late.waiting and late.overdue(T0 + DAY)
+
+
+def test_a_late_fix_waits_for_a_verdict_that_can_only_be_late() -> None:
+    late = mark_fixed(settle(new_case(), T0 + DAY), "ana", T0 + DAY + 600)
+    for outcome in ("wow", "fixed", "not_fixed"):
+        judged = apply_verdict(late, outcome, T0 + DAY + 900)  # type: ignore[arg-type]
+        assert (judged.state, judged.verdict, judged.late_verdict) == (
+            "unconfirmed", outcome, True,
+        )  # fmt: skip
+        assert not judged.recovered_in_time and judged.late_fix
+        assert case_alerts(CFG, late, judged, T0 + DAY + 900) == []
+    # a verdict the customer gave in time, delivered after the late fix, still counts
+    assert apply_verdict(late, "wow", T0 + DAY - 1).state == "wow"
+
+
+def test_a_person_closes_an_overdue_case_which_keeps_its_outcome() -> None:
+    breached = settle(new_case(), T0 + DAY)
+    closed = close_case(breached, "maria", T0 + DAY + 60, "customer moved away")
+    assert (closed.state, closed.closed_by, closed.closed_at, closed.close_note) == (
+        "breached", "maria", T0 + DAY + 60, "customer moved away",
+    )  # fmt: skip
+    assert closed.closed and not closed.overdue(T0 + DAY + 60) and breached.overdue(T0 + DAY)
+    late = mark_fixed(breached, "ana", T0 + DAY + 30)
+    assert close_case(late, "maria", T0 + DAY + 60).state == "unconfirmed"
+    unsettled = close_case(new_case(), "maria", T0 + DAY)  # the deadline applies first
+    assert (unsettled.state, unsettled.closed_by) == ("breached", "maria")
+    with pytest.raises(RuleError, match="already closed: maria closed it"):
+        close_case(closed, "ben", T0 + DAY + 90)
+    with pytest.raises(RuleError, match="still in its window"):
+        close_case(new_case(), "maria", T0 + DAY - 1)
+    with pytest.raises(RuleError, match="still in its window"):
+        close_case(mark_fixed(new_case(), "ana", T0 + 60), "maria", T0 + 120)
+    with pytest.raises(RuleError, match="the customer said Wow!"):
+        close_case(apply_verdict(new_case(), "wow", T0 + 60), "maria", T0 + DAY + 1)
 
 
 def test_a_second_verdict_on_a_recovered_case_is_refused() -> None:
@@ -303,9 +346,9 @@ def test_a_new_case_raises_case_opened(contract: Contract) -> None:
     c = new_case()
     alerts = case_alerts(CFG, None, c, T0 + 5)
     assert [(a.type, a.severity, a.case, a.device, a.deadline, a.at) for a in alerts] == [
-        ("case_opened", "info", "A7K3", "till-1", T0 + DAY, T0 + 5)
+        ("case_opened", "info", CODE, "till-1", T0 + DAY, T0 + 5)
     ]
-    assert alerts[0].text == "New case A7K3 at till-1: make it right by Fri 30 May 08:26 (24 h)"
+    assert alerts[0].text == f"New case {CODE} at till-1: make it right by Fri 30 May 08:26 (24 h)"
     _valid(contract, alerts[0])
 
 
@@ -323,7 +366,7 @@ def test_a_breach_raises_breached_once(contract: Contract) -> None:
     alerts = case_alerts(CFG, c, breached, T0 + DAY)
     assert [(a.type, a.severity) for a in alerts] == [("breached", "critical")]
     assert alerts[0].text == (
-        "Case A7K3 at till-1 missed its 24 h window (Fri 30 May 08:26) after 1 'Not yet' answer"
+        f"Case {CODE} at till-1 missed its 24 h window (Fri 30 May 08:26) after 1 'Not yet' answer"
     )
     assert case_alerts(CFG, breached, breached, T0 + DAY + 60) == []
     _valid(contract, alerts[0])
@@ -338,10 +381,10 @@ def test_deadline_near_is_sent_exactly_once(contract: Contract) -> None:
         sent += new
     assert len(sent) == 1
     alert = sent[0]
-    assert (alert.type, alert.severity, alert.case) == ("deadline_near", "warning", "A7K3")
+    assert (alert.type, alert.severity, alert.case) == ("deadline_near", "warning", CODE)
     assert T0 + DAY - 4 * 3600 <= alert.at < T0 + DAY - 4 * 3600 + 600
     exact = near_alerts(CFG, new_case(), T0 + DAY - 4 * 3600, already_sent=False)
-    assert exact[0].text == "Case A7K3 at till-1: 4 h left to make it right"
+    assert exact[0].text == f"Case {CODE} at till-1: 4 h left to make it right"
     _valid(contract, alert)
 
 
@@ -357,11 +400,11 @@ def test_a_window_of_minutes_runs_to_the_second(contract: Contract) -> None:
     assert apply_verdict(mark_fixed(c, "ana", T0 + 60), "wow", T0 + 300).state == "unconfirmed"
     assert near_alerts(short, c, T0 + 179, already_sent=False) == []
     (near,) = near_alerts(short, c, T0 + 180, already_sent=False)
-    assert near.text == "Case A7K3 at till-1: 2 min left to make it right"
+    assert near.text == f"Case {CODE} at till-1: 2 min left to make it right"
     (opened,) = case_alerts(short, None, c, T0)
-    assert opened.text == "New case A7K3 at till-1: make it right by Thu 29 May 08:31 (5 min)"
+    assert opened.text == f"New case {CODE} at till-1: make it right by Thu 29 May 08:31 (5 min)"
     (breached,) = case_alerts(short, c, settle(c, T0 + 300), T0 + 300)
-    assert breached.text == "Case A7K3 at till-1 missed its 5 min window (Thu 29 May 08:31)"
+    assert breached.text == f"Case {CODE} at till-1 missed its 5 min window (Thu 29 May 08:31)"
     for alert in (near, opened, breached):
         _valid(contract, alert)
 
@@ -399,7 +442,9 @@ def test_deadline_near_bounds_and_states() -> None:
     assert near_alerts(CFG, c, T0 + DAY, already_sent=False) == []  # too late: breached
     fixed = mark_fixed(c, "ana", T0 + 60)
     text = near_alerts(CFG, fixed, lead + 30 * 60, already_sent=False)[0].text
-    assert text == "Case A7K3 at till-1: fixed by ana, 3 h 30 min left for the customer to confirm"
+    assert (
+        text == f"Case {CODE} at till-1: fixed by ana, 3 h 30 min left for the customer to confirm"
+    )
     assert near_alerts(CFG, apply_verdict(fixed, "wow", lead - 60), lead, False) == []
     assert near_alerts(StoreConfig(near_minutes=0), c, lead + 60, already_sent=False) == []
 
@@ -534,11 +579,148 @@ def test_a_rating_and_its_follow_up_in_one_batch_open_the_case_from_the_rating(
     rating = {**base, "kind": "rating", "seq": 7, "ts": rated_at, "score": 1, "scale": 4,
               "station": "desk-2", "staff": None}  # fmt: skip
     follow_up = {**base, "kind": "follow_up", "seq": 8, "ts": rated_at + 60, "rating_seq": 7,
-                 "accepted": True, "code": "A7K3"}  # fmt: skip
+                 "accepted": True, "code": CODE}  # fmt: skip
     topic = "kiosk/v1/s1/till-1/event"
     storage = Storage(tmp_path / "kiosk.db")
     Writer(storage).write([(topic, json.dumps(e).encode(), arrived) for e in (rating, follow_up)])
     (case,) = storage.cases("s1")
-    assert (case.code, case.station, case.opened_at) == ("A7K3", "desk-2", rated_at)
+    assert (case.code, case.station, case.opened_at) == (CODE, "desk-2", rated_at)
     assert case.deadline == rated_at + 24 * 3600
     storage.close()
+
+
+# --- the case list: overdue cases stay until a person closes them --------------------------
+
+
+def _code(body: str) -> str:
+    return body + check_character(body)
+
+
+def _listed(storage: Storage, now: int) -> list[dict[str, object]]:
+
+    cases: list[dict[str, object]] = case_list(storage, S, now)["cases"]
+    return cases
+
+
+def _verdict(storage: Storage, engine: Engine, code: str, outcome: str, at: int) -> None:
+    payload = {"v": 1, "kind": "recovery_confirm", "store": S, "device": "till-2", "seq": at,
+               "ts": at, "up_ms": 1, "case": code, "outcome": outcome}  # fmt: skip
+    event = EventRow(S, "till-2", at, "recovery_confirm", at, at, at, False, payload)
+    storage.write_batch([event], apply=engine.apply)
+
+
+def test_the_case_list_keeps_overdue_cases_until_a_person_closes_them(
+    tmp_path: Path, contract: Contract
+) -> None:
+    from kiosk_host.aggregator.views import recognition, summary
+
+    storage = Storage(tmp_path / "kiosk.db")
+    now = [float(T0)]
+    engine = Engine(parse_stores('[stores.store-12]\ntz = "Europe/Berlin"\n'), lambda: now[0])
+    gone, unconfirmed, soon, fixed, wowed = (_code(b) for b in ("A2B3", "B2C3", "C2D3", "D2E3",
+                                                                  "E2F3"))  # fmt: skip
+    with storage.transaction():
+        for seq, (code, rated) in enumerate([(gone, T0 - 2 * DAY), (unconfirmed, T0 - DAY - 3600),
+                                             (soon, T0 - DAY + 600), (fixed, T0 - 100),
+                                             (wowed, T0 - 200)], start=1):  # fmt: skip
+            storage.save_case(open_case(CFG, S, code, "till-1", "till-1", seq, rated))
+    for code, at in ((unconfirmed, T0 - DAY), (fixed, T0 - 50), (wowed, T0 - 150)):
+        now[0] = at
+        engine.fix(storage, S, code, "ben", None)
+    _verdict(storage, engine, wowed, "wow", T0 - 120)
+    now[0] = T0
+    assert engine.tick(storage) == {S}  # the deadlines: one breached, one unconfirmed
+
+    listed = _listed(storage, T0)
+    assert [(c["code"], c["state"], c["overdue"]) for c in listed] == [
+        (gone, "breached", True),  # overdue first, the oldest deadline first
+        (unconfirmed, "unconfirmed", True),
+        (soon, "open", False),  # then the soonest deadline
+        (fixed, "fixed", False),
+    ]
+    assert [c.get("fixed_by") for c in listed] == [None, "ben", None, "ben"]
+    assert not any("late" in c for c in listed)
+    assert [c["opened"] for c in listed[:2]] == [T0 - 2 * DAY, T0 - DAY - 3600]
+    payload = json.dumps({"v": 1, "store": S, "ts": T0, "cases": listed}).encode()
+    assert isinstance(contract.validate(f"kiosk/v1/{S}/cases", payload), Message)
+
+    # A late fix: listed as late and overdue, never recovered in time, nobody credited.
+    now[0] = T0 + 60
+    late = engine.fix(storage, S, gone, "ana", "called the customer back")
+    assert (late.state, late.late_fix, late.fixed_by) == ("unconfirmed", True, "ana")
+    _verdict(storage, engine, gone, "wow", T0 + 120)  # the customer is happy, but late
+    (stored,) = [c for c in storage.cases(S) if c.code == gone]
+    assert (stored.state, stored.verdict, stored.late_verdict) == ("unconfirmed", "wow", True)
+    item = _listed(storage, T0 + 180)[0]
+    assert (item["code"], item["overdue"], item["late"], item["fixed_by"]) == (gone, True, True,
+                                                                                "ana")  # fmt: skip
+    assert [c.code for c in storage.recovered_between(S, T0 - 7 * DAY, T0 + DAY)] == [wowed]
+    board = recognition(storage, CFG, S, T0 + 180)
+    assert board["team"]["recovered_in_time"] == 1  # the case wowed in time, only
+    assert all(p["staff"] != "ana" for p in board["staff"])
+    assert summary(storage, CFG, S, T0 + 180)["recovered_in_time"] == 1
+
+    # A person closes the two overdue cases: they leave the list and keep their outcome.
+    now[0] = T0 + 240
+    for code in (gone, unconfirmed):
+        closed = engine.close(storage, S, code, "maria", "spoke to the customer")
+        assert (closed.closed_by, closed.closed_at) == ("maria", T0 + 240)
+    assert [c["code"] for c in _listed(storage, T0 + 300)] == [soon, fixed]
+    kept = {c.code: c.state for c in storage.cases(S) if c.closed_by == "maria"}
+    assert kept == {gone: "unconfirmed", unconfirmed: "unconfirmed"}
+    with pytest.raises(RuleError, match="still in its window"):
+        engine.close(storage, S, soon, "maria", None)
+    with pytest.raises(RuleError, match="no case"):
+        engine.close(storage, S, _code("Z9Z9"), "maria", None)
+    storage.close()
+
+
+def test_the_case_list_fits_its_message_leaving_out_the_latest_deadlines(
+    tmp_path: Path, contract: Contract
+) -> None:
+    from kiosk_host.aggregator.views import CASES_BYTES, case_list
+
+    storage = Storage(tmp_path / "kiosk.db")
+    long = "s" * 32
+    with storage.transaction():
+        for seq in range(1, 61):  # more than 50, each as long as the contract allows
+            c = open_case(CFG, S, _code(f"A{seq:03d}".replace("0", "2").replace("1", "3")),
+                          "till-1", long, seq, T0 - DAY - seq)  # fmt: skip
+            c = mark_fixed(settle(c, T0), long, T0)
+            storage.save_case(c)
+    payload = case_list(storage, S, T0 + 1)
+    text = json.dumps(payload).encode()
+    assert len(text) <= CASES_BYTES
+    assert isinstance(contract.validate(f"kiosk/v1/{S}/cases", text), Message)
+    cases = payload["cases"]
+    assert 30 < len(cases) < 50
+    assert all(c["late"] and c["overdue"] and c["fixed_by"] == long for c in cases)
+    deadlines = [c["deadline"] for c in cases]
+    assert deadlines == sorted(deadlines)
+    everyone = sorted(c.deadline for c in storage.listed_cases(S))
+    assert deadlines == everyone[: len(deadlines)]  # the earliest deadlines are the ones kept
+    storage.close()
+
+
+def test_a_fixed_case_turning_overdue_sends_the_stores_case_list_again(tmp_path: Path) -> None:
+    """No alert comes when a fixed case's window closes without a verdict, yet it is now
+    overdue: the writer's tick still publishes the store's case list again."""
+    from kiosk_host.aggregator.writer import Writer
+
+    storage = Storage(tmp_path / "kiosk.db")
+    writer = Writer(storage)
+    clock = [float(T0)]
+    writer.engine = Engine(parse_stores(""), lambda: clock[0])
+    code = _code("A2B3")
+    with storage.transaction():
+        storage.save_case(open_case(CFG, S, code, "till-1", "till-1", 1, T0 - 60))
+    assert writer.engine.fix(storage, S, code, "ben", None).state == "fixed"
+    writer.tick(T0)  # the first tick publishes every store's views: not the point here
+    assert {t for t, _, _ in writer.tick(T0 + 1)} == set()
+    clock[0] = T0 + DAY  # the window closes with no verdict: no alert for that
+    now = T0 + DAY
+    published = {t for t, _, _ in writer.tick(now + 1)}
+    assert f"kiosk/v1/{S}/cases" in published
+    (item,) = case_list(storage, S, now + 1)["cases"]
+    assert (item["state"], item["overdue"]) == ("unconfirmed", True)
+    assert {t for t, _, _ in writer.tick(now + 2)} == set()  # nothing changed since

@@ -10,12 +10,20 @@ from pathlib import Path
 import pytest
 
 from kiosk_host import __version__
+from kiosk_host.shipped import BROKER_SETTINGS
 from kiosk_host.wire.contract import Contract, Message
-from tests.fleet_rig import WIFI, Client, broker_with, identity, kiosk_host, make_ca, provision
+from tests.cli_run import run_cli
+from tests.fleet_rig import WIFI, Client, broker_with, identity, make_ca, provision
 from tests.virtual_kiosks import wait_until
 from tests.vm.mpvm import board_buttons, board_stems
 
 BROKER = "mqtt://broker.shop.example:1883"
+SHIPPED_ACL = BROKER_SETTINGS / "acl"
+
+
+def kiosk_host(*args: str) -> subprocess.CompletedProcess[str]:
+    """`kiosk-host ARGS`, in this process."""
+    return run_cli(args)
 
 
 def run(
@@ -114,8 +122,12 @@ def test_the_broker_files_get_the_kiosk_the_aggregator_and_the_fleet(tmp_path: P
     assert "pattern read kiosk/v1/%u/cmd" in acl
     assert "user kiosk-host\ntopic readwrite kiosk/#" in acl
     # the fleet tools send configs and commands and read statuses: nothing of a kiosk's own
-    assert ("user kiosk-fleet\ntopic read kiosk/v1/+/+/status\ntopic readwrite "
-            "kiosk/v1/+/+/config\ntopic write kiosk/v1/+/+/cmd\n\n") in acl  # fmt: skip
+    fleet = acl.split("\nuser kiosk-fleet\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert {"topic read kiosk/v1/+/+/status", "topic readwrite kiosk/v1/+/+/config",
+            "topic write kiosk/v1/+/+/cmd"} <= set(fleet)  # fmt: skip
+    assert all(line.startswith("topic ") and "event" not in line for line in fleet)
+    shipped = SHIPPED_ACL.read_text().split("\nuser kiosk-fleet\n", 1)[1].split("\n\n", 1)[0]
+    assert fleet == shipped.splitlines()  # as the shipped ACL gives them
     for device in ("till-1", "till-2"):
         assert f"user store-12/{device}\ntopic read kiosk/v1/store-12/cases\n" in acl
     assert acl.count("\nuser ") == 4  # no example kiosks of the shipped file

@@ -7,15 +7,19 @@ and power cuts; every message the kiosk publishes must fit the contract.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kiosk_host.shipped import ROOT
+from kiosk_host.sim.screen_lines import parse_screen
 from kiosk_host.wire.contract import Contract, Message
+from kiosk_host.wire.identifiers import check_character
 from tests.broker import Mosquitto
-from tests.virtual_kiosks import VirtualKiosk, Watcher, first_seen, wait_until
+from tests.virtual_kiosks import KIOSK_HOST, VirtualKiosk, Watcher, first_seen, wait_until
 
 pytestmark = pytest.mark.e2e  # separate processes end to end: make test runs these
 
@@ -199,10 +203,11 @@ def test_confirm_recovery_shows_the_wow_screen_and_wow_is_published_once(
     kiosk = start(mosquitto.url, tmp_path, store="wow")
     kiosk.wait_screen("idle")
     wait_until(lambda: len(watcher.on("/status")) >= 1, 15, "the kiosk online")
-    cmd = {"v": 1, "cmd": "confirm_recovery", "id": "c-1", "ts": 1763900000, "case": "A7K3"}
+    code = "A7K3" + check_character("A7K3")
+    cmd = {"v": 1, "cmd": "confirm_recovery", "id": "c-1", "ts": 1763900000, "case": code}
     publish(watcher, "kiosk/v1/wow/till-1/cmd", cmd)
-    kiosk.wait_screen("confirm", text="Code A7K3: did we blow you away? | [Not yet] | "
-                      "[Fixed] | [Wow!]")  # fmt: skip
+    kiosk.wait_screen("confirm", text=f"Code {code}: did we make it right? | [Not yet] | "
+                      "[Yes] | [Yes, wow!]")  # fmt: skip
     kiosk.send("press 4")
     kiosk.wait_screen("thanks")
     publish(watcher, "kiosk/v1/wow/till-1/cmd", cmd)  # the same command again
@@ -211,7 +216,7 @@ def test_confirm_recovery_shows_the_wow_screen_and_wow_is_published_once(
     (verdict,) = watcher.events()
     assert (verdict["kind"], verdict["case"], verdict["outcome"]) == (
         "recovery_confirm",
-        "A7K3",
+        code,
         "wow",
     )
     assert kiosk.count("confirm") == 1  # the redelivered command was not acted on again
@@ -241,3 +246,28 @@ def test_identify_shows_the_device_and_reboot_restarts_once(
     kiosk.send("press 4")
     wait_until(lambda: len(watcher.events()) == 1, 15, "a rating after the restart")
     assert kiosk.proc is not None and kiosk.proc.poll() is None  # not rebooted again
+
+
+@pytest.mark.parametrize(
+    ("board", "wrong", "right"), [("esp32_devkitc_ssd1306", 9, 4), ("m5stack_core", 4, 3)]
+)
+def test_a_button_the_kiosk_lacks_is_a_message_and_the_kiosk_carries_on(
+    mosquitto: Mosquitto, tmp_path: Path, board: str, wrong: int, right: int
+) -> None:
+    done = subprocess.run(
+        [str(KIOSK_HOST), "virtual-kiosk", "--store", "keys", "--device", "till-1",
+         "--broker", mosquitto.url, "--state-dir", str(tmp_path), "--board", board],
+        input=f"press {wrong}\nhold 0 100\nchord 1 {wrong} 100\npress\npress {right}\n"
+        "sleep 300\nquit\n",
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    buttons = f"1 to {right}"
+    assert done.stderr.splitlines() == [
+        f"virtual-kiosk: press {wrong}: no such button; this kiosk has buttons {buttons}",
+        f"virtual-kiosk: hold 0: no such button; this kiosk has buttons {buttons}",
+        f"virtual-kiosk: chord {wrong}: no such button; this kiosk has buttons {buttons}",
+        f"virtual-kiosk: press: give press N, with buttons {buttons} (left to right)",
+    ]
+    screens = [s for s in map(parse_screen, done.stdout.splitlines()) if s is not None]
+    assert [name for name, _ in screens] == ["idle", "thanks"]  # the right press still counts

@@ -15,6 +15,7 @@ from kiosk_host.rules.recovery import (
     RuleError,
     apply_verdict,
     case_alerts,
+    close_case,
     mark_fixed,
     near_alerts,
     open_case,
@@ -80,7 +81,8 @@ class Engine:
             storage.add_alert(alert)
 
     def fix(self, storage: Storage, store: str, code: str, staff: str, note: str | None) -> Case:
-        """A staff member marked the case fixed (from the CLI or the dashboard)."""
+        """A staff member marked the case fixed (from the CLI or the dashboard); past its
+        deadline, as a late fix (`mark_fixed`)."""
         with storage.transaction():
             before = storage.case_by_code(store, code)
             if before is None:
@@ -89,44 +91,69 @@ class Engine:
             self._change(storage, before, after)
         return after
 
-    def tick(self, storage: Storage) -> None:
-        """Deadlines: near alerts, and breaches at the deadline (also right after a restart)."""
+    def close(self, storage: Storage, store: str, code: str, by: str, note: str | None) -> Case:
+        """A person took an overdue case off the case list (from the CLI or the dashboard)."""
+        with storage.transaction():
+            before = storage.case_by_code(store, code)
+            if before is None:
+                raise RuleError(f"no case {code} in store {store}")
+            after = close_case(before, by, int(self.now()), note)
+            self._change(storage, before, after)
+        return after
+
+    def tick(self, storage: Storage) -> set[str]:
+        """Deadlines: near alerts, and breaches at the deadline (also right after a restart).
+        The stores whose cases changed state, so that their case lists go out again (a fixed
+        case turning unconfirmed raises no alert, yet is now overdue)."""
         now = int(self.now())
+        changed: set[str] = set()
         with storage.transaction():
             for case, near_sent in storage.waiting_cases(now + self.near_max_s):
                 cfg = self.stores.get(case.store)
                 if case.deadline <= now:
                     self._change(storage, case, case)
+                    changed.add(case.store)
                     continue
                 for alert in near_alerts(cfg, case, now, near_sent):
                     storage.add_alert(alert)
                     storage.save_case(case, near_sent=True)
+        return changed
 
     def stream_alerts(self, storage: Storage, stores: Iterable[str]) -> None:
         """Negative surge and praise for stores with new ratings, timed by the latest rating
-        so that the same run or surge, looked at again, is the same alert (kept once)."""
+        so that the same surge, looked at again, is the same alert (kept once); one praise
+        per run of top ratings."""
         with storage.transaction():
             for store in stores:
                 cfg = self.stores.get(store)
                 window = cfg.surge_window_min * 60
-                recent = storage.last_scores(store, max(4 * cfg.praise_run, 500))
+                limit = max(4 * cfg.praise_run, 500)
+                recent = storage.last_scores(store, limit)
                 if not recent:
                     continue
                 latest = recent[-1][0]
                 in_window = [(t, sc) for t, sc in recent if t > latest - window]
                 last = storage.last_alert_at(store, "negative_surge")
-                # A run is praised at every praise_run (10, 20, ...) it reaches: as of the
-                # rating that reached the last of them, however many came since.
+                # A run is praised once, as of the rating that made it praise_run long: not
+                # again as it goes on, nor when a rating that comes late (another kiosk's, an
+                # outbox's backlog) lands inside it and changes which rating that was. A run
+                # whose first rating came after the last praise is a new one; a run longer
+                # than the ratings read was praised while it was shorter.
                 run = 0
                 for _, sc in reversed(recent):
                     if sc != cfg.scale:
                         break
                     run += 1
-                cut = len(recent) - run % cfg.praise_run
-                scores = [sc for _, sc in recent[:cut]]
+                start, reached = len(recent) - run, len(recent) - run + cfg.praise_run
+                praised = storage.last_alert_at(store, "praise")
+                new_run = run >= cfg.praise_run and not run == len(recent) == limit
+                new_run = new_run and (praised is None or praised < recent[start][0])
+                scores = [sc for _, sc in recent[:reached]]
                 found = [
                     surge_alert(cfg, in_window, latest, store=store, last_sent_at=last),
-                    praise_alert(cfg, scores, recent[cut - 1][0], store=store) if cut else None,
+                    praise_alert(cfg, scores, recent[reached - 1][0], store=store)
+                    if new_run
+                    else None,
                 ]
                 for alert in found:
                     if alert is not None:

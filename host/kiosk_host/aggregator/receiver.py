@@ -33,6 +33,7 @@ from kiosk_host import __version__
 from kiosk_host.aggregator import metrics, writer
 from kiosk_host.aggregator.writer import KIOSK_CHANNELS, classify
 from kiosk_host.errors import UserError
+from kiosk_host.rules.health import BROKER_LOG
 from kiosk_host.rules.stores import Stores
 from kiosk_host.wire import topics
 from kiosk_host.wire.broker_url import client_options
@@ -189,6 +190,8 @@ class Ingest:
                     props: object = None) -> None:  # fmt: skip
         everything = SubscribeOptions(qos=1, retainAsPublished=True)
         client.subscribe(topics.tree().everything, options=everything)
+        # The broker's notices, where it logs whose connection it refused (`log_dest topic`).
+        client.subscribe(BROKER_LOG, options=SubscribeOptions(qos=1))
         client.publish(HOST_STATUS, self._status("online", int(time.time())), 1, True)
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:

@@ -1,13 +1,18 @@
-"""What a store's managers and kiosks see: the day's figures and the list of waiting cases."""
+"""What a store's managers and kiosks see: the day's figures and the list of cases needing a
+person."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time as _time
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from kiosk_host.rules import health
 from kiosk_host.rules.recognition import Rating, attribute, board, to_payload
+from kiosk_host.rules.recovery import Case
 from kiosk_host.rules.stores import StoreConfig, Stores, local_day
 from kiosk_host.storage.sqlite import Storage
 
@@ -48,17 +53,49 @@ def summary(storage: Storage, cfg: StoreConfig, store: str, now: int) -> dict[st
 
 
 CASES_LISTED = 50  # the contract's most cases in one retained list
+CASES_BYTES = 8192  # the cases message's x-max-bytes
 
 
 def case_list(storage: Storage, store: str, now: int) -> dict[str, Any]:
-    """The payload of kiosk/v1/{store}/cases: waiting cases, soonest deadline first."""
-    waiting = storage.cases(store, ("open", "fixed"), limit=CASES_LISTED)
-    cases = [
-        {"code": c.code, "state": c.state, "deadline": c.deadline, "opened": c.opened_at,
-         "station": c.station, "escalated": c.escalations > 0}
-        for c in waiting
-    ]  # fmt: skip
-    return {"v": 1, "store": store, "ts": now, "cases": cases}
+    """The payload of kiosk/v1/{store}/cases: every case still needing a person, waiting or
+    overdue until someone closes it; the overdue ones first (oldest deadline first), then the
+    soonest deadline. At most 50, and no more than fit the message's bytes: the cases with
+    the latest deadlines are left out first (the summary counts them all)."""
+    payload: dict[str, Any] = {"v": 1, "store": store, "ts": now, "cases": []}
+    size = _size(payload)
+    for c in storage.listed_cases(store, limit=CASES_LISTED):
+        item = case_item(c, now)
+        size += _size(item) + (2 if payload["cases"] else 0)  # ", " between items
+        if size > CASES_BYTES:
+            break
+        payload["cases"].append(item)
+    return payload
+
+
+def case_item(c: Case, now: int) -> dict[str, Any]:
+    """A case as the case list carries it: `overdue` once its deadline has passed (until a
+    person closes it), `fixed_by` while it waits on a fix, `late` for a fix made after the
+    deadline."""
+    item: dict[str, Any] = {
+        "code": c.code, "state": c.state, "deadline": c.deadline, "opened": c.opened_at,
+        "station": c.station, "escalated": c.escalated, "overdue": c.overdue(now),
+    }  # fmt: skip
+    if c.state in ("fixed", "unconfirmed") and c.fixed_by is not None:
+        item["fixed_by"] = c.fixed_by
+    if c.late_fix:
+        item["late"] = True
+    return item
+
+
+def case_json(c: Case, now: int) -> dict[str, Any]:
+    """A case as `kiosk-host cases list --json` and the dashboard's API give it: every stored
+    field, with the case list's fields beside them (`late` false too)."""
+    return {**dataclasses.asdict(c), **case_item(c, now), "late": c.late_fix}
+
+
+def _size(payload: dict[str, Any]) -> int:
+    # Escaped non-ASCII and spaced separators: the largest way the list may be written.
+    return len(json.dumps(payload).encode())
 
 
 def recognition(
@@ -140,14 +177,16 @@ def local_bounds(cfg: StoreConfig, first: date, last: date) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
-def kiosk_health(storage: Storage, store: str) -> list[dict[str, Any]]:
-    """The store's kiosks as `kiosk-host devices --json` lists them, with whether each is
-    online and when it was last heard of (its last status or telemetry)."""
+def kiosk_health(storage: Storage, store: str, now: int) -> list[dict[str, Any]]:
+    """The store's kiosks as `kiosk-host devices --json` lists them (`health` at `now`
+    included), with whether each is online and when it was last heard of (its last status or
+    telemetry)."""
     rows = []
     for d in storage.devices(store):
         heard = [t for t in (d["status_at"], d["telemetry_at"]) if t is not None]
-        online = d["state"] == "online"
-        rows.append({**device_row(d), "online": online, "last_seen": max(heard, default=None)})
+        row = device_row(d, now)
+        online = row["health"] == "online"
+        rows.append({**row, "online": online, "last_seen": max(heard, default=None)})
     return rows
 
 
@@ -157,24 +196,35 @@ def store_ids(storage: Storage, stores: Stores) -> list[str]:
 
 
 def overview(storage: Storage, cfg: StoreConfig, store: str, now: int) -> dict[str, Any]:
-    """One store on the overview: its summary for today and how many kiosks are online."""
-    kiosks = kiosk_health(storage, store)
-    online = sum(1 for k in kiosks if k["online"])
+    """One store on the overview: its summary for today, how many kiosks are online, and
+    which are down (offline or refused: `kiosks_down`, by device id)."""
+    kiosks = kiosk_health(storage, store, now)
+    down = [k["device"] for k in kiosks if not k["online"]]
     return {
         **summary(storage, cfg, store, now),
         "low_threshold": cfg.low_threshold,
-        "kiosks": {"online": online, "offline": len(kiosks) - online},
+        "kiosks": {"online": len(kiosks) - len(down), "offline": len(down)},
+        "kiosks_down": down,
     }
 
 
 TELEMETRY = ("heap_free", "rssi", "outbox", "dropped")
 
 
-def device_row(d: dict[str, Any]) -> dict[str, Any]:
+def device_row(d: dict[str, Any], now: int | None = None) -> dict[str, Any]:
     """A kiosk as `kiosk-host devices --json` shows it: the stored row, with the figures of
-    its last telemetry beside it."""
+    its last telemetry beside it, and its `health` at `now` (the clock's when None: online,
+    offline or refused) with `late_s`, the seconds its telemetry is overdue (rules/health.py)."""
     t = d.get("telemetry") or {}
-    return {**d, **{k: t.get(k) for k in TELEMETRY}}
+    h = health.kiosk_health(
+        int(_time.time()) if now is None else now,
+        state=d["state"],
+        since=d["since"],
+        telemetry_at=d["telemetry_at"],
+        interval_s=d.get("interval_s"),
+        refused_at=d.get("refused_at"),
+    )
+    return {**d, **{k: t.get(k) for k in TELEMETRY}, "health": h.state, "late_s": h.late_s}
 
 
 def _when(at: int | None, now: int) -> str:
@@ -186,11 +236,18 @@ def _when(at: int | None, now: int) -> str:
 
 
 def device_line(d: dict[str, Any], now: int) -> str:
-    """One line per kiosk for a person: state and since when, firmware, board, last figures."""
-    line = (
-        f"{d['store']}/{d['device']}: {d['state'] or 'unknown'} since {_when(d['since'], now)}, "
-        f"fw {d['fw'] or '?'}, board {d['board'] or '?'}"
-    )
+    """One line per kiosk for a person: health and since when, firmware, board, last figures."""
+    connected = d["since"] if d["state"] == "online" else None
+    heard = max((t for t in (connected, d["telemetry_at"]) if t is not None), default=None)
+    if d["health"] == "online":
+        health = f"online since {_when(d['since'], now)}"
+    elif d["health"] == "refused":
+        health = f"refused by the broker since {_when(d['refused_at'], now)}"
+    elif d["state"] == "offline":  # its last will
+        health = f"offline since {_when(d['since'], now)}"
+    else:
+        health = f"offline, silent since {_when(heard, now)}"
+    line = f"{d['store']}/{d['device']}: {health}, fw {d['fw'] or '?'}, board {d['board'] or '?'}"
     if d.get("telemetry"):
         rssi = "off Wi-Fi" if d["rssi"] is None else f"{d['rssi']} dBm"
         line += (

@@ -24,9 +24,11 @@ from typing import Any
 from kiosk_host.aggregator.engine import Engine
 from kiosk_host.aggregator.views import case_list, recognition, summary
 from kiosk_host.errors import UserError
+from kiosk_host.rules.health import BROKER_LOG, BrokerLog
 from kiosk_host.rules.recovery import Alert, event_time
 from kiosk_host.rules.stores import Stores, is_open
 from kiosk_host.storage.sqlite import (
+    REFUSED,
     DeadLetter,
     DeviceStatus,
     EventRow,
@@ -65,6 +67,10 @@ def classify(
     result = contract.validate(topic, payload)
     if isinstance(result, Rejection):
         return DeadLetter(topic, payload, result.rule, result.field, result.reason, arrived)
+    if isinstance(result, Message) and result.channel == "config":  # its telemetry interval
+        p = result.payload
+        keep = {"telemetry_interval_s": p["telemetry_interval_s"]}
+        return DeviceStatus(result.params["store"], result.params["device"], keep, arrived, False)
     if isinstance(result, Cleared) or result.channel not in KIOSK_CHANNELS:
         return None
     return _kiosk_message(result, payload, arrived, stores)
@@ -105,6 +111,7 @@ class Writer:
         self.dirty: set[str] = set()  # stores whose retained views are out of date
         self.rated: set[str] = set()  # stores with new ratings: surge and praise to check
         self._changes = storage.outside_changes()
+        self.broker_log = BrokerLog()
         self._next_tick = 0.0
         # Each kiosk's high-water mark waiting to go out, and when (monotonic) and what it
         # last was: a kiosk's outbox lets go of what its mark covers.
@@ -169,6 +176,13 @@ class Writer:
         devices: list[DeviceStatus] = []
         for raw in batch:
             topic, payload, arrived = raw[0], raw[1], raw[2]
+            if topic == BROKER_LOG:  # the broker's notices: kiosks whose connection it refused
+                line = payload.decode("utf-8", "replace")
+                refused = self.broker_log.read(line, arrived)
+                devices += [
+                    DeviceStatus(s, d, {"state": REFUSED}, arrived, False) for s, d in refused
+                ]
+                continue
             if any(raw[3:]):
                 why = "published retained on a channel that is not: the broker's copy was cleared"
                 dead.append(DeadLetter(topic, payload, RULE_RETAINED, "", why, arrived))
@@ -244,7 +258,9 @@ class Writer:
         if changes != self._changes:  # a case fixed from the CLI: its store's views change
             self._changes = changes
             self.dirty.update(self.storage.case_stores())
-        self._guarded("the cases' deadlines", lambda: self.engine.tick(self.storage))
+        self._guarded(
+            "the cases' deadlines", lambda: self.dirty.update(self.engine.tick(self.storage))
+        )
         rated, self.rated = self.rated, set()
         self._guarded("the stream alerts", lambda: self.engine.stream_alerts(self.storage, rated))
         out: list[Publication] = []

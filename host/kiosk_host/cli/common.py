@@ -1,5 +1,5 @@
-"""What every `kiosk-host` command shares: opening the database and the stores, checking names,
-and the broker's address with its password from a file or the environment."""
+"""What every `kiosk-host` command shares: opening the database and the stores' settings,
+checking names, and the broker's address with its password from a file or the environment."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlparse
 
 from kiosk_host.errors import UserError
-from kiosk_host.rules.stores import Stores, load_stores
+from kiosk_host.rules.stores import Stores, StoresError, parse_stores
 from kiosk_host.storage.sqlite import Storage
 from kiosk_host.wire.identifiers import identifier_pattern
 
 PASSWORD_ENV = "KIOSK_BROKER_PASSWORD"
+STORES_ENV = "KIOSK_STORES"
 
 
 def storage(args: argparse.Namespace, create: bool = False) -> Storage:
@@ -23,20 +24,72 @@ def storage(args: argparse.Namespace, create: bool = False) -> Storage:
     return Storage.open(args.db, create=create, check=True)
 
 
-def stores(args: argparse.Namespace) -> Stores:
-    """The stores file named by --stores, else every store on the defaults."""
-    return load_stores(args.stores) if args.stores else Stores({})
+def stores_file(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The text of the stores file that --stores, else $KIOSK_STORES, names, with its name;
+    None when neither names one."""
+    path = getattr(args, "stores", None) or os.environ.get(STORES_ENV)
+    if not path:
+        return None
+    where = "--stores" if getattr(args, "stores", None) else f"${STORES_ENV}"
+    try:
+        return Path(path).read_text(encoding="utf-8"), str(path)
+    except UnicodeDecodeError as why:
+        raise StoresError(f"{where} {path}: not UTF-8 text: {why}") from None
+    except OSError as why:
+        raise StoresError(f"{where} {path}: {why.strerror or why}") from None
 
 
-def known_store(args: argparse.Namespace, db: Storage) -> str:
-    """--store, when the stores file describes it or the database has anything of it; a
+def _parse(text: str, source: str) -> Stores:
+    try:
+        return parse_stores(text, source)
+    except ValueError as why:  # a setting that breaks a rule: the message names file and key
+        raise StoresError(str(why)) from None
+
+
+def stores(args: argparse.Namespace, db: Storage | None = None) -> Stores:
+    """The stores' settings, from one source for every command, so that each shows what the
+    dashboard shows: --stores, else $KIOSK_STORES, else those `serve` loaded and kept in the
+    database `db`, else every store on the defaults."""
+    found = stores_file(args)
+    if found is not None:
+        return _parse(*found)
+    kept = db.store_settings() if db is not None else None
+    if kept is None:
+        return Stores({})
+    text, source = kept
+    return _parse(text, f"the store settings kept in --db {args.db} (from {source})")
+
+
+def storage_and_stores(args: argparse.Namespace) -> tuple[Storage, Stores]:
+    """The database (as `storage`) and the stores' settings (as `stores`); a stores file
+    named is read first, so that its mistake is the one reported."""
+    found = stores_file(args)
+    named = _parse(*found) if found is not None else None
+    db = storage(args)
+    return db, named if named is not None else stores(args, db)
+
+
+def keep_stores(args: argparse.Namespace, db: Storage, now: int) -> Stores:
+    """`serve`'s stores: from --stores or $KIOSK_STORES, then kept in the database for every
+    other command; else those it kept before, else the defaults."""
+    found = stores_file(args)
+    if found is None:
+        return stores(args, db)
+    loaded = _parse(*found)  # a bad file stops serve before anything is kept
+    db.save_store_settings(found[0], str(Path(found[1]).resolve()), now)
+    return loaded
+
+
+def known_store(args: argparse.Namespace, db: Storage, settings: Stores | None = None) -> str:
+    """--store, when the stores' settings describe it or the database has anything of it; a
     mistyped store would otherwise read as a store with no ratings."""
     store: str = args.store
-    if store in stores(args):
+    settings = settings if settings is not None else stores(args, db)
+    if store in settings:
         return store
     known = db.store_ids()
     if store not in known:
-        named = ", ".join(sorted({*known, *stores(args).configs})) or "none yet"
+        named = ", ".join(sorted({*known, *settings.configs})) or "none yet"
         raise UserError(f"--store {store}: no such store in --db {args.db} (known: {named})")
     return store
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import dataclasses
 import json
 import os
 import sys
@@ -16,10 +15,17 @@ from typing import NoReturn
 
 from kiosk_host import __version__
 from kiosk_host.aggregator import views as summary
-from kiosk_host.aggregator.engine import Engine
-from kiosk_host.cli.common import broker_url, identifier, known_store, storage, stores
+from kiosk_host.cli import alerts as alert_commands
+from kiosk_host.cli import cases as case_commands
+from kiosk_host.cli import fleet as fleet_commands
+from kiosk_host.cli.common import (
+    broker_url,
+    identifier,
+    known_store,
+    storage,
+    storage_and_stores,
+)
 from kiosk_host.errors import UserError
-from kiosk_host.rules.recovery import STATES, RuleError
 from kiosk_host.shipped import BOARDS
 from kiosk_host.wire.contract import Cleared, Contract, Rejection
 
@@ -48,41 +54,11 @@ def _accounts() -> Path:
     return Path(DEFAULT_BROKER_DIR) / "aggregator.json"
 
 
-def _cases_list(args: argparse.Namespace) -> int:
-    cases = storage(args).cases(args.store, [args.state] if args.state else [])
-    if args.json:
-        print(json.dumps([dataclasses.asdict(c) for c in cases], indent=2))
-    for c in [] if args.json else cases:
-        fixed = f", fixed by {c.fixed_by}" if c.fixed_by else ""
-        print(f"{c.code} {c.state} at {c.station}, deadline {c.deadline}{fixed}")
-    return 0
-
-
-def _cases_fix(args: argparse.Namespace) -> int:
-    engine = Engine(stores(args))
-    case = engine.fix(storage(args), args.store, args.code, args.staff, args.note)
-    print(json.dumps(dataclasses.asdict(case)) if args.json else f"{case.code} {case.state}")
-    return 0
-
-
-def _cases_confirm_on(args: argparse.Namespace) -> int:
-    """Ask a kiosk to show the customer the confirmation screen for a case."""
-    from kiosk_host.fleet.commands import Broker, command, send_command
-
-    if storage(args).case_by_code(args.store, args.code) is None:
-        raise RuleError(f"no case {args.code} in store {args.store}")
-    with Broker(broker_url(args.broker, args.password_file, _accounts()), args.ca) as broker:
-        cmd = command("confirm_recovery", case=args.code)
-        sent = send_command(broker, args.store, args.device, cmd)
-    print(json.dumps(cmd) if args.json else f"sent confirm_recovery {args.code} to {sent.topic}")
-    return 0
-
-
 def _recognition(args: argparse.Namespace) -> int:
     days = 7 if args.period == "week" else 1
-    cfg = stores(args).get(args.store)
-    db = storage(args)
-    payload = summary.recognition(db, cfg, known_store(args, db), int(time.time()), days)
+    db, settings = storage_and_stores(args)
+    store = known_store(args, db, settings)
+    payload = summary.recognition(db, settings.get(store), store, int(time.time()), days)
     if args.json:
         print(json.dumps(payload, indent=2))
     else:
@@ -93,10 +69,11 @@ def _recognition(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     days = 7 if args.period == "week" else 1
-    cfg = stores(args).get(args.store)
-    # The dashboard's rows too: by-hour counts (its charts) and the day's cases beside them.
-    db = storage(args)
-    rows = summary.report(db, cfg, known_store(args, db), int(time.time()), days)
+    # The dashboard's rows too: by-hour counts (its charts) and the day's cases beside them,
+    # by the store's local days and hours.
+    db, settings = storage_and_stores(args)
+    cfg = settings.get(known_store(args, db, settings))
+    rows = summary.report(db, cfg, args.store, int(time.time()), days)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif args.csv:
@@ -114,23 +91,6 @@ def _report(args: argparse.Namespace) -> int:
             hours = ", ".join(f"{h}h {n}" for h, n in r["breakdowns_by_hour"].items())
             print(f"{r['day']} {r['weekday']}: {r['ratings']} ratings, {share} satisfied, "
                   f"{r['breakdowns']} breakdowns" + (f" ({hours})" if hours else ""))  # fmt: skip
-    return 0
-
-
-def _alerts(args: argparse.Namespace) -> int:
-    db = storage(args)
-    if args.action == "list":
-        alerts = db.alerts(args.store)
-        if args.json:
-            print(json.dumps(alerts, indent=2))
-        for a in [] if args.json else alerts:
-            done = f" (acknowledged by {a['acked_by']})" if a["acked_by"] else ""
-            print(f"{a['id']} {a['type']} {a['severity']}: {a['text']}{done}")
-        return 0
-    by = args.by if args.action == "ack" else None
-    text = args.text if args.action == "comment" else None
-    if not db.note_alert(args.id, by, text):
-        raise UserError(f"no alert {args.id}; `kiosk-host alerts list --store S` shows them")
     return 0
 
 
@@ -175,62 +135,28 @@ def _deadletter(args: argparse.Namespace) -> int:
 
 def _devices(args: argparse.Namespace) -> int:
     now = int(time.time())
-    devices = [summary.device_row(d) for d in storage(args).devices(args.store)]
+    db, settings = storage_and_stores(args)
+    store = args.store
+    if store and not fleet_commands.provisioned_store(args):
+        store = known_store(args, db, settings)
+    devices = [summary.device_row(d, now) for d in db.devices(store)]
+    devices = fleet_commands.with_never_seen(devices, args)
     if args.json:
         print(json.dumps(devices, indent=2))
     for d in [] if args.json else devices:
-        print(summary.device_line(d, now))
+        print(fleet_commands.never_seen_line(d) or summary.device_line(d, now))
     return 0
 
 
 def _provision(args: argparse.Namespace) -> int:
-    from kiosk_host.fleet import provision as p
-
-    broker_dir = Path(args.broker_dir)
-    if args.name is not None and not args.aggregator:
-        raise p.ProvisionError("--name names another aggregator's account: give --aggregator too")
-    if args.aggregator or args.fleet:
-        if args.aggregator and args.fleet:
-            raise p.ProvisionError("--aggregator or --fleet: one account at a time")
-        made = p.ensure_aggregator(broker_dir, args.name) if args.aggregator else (
-            p.ensure_fleet(broker_dir)
-        )  # fmt: skip
-        if args.json:
-            print(json.dumps({"user": made.user, "credentials": str(made.credentials),
-                              "created": made.created}))  # fmt: skip
-        else:
-            print(p.aggregator_line(made))
-        return 0
-    need = ("store", "device") if args.remove else p.REQUIRED
-    missing = [f"--{k.replace('_', '-')}" for k in need if getattr(args, k) is None]
-    if missing:
-        raise p.ProvisionError(f"provisioning a kiosk needs {', '.join(missing)}")
-    if args.remove:
-        p.remove(args.store, args.device, broker_dir)
-        print(f"removed {args.store}/{args.device} from {broker_dir}: reload the broker (SIGHUP)")
-        return 0
-    done = p.provision(
-        p.Request(
-            store=args.store,
-            device=args.device,
-            board=args.board,
-            ssid=args.wifi_ssid,
-            wifi_pass=args.wifi_pass,
-            broker=args.broker,
-            out=Path(args.out) if args.out else None,
-            letter=args.letter,
-            ca=Path(args.ca) if args.ca else None,
-            broker_dir=broker_dir,
-        )
-    )
-    print(json.dumps(done.to_json(), indent=2) if args.json else "\n".join(done.lines()))
-    return 0
+    return fleet_commands.provision(args)
 
 
 def _config_push(args: argparse.Namespace) -> int:
     from kiosk_host.fleet.commands import Broker, parse_settings, push_config
 
     settings = parse_settings(args.set)
+    fleet_commands.check_kiosk(args)
     with Broker(broker_url(args.broker, args.password_file, _accounts()), args.ca) as broker:
         pushed = push_config(broker, args.store, args.device, settings, Path(args.devices_dir))
     if args.json:
@@ -245,6 +171,7 @@ def _config_push(args: argparse.Namespace) -> int:
 def _command(args: argparse.Namespace) -> int:
     from kiosk_host.fleet.commands import Broker, command, send_command
 
+    fleet_commands.check_kiosk(args)
     fields = {"seconds": args.seconds} if args.name == "identify" else {}
     with Broker(broker_url(args.broker, args.password_file, _accounts()), args.ca) as broker:
         sent = send_command(broker, args.store, args.device, command(args.name, **fields))
@@ -294,20 +221,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from kiosk_host.fleet import deploy as d
-
-    opts = d.Options(
-        port=args.port,
-        device=args.device,
-        store=args.store,
-        directory=Path(args.dir) if args.dir else None,
-        broker=broker_url(args.broker, args.password_file) if args.broker else None,
-        build=args.build,
-        online_s=args.wait,
-    )
-    # A DeployError is a UserError: main() prints it as one line, with exit code 2.
-    report = d.deploy(opts, out=lambda line: print(line, flush=True))
-    return 1 if report.online is False else 0
+    return fleet_commands.deploy(args)
 
 
 def _serial_kiosk(args: argparse.Namespace) -> int:
@@ -334,9 +248,21 @@ def _flashing_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "--broker",
         default=os.environ.get("KIOSK_BROKER"),
         help="where to see the kiosk's status: mqtt://USER@HOST:PORT, an account that may "
-        "read it (default $KIOSK_BROKER, else the kiosk's own broker)",
+        "read it (default $KIOSK_BROKER, else the kiosk's own broker with the fleet tools' "
+        "account from --broker-dir)",
     )
     deploy.add_argument("--password-file", help=PASSWORD_HELP)
+    deploy.add_argument(
+        "--broker-dir",
+        default="var/broker",
+        help="where provision keeps the fleet tools' account (fleet.json), used to see the "
+        "kiosk's status on its own broker (default %(default)s)",
+    )
+    deploy.add_argument(
+        "--replace",
+        action="store_true",
+        help="flash over a board that holds another kiosk (refused otherwise, naming it)",
+    )
     deploy.add_argument("--wait", type=float, default=60.0, help="seconds to wait for online")
     deploy.add_argument("--no-build", dest="build", action="store_false",
                         help="use build/ as it is (make deploy has just built it)")  # fmt: skip
@@ -354,7 +280,7 @@ def _flashing_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """provision, config push, identify and reboot."""
+    """provision, config push, identify, reboot, wifi and logs."""
     from kiosk_host.fleet.provision import DEFAULT_BROKER_DIR, DEFAULT_DEVICES_DIR
 
     prov = commands.add_parser(
@@ -363,7 +289,9 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         description="Writes identity.json (secret: the kiosk's Wi-Fi key and broker password), "
         "config.json and board.json (and ca.pem for mqtts://) into --out, adds the kiosk's "
         "account to --broker-dir/passwd and its topics to --broker-dir/acl, and makes the "
-        "aggregator's account with the first kiosk. --aggregator makes only that account.",
+        "aggregator's account with the first kiosk. --aggregator makes only that account. "
+        "Then reloads the broker that `kiosk-host broker init` set up on --broker-dir, or says "
+        "how to start it.",
     )
     prov.add_argument("--store", help="the store's identifier, e.g. store-12")
     prov.add_argument("--device", help="the kiosk's identifier in its store, e.g. till-1")
@@ -419,14 +347,24 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         cmd = commands.add_parser(name, parents=[broker], help=f"ask a kiosk to {text}")
         cmd.add_argument("device", type=identifier)
         cmd.add_argument("--store", required=True, type=identifier)
+        cmd.add_argument("--devices-dir", default=str(DEFAULT_DEVICES_DIR),
+                         help="where kiosks were provisioned: the kiosk must be one of them "
+                         "(default %(default)s)")  # fmt: skip
         if name == "identify":
             cmd.add_argument("--seconds", type=int, default=10, help="1 to 120 (default 10)")
         cmd.set_defaults(run=_command, name=name)
+    from kiosk_host.cli import wifi_logs
+
+    wifi_logs.add_parsers(commands, broker, str(DEFAULT_DEVICES_DIR))
 
 
 PASSWORD_HELP = (
     "a file whose first line is the broker password (else $KIOSK_BROKER_PASSWORD); never on "
     "the command line, where ps shows it"
+)
+STORES_HELP = (
+    "stores.toml (default $KIOSK_STORES, else the settings the last `serve` kept in --db, "
+    "else every store on the defaults)"
 )
 
 
@@ -439,20 +377,6 @@ def _positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
     return n
-
-
-COMMENT_MAX = 500  # as the dashboard's comment field
-
-
-def _comment(value: str) -> str:
-    """An argparse type: an alert's comment, 1 to COMMENT_MAX characters."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("an empty comment says nothing")
-    if len(value) > COMMENT_MAX:
-        raise argparse.ArgumentTypeError(
-            f"{len(value)} characters; a comment has at most {COMMENT_MAX}"
-        )
-    return value
 
 
 def _database_parsers(
@@ -503,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
         "virtual-kiosk",
         help="run the kiosk firmware on simulated hardware against a broker",
         description="Reads press N, hold N MS, chord A B MS, sleep MS, net down, net up, "
-        "power-cut [N] and quit on standard input; prints SCREEN <name>: <text> on every "
-        "change. power-cut N cuts the power once N more events are acknowledged.",
+        "net add SSID KEY, power-cut [N] and quit on standard input; prints SCREEN <name>: "
+        "<text> on every change. power-cut N cuts the power once N more events are "
+        "acknowledged.",
     )
     virtual.add_argument("--store", type=identifier)
     virtual.add_argument("--device", type=identifier)
@@ -579,7 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the persistent session's id: the account's user name (the broker binds the two), "
         "kiosk-host for a broker without accounts",
     )
-    serve.add_argument("--stores", help="stores.toml: time zones, hours, thresholds, rosters")
+    serve.add_argument(
+        "--stores",
+        help="stores.toml: time zones, hours, thresholds, rosters (default $KIOSK_STORES, else "
+        "the settings kept in --db); kept in --db for every other command",
+    )
     serve.add_argument(
         "--http", metavar="HOST:PORT", help="also serve the managers' dashboard (127.0.0.1:8080)"
     )
@@ -595,40 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
     dead.set_defaults(run=_deadletter)
     devices = commands.add_parser("devices", parents=[db], help="the kiosks and their health")
     devices.add_argument("--store", type=identifier)
+    devices.add_argument("--devices-dir", default="var/devices",
+                         help="where kiosks were provisioned: those that never connected are "
+                         "listed as never seen (default %(default)s)")  # fmt: skip
+    devices.add_argument("--stores", help=STORES_HELP)
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(run=_devices)
     _database_parsers(commands, db)
     _fleet_parsers(commands)
+    fleet_commands.add_broker_parsers(commands)
 
-    cases = commands.add_parser("cases", help="recovery cases").add_subparsers(
-        dest="action", required=True
-    )
     store = argparse.ArgumentParser(add_help=False, parents=[db])
     store.add_argument("--store", required=True, type=identifier)
     store.add_argument("--json", action="store_true")
-    store.add_argument("--stores", help="stores.toml")
-    listing = cases.add_parser("list", parents=[store], help="the store's cases")
-    listing.add_argument("--state", choices=STATES)
-    listing.set_defaults(run=_cases_list)
-    fix = cases.add_parser("fix", parents=[store], help="mark a case fixed")
-    fix.add_argument("code")
-    fix.add_argument("--staff", required=True, type=identifier)
-    fix.add_argument("--note")
-    fix.set_defaults(run=_cases_fix)
-    confirm = cases.add_parser(
-        "confirm-on", parents=[store], help="show a kiosk the customer's confirmation screen"
-    )
-    confirm.add_argument("code")
-    confirm.add_argument("--device", required=True, type=identifier)
-    confirm.add_argument(
-        "--broker",
-        default=os.environ.get("KIOSK_BROKER"),
-        required="KIOSK_BROKER" not in os.environ,
-        help="mqtt://USER@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
-    )
-    confirm.add_argument("--password-file", help=PASSWORD_HELP)
-    confirm.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
-    confirm.set_defaults(run=_cases_confirm_on)
+    store.add_argument("--stores", help=STORES_HELP)
+    case_commands.add_parsers(commands, store, PASSWORD_HELP)
     recognition = commands.add_parser("recognition", parents=[store], help="the staff board")
     recognition.add_argument("--period", choices=("day", "week"), default="week")
     recognition.set_defaults(run=_recognition)
@@ -638,18 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--period", choices=("day", "week"), default="day")
     report.add_argument("--csv", action="store_true")
     report.set_defaults(run=_report)
-    alerts = commands.add_parser("alerts", help="alerts for the store's managers").add_subparsers(
-        dest="action", required=True
-    )
-    alerts.add_parser("list", parents=[store]).set_defaults(run=_alerts)
-    ack = alerts.add_parser("ack", parents=[db], help="acknowledge an alert")
-    ack.add_argument("id")
-    ack.add_argument("--by", required=True)
-    ack.set_defaults(run=_alerts)
-    comment = alerts.add_parser("comment", parents=[db], help="comment on an alert")
-    comment.add_argument("id")
-    comment.add_argument("text", type=_comment, help=f"1 to {COMMENT_MAX} characters")
-    comment.set_defaults(run=_alerts)
+    alert_commands.add_parsers(commands, store, db)
     return parser
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from pathlib import Path
 
 from kiosk_host.aggregator.receiver import Ingest, IngestError, IngestRefused
 from kiosk_host.cli.backup import serving
-from kiosk_host.cli.common import broker_url, storage, stores
+from kiosk_host.cli.common import broker_url, keep_stores, storage
 from kiosk_host.errors import UserError
+from kiosk_host.rules.stores import Stores
 from kiosk_host.wire.broker_url import public_url
 
 
@@ -20,14 +22,20 @@ def serve(args: argparse.Namespace) -> int:
     accounts = Path(args.broker_dir) / "aggregator.json" if args.broker_dir else None
     url = broker_url(args.broker, args.password_file, accounts)
     # Refuses what it cannot open, a newer schema or a damaged file, and migrates, before
-    # anything starts; makes the database when there is none.
-    storage(args, create=True).close()
-    with serving(Path(args.db)):
-        return _serve(args, url)
+    # anything starts; makes the database when there is none. The store settings it loads
+    # are kept in it, so that every other command reads the same ones.
+    db = storage(args, create=True)
+    try:
+        with serving(Path(args.db)):  # kept only by the serve that runs
+            stores = keep_stores(args, db, int(time.time()))
+            db.close()
+            return _serve(args, url, stores)
+    finally:
+        db.close()
 
 
-def _serve(args: argparse.Namespace, url: str) -> int:
-    ingest = Ingest(url, Path(args.db), args.client_id, stores(args), args.ca)
+def _serve(args: argparse.Namespace, url: str, stores: Stores) -> int:
+    ingest = Ingest(url, Path(args.db), args.client_id, stores, args.ca)
     asked: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
@@ -42,7 +50,7 @@ def _serve(args: argparse.Namespace, url: str) -> int:
         from kiosk_host.dashboard.server import serve_dashboard
 
         token = configured_token(args.token_file)
-        web = serve_dashboard(args.http, args.db, stores(args), token)
+        web = serve_dashboard(args.http, args.db, stores, token)
         mode = "" if token else " (read-only: no --token-file or $KIOSK_DASHBOARD_TOKEN)"
         print(f"kiosk-host: dashboard on {web.url}/{mode}", file=sys.stderr)
     try:

@@ -30,10 +30,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kiosk_host import __version__
 from kiosk_host.aggregator.metrics import REGISTRY
 from kiosk_host.dashboard import auth, export, gauges, live
-from kiosk_host.dashboard.views import PERIODS, Views, case_json, states_of
+from kiosk_host.dashboard.views import PERIODS, Views, case_json, roster_json, states_of
 from kiosk_host.rules.recovery import RuleError
 from kiosk_host.rules.stores import Stores, local_day
-from kiosk_host.wire.identifiers import identifier_pattern
+from kiosk_host.wire.identifiers import CaseCodeError, check_case_code, identifier_pattern
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = [
@@ -124,6 +124,14 @@ def create_app(
             raise HTTPException(400, f"{key!r}: expected text of 1 to {most} characters")
         return value.strip()
 
+    def code_of(request: Request) -> str:
+        # A code is read off the kiosk's screen and typed: a7k36 is the case A7K36, and a
+        # slip of one character (or two swapped) fails its check instead of naming another.
+        try:
+            return check_case_code(request.path_params["code"])
+        except CaseCodeError as why:
+            raise HTTPException(400, str(why)) from None
+
     def api(view: Callable[[], Any]) -> Callable[[], Response]:
         return lambda: JSONResponse(view(), headers={"cache-control": "no-store"})
 
@@ -141,7 +149,7 @@ def create_app(
             "store": store, "tz": cfg.tz_name, "scale": cfg.scale, "low": cfg.low_threshold,
             "near_s": cfg.near_s,
             "writable": token is not None, "version": __version__,
-            "today": local_day(cfg, int(now())).isoformat(),
+            "today": local_day(cfg, int(now())).isoformat(), "roster": roster_json(cfg),
         }  # fmt: skip
         return templates.TemplateResponse(request, "store.html", context)
 
@@ -174,6 +182,11 @@ def create_app(
     async def api_recognition(request: Request) -> Response:
         store, period = await store_of(request), period_of(request, "week")
         return await anyio.to_thread.run_sync(api(lambda: views.recognition(store, period)))
+
+    async def api_roster(request: Request) -> Response:
+        store = await store_of(request)
+        staff = roster_json(stores.get(store))
+        return JSONResponse({"store": store, "staff": staff}, headers={"cache-control": "no-store"})
 
     async def api_devices(request: Request) -> Response:
         store = await store_of(request)
@@ -244,7 +257,7 @@ def create_app(
     async def case_fix(request: Request) -> Response:
         authorize(request)
         store = await store_of(request)
-        code: str = request.path_params["code"]
+        code = code_of(request)
         body = await body_of(request)
         staff = text_of(body, "staff", 32) or ""
         if not identifier_pattern().fullmatch(staff):
@@ -256,7 +269,7 @@ def create_app(
         def fix() -> dict[str, Any] | None:
             if views.storage().case_by_code(store, code) is None:
                 return None
-            return case_json(views.fix_case(store, code, staff, note))
+            return case_json(views.fix_case(store, code, staff, note), int(now()))
 
         try:
             fixed = await anyio.to_thread.run_sync(fix)
@@ -265,6 +278,28 @@ def create_app(
         if fixed is None:
             raise HTTPException(404, f"no case {code!r} in store {store!r}")
         return JSONResponse(fixed)
+
+    async def case_close(request: Request) -> Response:
+        """A person takes an overdue case off the list, as `kiosk-host cases close` does."""
+        authorize(request)
+        store = await store_of(request)
+        code = code_of(request)
+        body = await body_of(request)
+        by = text_of(body, "by", NAME_MAX) or ""
+        note = text_of(body, "note", TEXT_MAX, required=False)
+
+        def close() -> dict[str, Any] | None:
+            if views.storage().case_by_code(store, code) is None:
+                return None
+            return case_json(views.close_case(store, code, by, note), int(now()))
+
+        try:
+            closed = await anyio.to_thread.run_sync(close)
+        except RuleError as why:
+            return _error(409, why.reason)
+        if closed is None:
+            raise HTTPException(404, f"no case {code!r} in store {store!r}")
+        return JSONResponse(closed)
 
     # -- operations --------------------------------------------------------------------------
 
@@ -325,10 +360,12 @@ def create_app(
         Route(f"{store_api}/alerts", api_alerts),
         Route(f"{store_api}/recognition", api_recognition),
         Route(f"{store_api}/devices", api_devices),
+        Route(f"{store_api}/roster", api_roster),
         Route(f"{store_api}/stream", store_stream),
         Route(store_api + "/{what:str}.csv", csv_export),
         Route(store_api + "/alerts/{alert}/{action}", alert_change, methods=["POST"]),
         Route(store_api + "/cases/{code}/fix", case_fix, methods=["POST"]),
+        Route(store_api + "/cases/{code}/close", case_close, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(

@@ -6,7 +6,6 @@ period, read on database connections of the dashboard's own.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 import weakref
@@ -16,8 +15,8 @@ from typing import Any, TypeVar
 from kiosk_host.aggregator import views as summary
 from kiosk_host.aggregator.engine import Engine
 from kiosk_host.dashboard.live import Changes
-from kiosk_host.rules.recovery import STATES, WAITING, Case
-from kiosk_host.rules.stores import Stores
+from kiosk_host.rules.recovery import LISTED, STATES, Case
+from kiosk_host.rules.stores import StoreConfig, Stores
 from kiosk_host.storage.sqlite import Storage
 from kiosk_host.wire.identifiers import identifier_pattern
 
@@ -142,20 +141,29 @@ class Views:
         return self._cached(("report", store, period), make)
 
     def cases(
-        self, store: str, states: Sequence[str] = WAITING, limit: int = CASES_SHOWN
+        self, store: str, states: Sequence[str] | None = None, limit: int = CASES_SHOWN
     ) -> dict[str, Any]:
-        """The store's cases in `states`, soonest deadline first, as `cases list --json`."""
+        """The store's cases in `states`, soonest deadline first, as `cases list --json`;
+        without `states`, those still needing a person as kiosk/v1/{store}/cases lists them
+        (waiting, and overdue until someone closes them), overdue first."""
 
         def make() -> dict[str, Any]:
-            found = self.storage().cases(store, states, limit)
+            now = int(self.now())
+            storage = self.storage()
+            found = (
+                storage.listed_cases(store, limit)
+                if states is None
+                else storage.cases(store, states, limit)
+            )
             return {
                 "store": store,
-                "ts": int(self.now()),
-                "states": list(states),
-                "cases": [case_json(c) for c in found],
+                "ts": now,
+                "states": list(LISTED if states is None else states),
+                "cases": [case_json(c, now) for c in found],
             }
 
-        return self._cached(("cases", store, tuple(states), limit), make)
+        key = None if states is None else tuple(states)
+        return self._cached(("cases", store, key, limit), make)
 
     def alerts(self, store: str, limit: int = ALERTS_SHOWN) -> dict[str, Any]:
         """The store's alerts, newest first, as `alerts list --json`."""
@@ -181,15 +189,18 @@ class Views:
         )
 
     def devices(self, store: str) -> dict[str, Any]:
-        """The store's kiosks and their health, as `devices --json` with a little more."""
-        return self._cached(
-            ("devices", store),
-            lambda: {
+        """The store's kiosks and their health (`health`, `late_s`) as of `ts`, as `devices
+        --json` with a little more."""
+
+        def make() -> dict[str, Any]:
+            now = int(self.now())
+            return {
                 "store": store,
-                "ts": int(self.now()),
-                "devices": summary.kiosk_health(self.storage(), store),
-            },
-        )
+                "ts": now,
+                "devices": summary.kiosk_health(self.storage(), store, now),
+            }
+
+        return self._cached(("devices", store), make)
 
     def store_page(self, store: str) -> dict[str, Any]:
         """Every view of the store page, by the name its live stream sends it under."""
@@ -219,16 +230,30 @@ class Views:
         with self._write_lock:
             return self.engine.fix(self.writer, store, code, staff, note)
 
+    def close_case(self, store: str, code: str, by: str, note: str | None) -> Case:
+        """Close an overdue case exactly as `kiosk-host cases close` does (RuleError if not)."""
+        with self._write_lock:
+            return self.engine.close(self.writer, store, code, by, note)
 
-def case_json(c: Case) -> dict[str, Any]:
-    """A case as `kiosk-host cases list --json` gives it."""
-    return dataclasses.asdict(c)
+
+def roster_json(cfg: StoreConfig) -> list[dict[str, str]]:
+    """The store's staff for the dashboard's forms: every id that stores.toml names or puts on
+    the roster, with its display name (the id itself when it has none), sorted by name."""
+    ids = {staff for staff, _ in cfg.names} | {entry.staff for entry in cfg.roster}
+    people = [{"staff": s, "name": cfg.name_of(s) or s} for s in ids]
+    return sorted(people, key=lambda p: (p["name"].casefold(), p["staff"]))
 
 
-def states_of(values: Sequence[str]) -> tuple[str, ...]:
-    """Case states asked for by name (`all` for every state); ValueError for an unknown one."""
+def case_json(c: Case, now: int | None = None) -> dict[str, Any]:
+    """A case as `kiosk-host cases list --json` gives it (`overdue` as of `now`)."""
+    return summary.case_json(c, int(time.time()) if now is None else now)
+
+
+def states_of(values: Sequence[str]) -> tuple[str, ...] | None:
+    """Case states asked for by name (`all` for every state); None, the cases still needing a
+    person, when none is asked for; ValueError for an unknown one."""
     if not values:
-        return WAITING
+        return None
     if "all" in values:
         return STATES
     for v in values:

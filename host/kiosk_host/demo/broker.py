@@ -19,37 +19,18 @@ from pathlib import Path
 
 from kiosk_host.demo.processes import Child
 from kiosk_host.errors import UserError
+from kiosk_host.fleet.broker_setup import LISTENER_KEYS as LISTENER_KEYS  # the demo's too
+from kiosk_host.fleet.broker_setup import PLACEMENT_KEYS as PLACEMENT_KEYS
+from kiosk_host.fleet.broker_setup import compose_config
 from kiosk_host.shipped import BROKER_SETTINGS
 
 SHIPPED_CONF = BROKER_SETTINGS / "mosquitto.conf"
 HOST = "127.0.0.1"
 MISSING = "the demo needs mosquitto: apt-get install mosquitto (make demo installs it)"
 
-# The shipped lines that say where the broker runs, who may connect and where it writes: the
-# demo writes its own (one listener, so per-listener settings have nothing to choose between).
-PLACEMENT_KEYS = frozenset(
-    {
-        "listener", "port", "bind_address", "bind_interface", "socket_domain",
-        "persistence_location", "log_dest", "pid_file", "user", "include_dir",
-        "per_listener_settings", "allow_anonymous", "password_file", "acl_file", "psk_file",
-    }
-)  # fmt: skip
-# The options mosquitto.conf(5) gives to the listener above them ("Listeners"); every other
-# option is global, wherever it stands. Those of the shipped plain listener that do not say
-# where it listens or how it encrypts go to the demo's listener; TLS ones stay behind.
-LISTENER_KEYS = frozenset(
-    {
-        "http_dir", "max_connections", "max_qos", "max_topic_alias", "mount_point", "protocol",
-        "use_username_as_clientid", "websockets_headers_size",
-        "cafile", "capath", "certfile", "ciphers", "ciphers_tls1.3", "crlfile", "dhparamfile",
-        "keyfile", "require_certificate", "tls_engine", "tls_engine_kpass_sha1", "tls_keyform",
-        "tls_version", "use_identity_as_username", "use_subject_as_username", "psk_hint",
-    }
-)  # fmt: skip
 # use_username_as_clientid stays behind: it refuses clients without a user name, and the
 # demo's kiosks and aggregator connect anonymously on a loopback port nobody else reaches.
 CARRIED_LISTENER_KEYS = frozenset({"max_connections", "max_qos", "max_topic_alias", "mount_point"})
-TLS_KEYS = frozenset({"cafile", "capath", "certfile", "keyfile", "psk_hint"})
 
 
 class BrokerError(UserError):
@@ -67,53 +48,26 @@ def mosquitto_command() -> str:
     return found
 
 
-def _directives(text: str) -> list[tuple[str, str]]:
-    """(key, the rest of the line) of every setting, comments and blank lines left out."""
-    found = []
-    for line in text.splitlines():
-        words = line.split(None, 1)
-        if words and not words[0].startswith("#"):
-            found.append((words[0], words[1].strip() if len(words) > 1 else ""))
-    return found
-
-
 def demo_config(shipped: str, port: int, directory: Path, log: Path) -> str:
     """The shipped configuration `shipped` for the demo: its global settings as they are, then
     the demo's own placement, then its one listener on 127.0.0.1:`port` with the per-listener
     settings of the shipped plain listener, its database in `directory`, its log in `log`."""
-    general: list[str] = []
-    default: list[tuple[str, str]] = []  # listener settings before any `listener` line
-    listeners: list[list[tuple[str, str]]] = []
-    for key, value in _directives(shipped):
-        if key == "listener":
-            listeners.append([])
-        elif key in LISTENER_KEYS:
-            (listeners[-1] if listeners else default).append((key, value))
-        elif key not in PLACEMENT_KEYS:
-            general.append(f"{key} {value}".rstrip())
-    plain = next((lst for lst in listeners if not TLS_KEYS & {k for k, _ in lst}), default)
-    lines = [
-        f"# Written by `kiosk-host demo` from {SHIPPED_CONF} at every start:",
-        "# the shipped settings, then where the demo's broker runs. Edit the shipped file.",
-        "",
-        "# -- the shipped settings (global) --",
-        *general,
-        "",
-        "# -- the demo's own --",
+    own = [
         f"persistence_location {directory}/",
         f"log_dest file {log}",
+        "log_dest topic",  # the notices the aggregator reads (refused kiosks), as shipped
         "allow_anonymous true",  # the demo's kiosks and aggregator have no accounts
     ]
     if os.geteuid() == 0:
         # As root, mosquitto would switch to the `mosquitto` user, who may not write here.
-        lines.append("user root")
-    lines += [
-        "",
-        "# -- its one listener: the settings below this line are the listener's --",
-        f"listener {port} {HOST}",
-        *(f"{k} {v}".rstrip() for k, v in plain if k in CARRIED_LISTENER_KEYS),
+        own.append("user root")
+    header = [
+        f"# Written by `kiosk-host demo` from {SHIPPED_CONF} at every start:",
+        "# the shipped settings, then where the demo's broker runs. Edit the shipped file.",
     ]
-    return "\n".join(lines) + "\n"
+    own_title = "# -- the demo's own --"
+    listener = f"{port} {HOST}"
+    return compose_config(shipped, header, own_title, own, listener, CARRIED_LISTENER_KEYS)
 
 
 def accepts(port: int) -> bool:

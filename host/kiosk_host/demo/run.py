@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import random
 import re
 import secrets
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,9 @@ from kiosk_host.demo.broker import Mosquitto
 from kiosk_host.demo.processes import CLIENT_ID, KIOSK_HOST, Child, Kiosk, KioskProcess, Watcher
 from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import parse_stores
+from kiosk_host.sim.virtual_kiosk import default_config
 from kiosk_host.storage.sqlite import Storage
+from kiosk_host.wire import topics
 
 STORES_FILE = Path(__file__).with_name("stores.toml")
 MQTT_PORT = 1883
@@ -106,6 +111,12 @@ STORY: tuple[Step, ...] = (
     Confirm(150, S, "wrong-size", "till-1", "wow"),
 )
 QUIET_S = 10.0  # no everyday customer at a kiosk this close to a story step there
+# The demo's kiosks send telemetry every 10 s (the product's default is 60 s), so that a kiosk
+# switched off near the end is named down on the overview within 20 s.
+TELEMETRY_S = 10
+SWITCHED_OFF = (S, "help-desk")  # the kiosk switched off once the customers are done
+# Once "lost-parcel" has breached, staff still put it right: a late fix, never counted in time.
+LATE_FIX = Fix(0, N, "lost-parcel", "ben", "found the parcel and took it to the customer's home")
 
 
 def customers(minutes: float, seed: int = 7) -> list[Rate]:
@@ -165,8 +176,9 @@ def plural(n: int, thing: str) -> str:
 
 
 def code_on_screen(text: str, letter: str) -> str | None:
-    """The recovery code on a kiosk's code screen (its letter and three characters)."""
-    m = re.search(rf"\b{letter}[23456789ABCDEFGHJKMNPQRSTUVWXYZ]{{3}}\b", text)
+    """The recovery code on a kiosk's code screen (its letter, three characters and the check
+    character)."""
+    m = re.search(rf"\b{letter}[23456789ABCDEFGHJKMNPQRSTUVWXYZ]{{4}}\b", text)
     return m.group(0) if m else None
 
 
@@ -232,6 +244,7 @@ class Demo:
         self.kiosks: dict[tuple[str, str], KioskProcess] = {}
         self.codes: dict[tuple[str, str], str] = {}  # (store, the script's case name) -> code
         self.crowd: list[str] = []  # everyday ratings not printed yet
+        self.frozen: set[tuple[str, str]] = set()  # kiosks switched off (their process stopped)
         self._out = threading.Lock()
         self._next_figures = 0.0
         self._next_crowd = 0.0
@@ -338,6 +351,10 @@ class Demo:
             self.wait(kiosk.showing("idle"), 90, f"{kiosk.name} ready")
         self.wait(lambda: watcher.online(KIOSKS) == len(KIOSKS), 60, "kiosks online")
         self.say(f"Kiosks: {', '.join(k.name for k in self.kiosks.values())} online")
+        for k in KIOSKS:  # as `kiosk-host config push --set telemetry_interval_s=10` would
+            config = {**default_config(k.device, SCALE), "telemetry_interval_s": TELEMETRY_S}
+            topic = topics.topic("config", store=k.store, device=k.device)
+            watcher.client.publish(topic, json.dumps(config), qos=1, retain=True)
         self.wait(lambda: not port_free(http_port), 60, "dashboard")
         self.say(
             f"Dashboard: http://127.0.0.1:{http_port}/ (the managers' token for changes is in "
@@ -394,7 +411,82 @@ class Demo:
             else:
                 self.confirm(step)
         self.flush_crowd()
+        self.late_fix(LATE_FIX)
+        self.switch_off(*SWITCHED_OFF)
+        self.look()
         self.say("The customers are done; all keeps running until Ctrl-C.")
+
+    def late_fix(self, step: Fix) -> None:
+        """Wait for the case to breach (its deadline warning and breach alerts are printed as
+        they come), then record the staff's fix: late, so the case stays overdue and listed."""
+        code = self.codes.get((step.store, step.case))
+        if code is None:
+            return
+        deadline = time.monotonic() + 600 / self.speed
+        while self.case_state(step.store, code) != "breached":
+            if time.monotonic() > deadline:
+                self.say(f"   {code} ({step.case}) has not breached: see the logs")
+                return
+            self.idle(1.0)
+        self.fix(step)
+        state = self.case_state(step.store, code)
+        self.say(f"   {code} is {state}, fixed late: overdue, listed until a manager closes it")
+
+    def case_state(self, store: str, code: str) -> str | None:
+        """The state of a case as `cases list --json` gives it (None if it cannot be read)."""
+        ok, out = self.cli(["cases", "list", "--store", store])
+        if not ok:
+            return None
+        try:
+            found = [c["state"] for c in json.loads(out) if c["code"] == code]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return found[0] if found else None
+
+    def switch_off(self, store: str, device: str) -> None:
+        """Switch a kiosk off as the power goes: it stops at once, with no goodbye to the
+        broker (its process is stopped, its connection left hanging, as a dead Wi-Fi link
+        leaves it); say when the overview names it down (GET /api/stores)."""
+        kiosk = self.kiosks[(store, device)]
+        if kiosk.pid is None or not kiosk.running():
+            return
+        os.kill(kiosk.pid, signal.SIGSTOP)
+        self.frozen.add((store, device))
+        off = time.monotonic()
+        self.say(f"{store}/{device} is switched off (its telemetry, every {TELEMETRY_S} s, stops)")
+        deadline = off + 3 * TELEMETRY_S + 60  # the broker's keepalive names it down by then
+        while device not in self.kiosks_down(store):
+            if time.monotonic() > deadline:
+                self.say(f"   the overview still shows {store}/{device} up: see the logs")
+                return
+            self.idle(0.5)
+        self.say(
+            f"The overview names {store}/{device} down, {time.monotonic() - off:.0f} s after it "
+            f"was switched off: http://127.0.0.1:{self.http_port}/"
+        )
+
+    def kiosks_down(self, store: str) -> list[str]:
+        """The store's kiosks the overview names down (offline or refused)."""
+        url = f"http://127.0.0.1:{self.http_port}/api/stores"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                rows = json.loads(answer.read())["stores"]
+        except (OSError, ValueError, KeyError):
+            return []
+        return next((list(r.get("kiosks_down", [])) for r in rows if r["store"] == store), [])
+
+    def look(self) -> None:
+        """The commands that show what the dashboard shows, to copy as printed: they read
+        the store settings `serve` kept in the database, as the dashboard does."""
+        self.say("What the dashboard shows, on the command line:")
+        db = self.shown(self.db)
+        for args in (
+            ["cases", "list", "--store", N],
+            ["report", "--store", N, "--period", "day"],
+            ["recognition", "--store", S, "--period", "week"],
+            ["alerts", "list", "--store", S],
+        ):
+            self.say(f"   $ {self.command([*args, '--db', db])}")
 
     def idle(self, seconds: float) -> None:
         """Wait, looking after the processes and printing the stores' figures each minute."""
@@ -444,8 +536,8 @@ class Demo:
 
     def rate(self, step: Rate) -> None:
         kiosk = self.kiosks[(step.store, step.device)]
-        if kiosk.screen()[0] == "code":  # the last customer copied the code down and left
-            kiosk.press(NO, {"idle"})
+        if kiosk.screen()[0] == "code":  # the last customer copied the code down and left:
+            self.idle(2.5)  # once its first 2 s are past, a press there is a new rating
         shown = kiosk.press(step.score, {"thanks", "sorry"})
         where = f"{step.store}/{step.device}"
         if shown is None:
@@ -495,7 +587,7 @@ class Demo:
             return
         args = ["cases", "fix", code, "--store", step.store, "--staff", step.staff,
                 "--note", step.note]  # fmt: skip
-        ok, out = self.cli([*args, "--stores", str(self.stores)])
+        ok, out = self.cli(args)  # as printed: the settings are those serve kept in the database
         self.say(f'{step.store}: {step.staff} fixed {code} ({step.case}): "{step.note}"')
         self.say(f"   $ {self.command([*args, '--db', self.shown(self.db)])}")
         if not ok:
@@ -535,6 +627,8 @@ class Demo:
         for kiosk in self.kiosks.values():
             if kiosk.running() and kiosk.proc is not None:
                 kiosk.proc.send_signal(signal.SIGTERM)
+                if (kiosk.kiosk.store, kiosk.kiosk.device) in self.frozen:
+                    kiosk.proc.send_signal(signal.SIGCONT)  # switched off: it ends as it wakes
         for kiosk in self.kiosks.values():
             kiosk.stop(signal.SIGTERM, 10)
         watcher = self.watcher

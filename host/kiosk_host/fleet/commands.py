@@ -87,6 +87,8 @@ class Broker:
         self._subacks: set[int] = set()
         self._closing = False
         self._lost: str | None = None  # why the broker closed the connection, if it did
+        self._listening: list[str] = []  # filters whose every message is kept (listen())
+        self._heard: list[tuple[str, bytes]] = []
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -129,9 +131,11 @@ class Broker:
             )
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        if msg.retain:
-            with self._lock:
+        with self._lock:
+            if msg.retain:
                 self._retained[msg.topic] = bytes(msg.payload)
+            if any(paho.topic_matches_sub(f, msg.topic) for f in self._listening):
+                self._heard.append((msg.topic, bytes(msg.payload)))
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, codes: Any,
                       props: Any = None) -> None:  # fmt: skip
@@ -156,6 +160,31 @@ class Broker:
             time.sleep(0.005)
         self.client.unsubscribe([*filters, _BARRIER])
         return found
+
+    def listen(self, filters: Sequence[str]) -> None:
+        """Keep every message on `filters` from now on, retained or not, for `heard()`; returns
+        once the broker has taken the subscription, so that nothing sent after is missed."""
+        with self._lock:
+            self._listening.extend(filters)
+        _, mid = self.client.subscribe([(f, 1) for f in filters])
+        deadline = time.monotonic() + self.timeout
+        while True:
+            with self._lock:
+                if mid in self._subacks:
+                    return
+            self._check_connected()
+            if time.monotonic() > deadline:
+                raise FleetError(f"the broker at {self.url} did not answer a subscription")
+            time.sleep(0.005)
+
+    def heard(self, start: int = 0) -> list[tuple[str, bytes]]:
+        """The messages kept since `listen()`, from the `start`-th on, as (topic, payload)."""
+        with self._lock:
+            return self._heard[start:]
+
+    def check_connected(self) -> None:
+        """FleetError when the broker has closed this connection."""
+        self._check_connected()
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Publish at QoS 1 and wait for the broker's acknowledgement."""

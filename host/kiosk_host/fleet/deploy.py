@@ -26,7 +26,15 @@ the files on the kiosk are hashed (sha256, on the device), only those that diffe
 copied, the copies are hashed again, `/deploying` goes, and the kiosk is reset into the new
 firmware. When the broker is reachable from here, the deployment waits until the kiosk
 says on its status topic (the contract's `status` channel) that it is online with this
-build's version. The Wi-Fi key and the MQTT password never appear in what is printed.
+build's version; it watches with the fleet tools' account from the broker folder
+(`fleet.json`, which provisioning writes) unless told another broker URL, since a kiosk's
+account may not read status. The Wi-Fi key and the MQTT password never appear in what is
+printed.
+
+A board keeps its identity.json across deployments. Before anything is copied, the one on the
+board is read: a board that holds another kiosk is refused (and restarted as it was) unless the
+deployment is told to replace it, so that a mistaken port or device name cannot silently turn
+one kiosk into another.
 
 mpremote does every copy, hash and reset on the kiosk; what it has no notion of (the kiosk's
 layout, its watchdog, a whole deployment's changes and free space, a check that the kiosk
@@ -38,6 +46,7 @@ this module puts them in order.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -45,7 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from kiosk_host.fleet.commands import check_tool_account
 from kiosk_host.fleet.deploy_errors import DeployError, FlashFull
@@ -65,9 +74,11 @@ from kiosk_host.fleet.mpremote import (
     check_space,
     copy_files,
     kb,
+    resume_kiosk,
     stop_kiosk,
     survey,
 )
+from kiosk_host.fleet.provision import DEFAULT_BROKER_DIR, FLEET, credentials_file
 from kiosk_host.fleet.serial_port import probe, wait_for_reboot
 from kiosk_host.fleet.status_watch import StatusWatch
 from kiosk_host.wire.broker_url import public_url
@@ -88,6 +99,8 @@ class Options:
     build: bool = True
     online_s: float = ONLINE_S
     mpremote: str | None = None
+    broker_dir: Path = DEFAULT_BROKER_DIR  # the fleet account's file, for the kiosk's own broker
+    replace: bool = False  # flash over a board that holds another kiosk
 
 
 @dataclass
@@ -106,8 +119,9 @@ class Report:
 
 
 def _broker(opts: Options, prov: Provisioned) -> tuple[str, str | None]:
-    """The broker to watch the kiosk's status on (--broker, else the kiosk's own), and the
-    CA certificate to trust when it speaks TLS."""
+    """The broker to watch the kiosk's status on (--broker, else the kiosk's own with the
+    fleet tools' account from the broker folder), and the CA certificate to trust when it
+    speaks TLS."""
     ident = prov.identity
     if opts.broker:
         url = opts.broker
@@ -122,9 +136,31 @@ def _broker(opts: Options, prov: Provisioned) -> tuple[str, str | None]:
     else:
         host = str(ident["host"])
         host = f"[{host}]" if ":" in host else host  # an IPv6 address
-        url = f"{'mqtts' if prov.ca is not None else 'mqtt'}://{host}:{ident['port']}"
+        account = _fleet_account(opts.broker_dir)
+        login = (
+            "" if account is None else f"{quote(account[0], safe='')}:{quote(account[1], safe='')}@"
+        )
+        url = f"{'mqtts' if prov.ca is not None else 'mqtt'}://{login}{host}:{ident['port']}"
     tls = urlparse(url).scheme == "mqtts"
     return url, str(prov.ca) if tls and prov.ca is not None else None
+
+
+def _fleet_account(broker_dir: Path) -> tuple[str, str] | None:
+    """The fleet tools' user name and password, as provisioning keeps them; None when this
+    broker folder has none (the watch then tries without, and says if it is refused)."""
+    try:
+        creds = json.loads(credentials_file(broker_dir, FLEET).read_text())
+        return str(creds["user"]), str(creds["password"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _other_kiosk(held: tuple[str, str] | None, store: str, device: str) -> str | None:
+    """The refusal for a board that holds another kiosk than (store, device), if it does."""
+    if held is None or held == (store, device):
+        return None
+    wanted = device if held[0] == store else f"{store}/{device}"
+    return f"the board holds {held[0]}/{held[1]}; pass --replace to flash {wanted} over it"
 
 
 # -- the whole deployment -------------------------------------------------------------------
@@ -151,9 +187,8 @@ def deploy(opts: Options, out: Callable[[str], None] = print) -> Report:
     ident = prov.identity
     name = f"{ident['device']} ({ident['store']})"
     secrets = [str(ident.get(k) or "") for k in ("key", "password")]
-    if opts.broker:
-        secrets.append(urlparse(opts.broker).password or "")
     broker, ca = _broker(opts, prov)  # checked before the kiosk is touched
+    secrets.append(urlparse(broker).password or "")
     status_topic = topic("status", store=str(ident["store"]), device=str(ident["device"]))
     if opts.build:
         out(f"{name}: compiling the firmware ({build_dirs().tool})")
@@ -175,6 +210,12 @@ def deploy(opts: Options, out: Callable[[str], None] = print) -> Report:
                 f"does not need (`mpremote connect {opts.port} fs ls :` lists them), or erase "
                 "the flash and install MicroPython afresh, then deploy again"
             )
+        other = _other_kiosk(held.owner, str(ident["store"]), str(ident["device"]))
+        if other is not None and not opts.replace:
+            resume_kiosk(mp)  # it goes back to being the kiosk it was
+            raise DeployError(other)
+        if other is not None and held.owner is not None:
+            out(f"{name}: replacing {held.owner[0]}/{held.owner[1]} on this board (--replace)")
         copy = [f for f in files if (h := held.files.get(f.path)) is None or h[0] != f.sha256]
         wanted = {f.path for f in files}
         stale = sorted(

@@ -25,6 +25,7 @@ from kiosk_host.fleet.device_scripts import FLAG, MARK, call
 from kiosk_host.fleet.firmware_image import DeviceFile
 
 RESERVE_BLOCKS = 4  # flash left free for the kiosk's outbox and config to keep working
+IDENTITY = "/identity.json"  # where the kiosk's identity lives on its flash
 
 
 def kb(n: int) -> str:
@@ -34,13 +35,14 @@ def kb(n: int) -> str:
 @dataclass(frozen=True)
 class Survey:
     """What the kiosk holds: {path: (sha256, size)} of the files asked about, the modules
-    in /lib (None when there is no /lib), and its free space."""
+    in /lib (None when there is no /lib), its free space, and the kiosk it is."""
 
     files: dict[str, tuple[str, int] | None]
     lib: list[str] | None
     bsize: int
     free_blocks: int
     stopped: bool  # the deployment's flag is on the flash: the kiosk stays stopped
+    owner: tuple[str, str] | None = None  # (store, device) of its identity.json, if it has one
 
 
 class Mpremote:
@@ -160,14 +162,20 @@ def stop_kiosk(mp: Mpremote) -> None:
 
 def survey(mp: Mpremote, files: Sequence[DeviceFile]) -> Survey:
     paths = [f.path for f in files]
-    answer = mp.answer(call("survey", MARK, paths, FLAG), "reading what the kiosk holds")
+    answer = mp.answer(call("survey", MARK, paths, FLAG, IDENTITY), "reading what the kiosk holds")
     hashes: dict[str, tuple[str, int] | None] = {}
     for path in paths:
         entry = answer["files"].get(path)
         hashes[path] = (str(entry[0]), int(entry[1])) if entry else None
-    lib = answer["lib"]
+    lib, owner = answer["lib"], answer.get("owner")
     return Survey(hashes, None if lib is None else [str(n) for n in lib],
-                  int(answer["bsize"]), int(answer["free"]), bool(answer["stopped"]))  # fmt: skip
+                  int(answer["bsize"]), int(answer["free"]), bool(answer["stopped"]),
+                  None if not owner else (str(owner[0]), str(owner[1])))  # fmt: skip
+
+
+def resume_kiosk(mp: Mpremote) -> None:
+    """Undo `stop_kiosk` without deploying: the flag goes, and the kiosk restarts as it was."""
+    mp.run(["fs", "rm", f":{FLAG}", "+", "reset"], "restarting the kiosk as it was", 30)
 
 
 def blocks(size: int, bsize: int) -> int:

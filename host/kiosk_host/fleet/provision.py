@@ -124,8 +124,7 @@ class Provisioned:
             f"{self.board.file}, broker {self.broker.url}",
             f"kiosk files in {self.out}: {' '.join(self.files)} (identity.json holds the Wi-Fi "
             f"key and the broker password: readable by you only)",
-            f"broker account {self.user} added to {passwd} and {acl}: reload the broker "
-            f"(SIGHUP) so that it lets the kiosk in",
+            f"broker account {self.user} added to {passwd} and {acl}",
         ]
         if self.aggregator.created:
             out.append(aggregator_line(self.aggregator))
@@ -319,7 +318,7 @@ class Register:
         return {k["letter"]: k["device"] for k in self.kiosks if k["store"] == store}
 
     def save(self) -> None:
-        _write(self.path, json.dumps({"v": 1, "kiosks": self.kiosks}, indent=2) + "\n")
+        write_file(self.path, json.dumps({"v": 1, "kiosks": self.kiosks}, indent=2) + "\n")
 
 
 def password_users(passwd: Path) -> set[str]:
@@ -396,7 +395,7 @@ def acl_users(acl: Path) -> set[str]:
     }
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
+def write_file(path: Path, text: str, mode: int = 0o644) -> None:
     """Replace `path` whole (a crash leaves the old file or the new one), with `mode`."""
     tmp = path.with_name(path.name + ".new")
     with contextlib.suppress(FileNotFoundError):
@@ -471,12 +470,12 @@ def _ensure_account(broker_dir: Path, user: str) -> Aggregator:
         return Aggregator(user, credentials, False)
     password = _new_password()
     add_password(passwd, user, password)
-    _write(credentials, json.dumps({"user": user, "password": password}) + "\n", 0o600)
+    write_file(credentials, json.dumps({"user": user, "password": password}) + "\n", 0o600)
     text = acl.read_text() if acl.exists() else acl_head()
     if user not in acl_users(acl) and f"\nuser {user}\n" not in text:
         text += _host_acl(user)
     if not acl.exists() or text != acl.read_text():
-        _write(acl, text)
+        write_file(acl, text)
     return Aggregator(user, credentials, True)
 
 
@@ -579,17 +578,17 @@ def provision(req: Request) -> Provisioned:
         acl_before = acl.read_text() if acl.exists() else None
         try:
             if req.ca is not None:
-                _write(out / CA_FILE, req.ca.read_text())
+                write_file(out / CA_FILE, req.ca.read_text())
                 written.append(out / CA_FILE)
-            _write(out / "config.json", json.dumps(config, indent=2) + "\n")
+            write_file(out / "config.json", json.dumps(config, indent=2) + "\n")
             written.append(out / "config.json")
             board_file = {"board": board.file, "name": board.name, "buttons": board.buttons}
-            _write(out / "board.json", json.dumps(board_file, indent=2) + "\n")
+            write_file(out / "board.json", json.dumps(board_file, indent=2) + "\n")
             written.append(out / "board.json")
-            _write(out / "identity.json", json.dumps(identity, indent=2) + "\n", 0o600)
+            write_file(out / "identity.json", json.dumps(identity, indent=2) + "\n", 0o600)
             written.append(out / "identity.json")
             add_password(passwd, user, password)
-            _write(acl, (acl_before or acl_head()) + acl_block(store, device, letter))
+            write_file(acl, (acl_before or acl_head()) + acl_block(store, device, letter))
             register.kiosks.append(
                 {"store": store, "device": device, "letter": letter, "board": board.file,
                  "provisioned": int(time.time())}
@@ -600,7 +599,7 @@ def provision(req: Request) -> Provisioned:
                 path.unlink(missing_ok=True)
             remove_password(passwd, user)
             if acl_before is not None:
-                _write(acl, acl_before)
+                write_file(acl, acl_before)
             raise
     return Provisioned(
         store, device, letter, board, user, broker, out,
@@ -624,7 +623,7 @@ def remove(store: str, device: str, broker_dir: Path = DEFAULT_BROKER_DIR) -> No
             )
         remove_password(passwd, user)
         if acl.exists():
-            _write(acl, _without_user(acl.read_text(), user))
+            write_file(acl, _without_user(acl.read_text(), user))
         if found is not None:
             register.kiosks.remove(found)
             register.save()

@@ -36,8 +36,9 @@ class StatusWatch:
         def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             if reason.is_failure:
                 self.problem = (
-                    f"the broker at {self.where} refused us ({reason}): pass --broker "
-                    "mqtt://USER@HOST:PORT (or set KIOSK_BROKER; the password in "
+                    f"the broker at {self.where} refused us ({reason}): give --broker-dir "
+                    "the folder whose fleet.json holds the fleet tools' account, or pass "
+                    "--broker mqtt://USER@HOST:PORT (or set KIOSK_BROKER; the password in "
                     "--password-file or $KIOSK_BROKER_PASSWORD) with an account "
                     f"that may read {topic}"
                 )

@@ -5,8 +5,9 @@ at the station, else to the store's roster. Per staff member and period the boar
 smooth experiences (top ratings), a smooth rate shrunk towards the store's own (see
 `shrunk_rate`) and recoveries the customer confirmed inside the window, credited to whoever
 marked the case fixed; the team's figures stand beside them. The board lists only people with
-something to recognise, best first, each with reasons anyone can check against the data; it
-has no bottom list.
+a reason to be recognised (more top ratings than the store as a whole, or a customer won back
+in time), best first, each with reasons anyone can check against the data; it has no bottom
+list.
 """
 
 from __future__ import annotations
@@ -113,6 +114,15 @@ def shrunk_rate(smooth: int, ratings: int, store_rate: float, m: int = PRIOR_WEI
     return min(1.0, max(0.0, rate))
 
 
+def above_store(smooth: int, ratings: int, store_rate: float | None) -> bool:
+    """Whether a person's share of top ratings is above the store's in whole percent, as the
+    board writes both: a reason to be recognised. (A share above the store's is what puts
+    the mean of `shrunk_rate`, before the uncertainty is taken off, above the store's.)"""
+    if not smooth or store_rate is None:
+        return False
+    return round(100 * smooth / ratings) > round(100 * store_rate)
+
+
 def board(
     cfg: StoreConfig,
     ratings: Sequence[Rating],
@@ -122,7 +132,9 @@ def board(
 ) -> Board:
     """The board for [period_from, period_to): ratings in the period and inside opening hours
     (presses outside them are left out of the figures), and cases whose in-time verdict fell
-    in the period. At most 50 people, ordered by shrunk rate, then Wow!s, then recoveries."""
+    in the period. It lists only people with a reason to be recognised: a share of top
+    ratings above the store's (`above_store`), or a recovery in time. At most 50 people,
+    ordered by shrunk rate, then Wow!s, then recoveries."""
     counted = [r for r in ratings if period_from <= r.at < period_to and is_open(cfg, r.at)]
     per: dict[str, list[int]] = {}
     team_smooth = 0
@@ -160,7 +172,7 @@ def board(
     for staff in set(per) | set(wows) | set(fixes):
         n, k = per.get(staff, [0, 0])
         w, f = tuple(wows.get(staff, ())), tuple(fixes.get(staff, ()))
-        if not k and not w and not f:
+        if not above_store(k, n, p) and not w and not f:
             continue  # nothing to recognise: not listed, and listed nowhere else either
         rank = shrunk_rate(k, n, p) if p is not None else 0.0
         listed.append(
@@ -191,12 +203,12 @@ def _reasons(
     fixed: tuple[str, ...],
 ) -> tuple[str, ...]:
     out = []
-    if smooth:
-        text = f"{smooth} of {ratings} customers gave the top score"
+    if store_rate is not None and above_store(smooth, ratings, store_rate):
         own = _pct(smooth / ratings)
-        if store_rate is not None and smooth / ratings > store_rate and own != _pct(store_rate):
-            text += f" ({own}, against {_pct(store_rate)} for the store)"
-        out.append(text)
+        out.append(
+            f"{smooth} of {ratings} customers gave the top score"
+            f" ({own}, against {_pct(store_rate)} for the store)"
+        )
     window = f"within {cfg.window_text}"
     if wow:
         out.append(f"made {_people(len(wow))} say Wow! {window} ({_codes(wow)})")

@@ -11,6 +11,8 @@ A case's life (docs/recovery.md)::
       |                    +---verdict not_fixed--> open, escalations + 1
       +--verdict wow / fixed / not_fixed: as from fixed (only the customer's verdict counts)
     at the deadline: open -> breached, fixed -> unconfirmed
+    breached --mark_fixed (a late fix)--> unconfirmed, late_fix: never recovered in time
+    breached / unconfirmed --close_case--> the same state, closed by a person
 
 The window is half-open, [rated_at, deadline): a verdict at `deadline - 1` is in time; a
 verdict at `deadline` or later is late. A late verdict is stored (`verdict`, `verdict_at`,
@@ -35,7 +37,9 @@ from kiosk_host.rules.stores import StoreConfig
 
 State = Literal["open", "fixed", "wow", "recovered", "breached", "unconfirmed"]
 STATES: Final[tuple[State, ...]] = get_args(State)
-WAITING: Final[tuple[State, ...]] = ("open", "fixed")  # on the store's case list
+WAITING: Final[tuple[State, ...]] = ("open", "fixed")  # the window still runs
+OVERDUE: Final[tuple[State, ...]] = ("breached", "unconfirmed")  # the window closed first
+LISTED: Final[tuple[State, ...]] = (*WAITING, *OVERDUE)  # on the case list until closed
 IN_TIME: Final[tuple[State, ...]] = ("wow", "recovered")  # "recovered in time"
 Outcome = Literal["wow", "fixed", "not_fixed"]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
@@ -103,6 +107,10 @@ class Case:
     verdict: Outcome | None = None  # the customer's last verdict
     verdict_at: int | None = None
     late_verdict: bool = False  # the last verdict came at or after the deadline
+    late_fix: bool = False  # marked fixed only after the deadline: never recovered in time
+    closed_by: str | None = None  # the person who took it off the case list
+    closed_at: int | None = None
+    close_note: str | None = None
 
     @property
     def recovered_in_time(self) -> bool:
@@ -117,6 +125,15 @@ class Case:
     @property
     def escalated(self) -> bool:
         return self.escalations > 0
+
+    @property
+    def closed(self) -> bool:
+        """A person closed it, or the customer's in-time verdict did: off the case list."""
+        return self.closed_at is not None or self.state in IN_TIME
+
+    def overdue(self, now: int) -> bool:
+        """Its deadline has passed and nobody has closed it yet."""
+        return now >= self.deadline and not self.closed
 
 
 def open_case(
@@ -161,16 +178,46 @@ def settle(case: Case, now: int) -> Case:
 
 
 def mark_fixed(case: Case, staff: str, at: int, note: str | None = None) -> Case:
-    """A staff member fixed the problem at `at`; the case waits for the customer's verdict."""
+    """A staff member fixed the problem at `at`; the case waits for the customer's verdict.
+
+    A breached case may still be fixed: a late recovery is one the customer deserves. It is
+    kept as a late fix (`late_fix`) and the case becomes `unconfirmed`, as a case fixed in
+    time whose customer never confirmed: it never counts as recovered in time, and a verdict
+    the customer gives now is a late one (`apply_verdict`)."""
     c = _as_of(case, at)
+    if c.closed_at is not None:
+        raise RuleError(f"case {c.code} cannot be marked fixed: {_closed_by(c)}")
     if c.state == "open":
         return replace(c, state="fixed", fixed_by=staff, fixed_at=at, note=note)
-    if c.state == "fixed":
+    if c.state == "breached":
+        return replace(
+            c, state="unconfirmed", fixed_by=staff, fixed_at=at, note=note, late_fix=True
+        )
+    if c.state in ("fixed", "unconfirmed"):
+        late = " late" if c.late_fix else ""
         raise RuleError(
-            f"case {c.code} is already marked fixed by {c.fixed_by}; "
+            f"case {c.code} is already marked fixed{late} by {c.fixed_by}; "
             "it waits for the customer's verdict"
+            + ("" if c.state == "fixed" else " until a person closes it")
         )
     raise RuleError(f"case {c.code} cannot be marked fixed: {_closed(c)}")
+
+
+def close_case(case: Case, by: str, at: int, note: str | None = None) -> Case:
+    """A person takes a case whose window has closed (`breached` or `unconfirmed`) off the
+    case list at `at`; it keeps its outcome. A case still in its window is refused: it has
+    no outcome yet (mark it fixed, or wait for the deadline)."""
+    c = settle(case, at)
+    if c.closed_at is not None:
+        raise RuleError(f"case {c.code} is already closed: {_closed_by(c)}")
+    if c.state in IN_TIME:
+        raise RuleError(f"case {c.code} is closed already: {_closed(c)}")
+    if c.state in WAITING:
+        raise RuleError(
+            f"case {c.code} is still in its window until {_utc(c.deadline)}: mark it fixed, "
+            "or close it once the window has closed"
+        )
+    return replace(c, closed_by=by, closed_at=at, close_note=note)
 
 
 def apply_verdict(case: Case, outcome: Outcome, at: int) -> Case:
@@ -216,6 +263,11 @@ def _closed(c: Case) -> str:
         "unconfirmed": f"its window closed at {_utc(c.deadline)} without the customer's verdict",
     }
     return words.get(c.state, c.state)
+
+
+def _closed_by(c: Case) -> str:
+    at = _utc(c.closed_at) if c.closed_at is not None else "?"
+    return f"{c.closed_by} closed it at {at}"
 
 
 def _utc(unix_s: int) -> str:
@@ -265,7 +317,7 @@ def case_alerts(cfg: StoreConfig, before: Case | None, after: Case, now: int) ->
     """The alerts a change of a case raises: `case_opened` for a new case (`before` None) and
     `breached` when it has just become breached (a late rating can do both at once)."""
     alerts = []
-    when = _local(cfg, after.deadline)
+    when = local_time(cfg, after.deadline)
     hours = _hours(after.deadline - after.opened_at)
     if before is None:
         if after.deadline <= now:
@@ -293,7 +345,7 @@ def near_alerts(cfg: StoreConfig, case: Case, now: int, already_sent: bool) -> l
         return []
     if not case.deadline - lead <= now < case.deadline:
         return []
-    left = _duration(case.deadline - now)
+    left = duration(case.deadline - now)
     if case.state == "fixed":
         text = (
             f"Case {case.code} at {case.station}: fixed by {case.fixed_by}, "
@@ -341,8 +393,9 @@ def praise_alert(
     device: str | None = None,
 ) -> Alert | None:
     """A `praise` alert when the latest scores (oldest first) end in a run of `praise_run`
-    top ratings, and again at every further `praise_run` (10, 20, 30 in a row). Pass more
-    scores than the run, or the run is taken to start with the first score given."""
+    top ratings (or a multiple of it). Pass more scores than the run, or the run is taken to
+    start with the first score given. The engine asks once per run, with the scores up to
+    the rating that made the run `praise_run` long: one praise per run."""
     run = 0
     for score in reversed(recent_scores):
         if score != cfg.scale:
@@ -361,17 +414,19 @@ def _case_alert(type_: AlertType, severity: Severity, case: Case, text: str, now
     )
 
 
-def _local(cfg: StoreConfig, unix_s: int) -> str:
+def local_time(cfg: StoreConfig, unix_s: int) -> str:
+    """A time as the store's clock shows it, e.g. "Tue 4 Mar 14:05"."""
     t = datetime.fromtimestamp(unix_s, cfg.tz)
     return f"{_DAYS[t.weekday()]} {t.day} {_MONTHS[t.month - 1]} {t:%H:%M}"
 
 
 def _hours(seconds: int) -> str:
     h, rest = divmod(seconds, 3600)
-    return f"{h} h" if not rest else _duration(seconds)
+    return f"{h} h" if not rest else duration(seconds)
 
 
-def _duration(seconds: int) -> str:
+def duration(seconds: int) -> str:
+    """A span in words to the minute: "2 h 14 min", "3 h", "5 min", "less than a minute"."""
     h, m = seconds // 3600, seconds % 3600 // 60
     if h and m:
         return f"{h} h {m} min"

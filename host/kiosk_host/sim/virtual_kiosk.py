@@ -3,9 +3,9 @@
 The firmware's own modules run unchanged; the simulated `machine` and `network` stand in for
 the ESP32's, a folder stands in for its flash (so a restart keeps the outbox), and standard
 input stands in for the customer: `press N`, `hold N MS`, `chord A B MS`, `sleep MS`,
-`net down`, `net up`, `power-cut` (now, or `power-cut N`: once N more events are
-acknowledged), `quit`. Every screen change is printed as
-`SCREEN <name>: <text>`. Given the folder `kiosk-host provision` wrote, it runs as that
+`net down`, `net up`, `net add SSID KEY` (another Wi-Fi network in the air), `power-cut`
+(now, or `power-cut N`: once N more events are acknowledged), `quit`. Every screen change is
+printed as `SCREEN <name>: <text>`. Given the folder `kiosk-host provision` wrote, it runs as that
 kiosk: its identity, account, letter, board and broker (TLS with its CA included), on a
 simulated Wi-Fi of the provisioned name and key.
 """
@@ -190,6 +190,11 @@ class VirtualKiosk:
             ident = {**identity, "board": self.board.NAME}
             # the simulated air carries the shop's Wi-Fi as the kiosk was provisioned for it
             network.access_point.update(ssid=ident["ssid"], key=ident["key"])
+        saved = self._load_wifi()
+        if saved is not None:  # a Wi-Fi the kiosk was moved to since, kept on its flash
+            network.others[ident["ssid"]] = ident["key"]
+            ident.update(saved)
+            network.access_point.update(saved)
         hw = {
             "ntp": lambda: int(time.time()),
             "heap_free": lambda: 100_000,  # CPython has no small heap to report
@@ -199,7 +204,9 @@ class VirtualKiosk:
             "save_config": self.config_file.save,
             "load_ids": self._load_ids,
             "save_ids": self._save_ids,
+            "save_wifi": self._save_wifi,
         }
+        module("logring").add(f"boot: virtual kiosk, firmware {ident['fw']}", 0)
         self.link = Link(self.kiosk, self.outbox, self.clock, network.WLAN(), ident, hw)
 
     # -- hardware the firmware asks for --------------------------------------------------------
@@ -218,6 +225,18 @@ class VirtualKiosk:
         tmp = self.state / "cmd-ids.json.new"
         tmp.write_text(json.dumps(ids))
         tmp.replace(self.state / "cmd-ids.json")
+
+    def _load_wifi(self) -> dict[str, str] | None:
+        try:
+            saved = json.loads((self.state / "wifi.json").read_text())
+            return {"ssid": str(saved["ssid"]), "key": str(saved["key"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _save_wifi(self, ssid: str, key: str) -> None:
+        tmp = self.state / "wifi.json.new"
+        tmp.write_text(json.dumps({"ssid": ssid, "key": key}))
+        tmp.replace(self.state / "wifi.json")
 
     def _reboot(self) -> None:
         self._screen("reboot", "restarting")
@@ -250,12 +269,29 @@ class VirtualKiosk:
             if (self.buttons.state[index] != 0) == down:
                 return
 
+    def _buttons_problem(self, verb: str, args: list[int]) -> str | None:
+        """Why a `press`, `hold` or `chord` line names no buttons of this kiosk, or None."""
+        usage = {"press": "press N", "hold": "hold N MS", "chord": "chord A B MS"}.get(verb)
+        if usage is None:
+            return None
+        n = len(self.pins)
+        if len(args) < len(usage.split()) - 1:
+            return f"{verb}: give {usage}, with buttons 1 to {n} (left to right)"
+        for button in args[: 2 if verb == "chord" else 1]:
+            if not 1 <= button <= n:
+                return f"{verb} {button}: no such button; this kiosk has buttons 1 to {n}"
+        return None
+
     async def command(self, line: str) -> bool:
         """Carry out one line of input; False when the kiosk should stop."""
         words = line.split()
         if not words:
             return True
         verb, args = words[0], [int(w) for w in words[1:] if w.lstrip("-").isdigit()]
+        why = self._buttons_problem(verb, args)
+        if why is not None:
+            print(f"virtual-kiosk: {why}", file=sys.stderr, flush=True)
+            return True  # a slip of the keyboard: the kiosk carries on
         if verb == "press":
             i = args[0] - 1
             self._drive(i, True)
@@ -282,6 +318,8 @@ class VirtualKiosk:
             self.network.access_point["up"] = False
         elif line.strip() == "net up":
             self.network.access_point["up"] = True
+        elif words[:2] == ["net", "add"] and len(words) in (3, 4):
+            self.network.others[words[2]] = words[3] if len(words) == 4 else ""
         elif verb == "power-cut" and args:
             self._cut_after_acks(args[0])
         elif verb == "power-cut":

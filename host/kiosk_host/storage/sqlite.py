@@ -112,10 +112,28 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (store, device)
     ) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE cases ADD COLUMN late_fix INTEGER NOT NULL DEFAULT 0;  -- fixed after the deadline
+    ALTER TABLE cases ADD COLUMN closed_by TEXT;  -- who took it off the case list
+    ALTER TABLE cases ADD COLUMN closed_at INTEGER;
+    ALTER TABLE cases ADD COLUMN close_note TEXT;
+    CREATE TABLE store_settings (
+        id INTEGER PRIMARY KEY CHECK (id = 1),  -- one row: the settings serve last loaded
+        text TEXT NOT NULL,                     -- the stores.toml text, as read
+        source TEXT NOT NULL,                   -- the file it was read from
+        saved_at INTEGER NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE devices ADD COLUMN refused_at INTEGER;  -- the broker last refused its connection
+    ALTER TABLE devices ADD COLUMN interval_s INTEGER;  -- telemetry_interval_s of its config
+    """,
 )
 # The kiosk-host release that introduced each schema version: a file of a newer schema is
 # refused (old code would write it wrongly), naming the release it needs.
-SCHEMA_RELEASES: dict[int, str] = {1: "0.1.0", 2: "0.1.0", 3: "0.1.0", 4: "0.1.0", 5: "0.1.0"}
+SCHEMA_RELEASES: dict[int, str] = {
+    1: "0.1.0", 2: "0.1.0", 3: "0.1.0", 4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 7: "0.1.0",
+}  # fmt: skip
 DEAD_LETTER_BYTES = 2048
 _INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (store, device, seq, kind, at, device_ts, arrived,"
@@ -147,6 +165,7 @@ def _event_values(e: EventRow) -> tuple[Any, ...]:
 _CASE_FIELDS = (
     "store", "device", "rating_seq", "code", "station", "opened_at", "deadline", "state",
     "escalations", "fixed_by", "fixed_at", "note", "verdict", "verdict_at", "late_verdict",
+    "late_fix", "closed_by", "closed_at", "close_note",
 )  # fmt: skip
 
 
@@ -175,8 +194,14 @@ class DeadLetter:
     arrived: int
 
 
+REFUSED = "refused"  # a DeviceStatus state of the host's own: the broker refused the kiosk
+
+
 @dataclass(frozen=True)
 class DeviceStatus:
+    """What a kiosk's status or telemetry said, its config's telemetry interval (a payload
+    with `telemetry_interval_s`), or a refusal the broker logged (state `refused`)."""
+
     store: str
     device: str
     payload: dict[str, Any]
@@ -528,6 +553,7 @@ class Storage:
         for r in rows:
             fields = dict(zip(_CASE_FIELDS, r[:-1], strict=True))
             fields["late_verdict"] = bool(fields["late_verdict"])
+            fields["late_fix"] = bool(fields["late_fix"])
             out.append((Case(**fields), bool(r[-1])))
         return out
 
@@ -541,6 +567,17 @@ class Storage:
         marks = ", ".join("?" * len(states))
         where = f"store = ? AND state IN ({marks})" if states else "store = ?"
         found = self._cases(f"{where} ORDER BY deadline LIMIT ?", (store, *states, limit))
+        return [c for c, _ in found]
+
+    def listed_cases(self, store: str, limit: int = -1) -> list[Case]:
+        """The store's cases still needing a person: waiting (open, fixed) and overdue
+        (breached, unconfirmed) until someone closes them; the earliest deadline first, so
+        the overdue ones, oldest first, come before those still running."""
+        found = self._cases(
+            "store = ? AND state IN ('open', 'fixed', 'breached', 'unconfirmed')"
+            " AND closed_at IS NULL ORDER BY deadline, code LIMIT ?",
+            (store, limit),
+        )
         return [c for c, _ in found]
 
     def waiting_cases(self, until: int) -> list[tuple[Case, bool]]:
@@ -683,6 +720,32 @@ class Storage:
         )
         return [{**json.loads(p), "acked_by": a, "comment": c} for p, a, c in rows]
 
+    def alerts_by_prefix(self, prefix: str, store: str | None = None) -> list[tuple[str, str]]:
+        """(id, store) of the alerts whose id starts with `prefix` (any case), of one store or
+        of every store; at most 10, enough to name an ambiguous prefix's candidates."""
+        low = prefix.lower()
+        where = "id >= ? AND id < ?" + (" AND store = ?" if store else "")
+        args = (low, low + "\uffff", *((store,) if store else ()))
+        rows = self.db.execute(
+            f"SELECT id, store FROM alerts WHERE {where} ORDER BY id LIMIT 10", args
+        )
+        return [(str(i), str(s)) for i, s in rows]
+
+    def save_store_settings(self, text: str, source: str, at: int) -> None:
+        """Keep the store settings `serve` loaded (stores.toml's text) for every command."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO store_settings (id, text, source, saved_at) VALUES (1, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET text = excluded.text,"
+                " source = excluded.source, saved_at = excluded.saved_at",
+                (text, source, at),
+            )
+
+    def store_settings(self) -> tuple[str, str] | None:
+        """The store settings `serve` last loaded, as (text, source file), or None."""
+        row = self.db.execute("SELECT text, source FROM store_settings WHERE id = 1").fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
     def note_alert(self, alert_id: str, acked_by: str | None, comment: str | None) -> bool:
         """Acknowledge an alert, comment on it, or both; False for an unknown id."""
         with self.transaction():
@@ -702,6 +765,16 @@ class Storage:
             self.db.execute(
                 "UPDATE devices SET telemetry = ?, telemetry_at = ? WHERE store = ? AND device = ?",
                 (json.dumps(s.payload), s.arrived, s.store, s.device),
+            )
+        elif "telemetry_interval_s" in s.payload:  # its config, as the fleet tools keep it
+            self.db.execute(
+                "UPDATE devices SET interval_s = ? WHERE store = ? AND device = ?",
+                (s.payload["telemetry_interval_s"], s.store, s.device),
+            )
+        elif s.payload["state"] == REFUSED:  # the broker refused its connection (its log)
+            self.db.execute(
+                "UPDATE devices SET refused_at = ? WHERE store = ? AND device = ?",
+                (s.arrived, s.store, s.device),
             )
         elif s.payload["state"] == "online":
             p = s.payload
@@ -753,20 +826,23 @@ class Storage:
 
     def devices(self, store: str | None = None) -> list[dict[str, Any]]:
         """The kiosks as their last status and telemetry left them: `state` (online, offline)
-        and `since` when, `status_at` and `telemetry_at` (arrival times), and the last
-        `telemetry` whole."""
+        and `since` when, `status_at` and `telemetry_at` (arrival times), the last
+        `telemetry` whole, `interval_s` (its config's telemetry interval, None until seen)
+        and `refused_at` (when the broker last refused its connection, or None)."""
         where, args = (" WHERE store = ?", (store,)) if store else ("", ())
         rows = self.db.execute(
             "SELECT store, device, state, since, fw, board, config_error, status_at,"
-            f" telemetry_at, telemetry FROM devices{where} ORDER BY store, device",
+            " telemetry_at, interval_s, refused_at, telemetry"
+            f" FROM devices{where} ORDER BY store, device",
             args,
         )
         keys = ("store", "device", "state", "since", "fw", "board", "config_error", "status_at",
-                "telemetry_at")  # fmt: skip
+                "telemetry_at", "interval_s", "refused_at")  # fmt: skip
         return [
-            {**dict(zip(keys, r[:9], strict=True)), "telemetry": json.loads(r[9]) if r[9] else None}
+            {**dict(zip(keys, r[:11], strict=True)),
+             "telemetry": json.loads(r[11]) if r[11] else None}
             for r in rows
-        ]
+        ]  # fmt: skip
 
     def close(self) -> None:
         self.db.close()

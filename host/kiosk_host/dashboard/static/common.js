@@ -86,6 +86,48 @@ const Kiosk = (() => {
     node.textContent = result.ok ? done : (result.status ? `Refused (${result.status}): ` : "") + result.error;
   }
 
+  // Whether this browser may change things: "read-only" (the dashboard has no token),
+  // "none" (no token saved here), "refused" (the saved token is not the dashboard's),
+  // "checking" or "ok". Buttons that need the token (class needs-token) are disabled unless
+  // it may, and every .sign-in line says how to sign in.
+  let access = "checking";
+  const SIGN_IN = {
+    "read-only": "This dashboard is read-only: it was started without a managers' token, so nothing can be changed here.",
+    none: "Read-only in this browser: to mark cases fixed, close them or acknowledge alerts, open Manager access (top right) and enter the managers' token.",
+    refused: "The token saved in this browser is not this dashboard's: open Manager access (top right) and enter the managers' token.",
+  };
+
+  const mayChange = () => access === "ok" || access === "checking";
+
+  function applyAccess(root) {
+    const allowed = mayChange();
+    for (const node of (root || document).querySelectorAll(".needs-token")) {
+      node.disabled = !allowed;
+      if (allowed) node.removeAttribute("title");
+      else node.title = "Needs the managers' token: see Manager access";
+    }
+    for (const line of document.querySelectorAll(".sign-in")) {
+      line.hidden = allowed;
+      if (allowed) continue;
+      const open = el("button", { type: "button", class: "link", text: "Sign in" });
+      open.addEventListener("click", openAccess);
+      line.replaceChildren(SIGN_IN[access] || SIGN_IN.none, " ", access === "read-only" ? "" : open);
+    }
+    document.body.dataset.access = access;
+  }
+
+  function openAccess() {
+    const details = document.getElementById("access");
+    if (!details) return;
+    details.open = true;
+    document.getElementById("token").focus();
+  }
+
+  function setAccess(value) {
+    access = value;
+    applyAccess();
+  }
+
   function setupAccess() {
     const form = document.getElementById("token-form");
     if (!form) return;
@@ -95,9 +137,21 @@ const Kiosk = (() => {
     input.value = token();
     name.value = who();
     const show = async () => {
-      if (!token()) { state.textContent = "No token saved: read-only."; return; }
+      if (document.body.dataset.writable === "no") {
+        state.textContent = "Read-only: the dashboard runs without a token.";
+        setAccess("read-only");
+        return;
+      }
+      if (!token()) {
+        state.textContent = "No token saved: read-only.";
+        setAccess("none");
+        return;
+      }
+      setAccess("checking");
       const result = await request("GET", "/api/token");
       say(state, result, "Token accepted: changes are allowed.");
+      // A dashboard out of reach says nothing about the token: the buttons stay usable.
+      setAccess(result.ok ? "ok" : result.status === 401 || result.status === 403 ? "refused" : "checking");
     };
     form.addEventListener("submit", (event) => {
       event.preventDefault();
@@ -175,6 +229,21 @@ const Kiosk = (() => {
     return `hsl(${hue}, 62%, 45%)`;
   }
 
+  // A stretch of time in words: "45 s", "12 min", "3 h 5 min", "2 days 4 h".
+  function span(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    if (s < 60) return `${s} s`;
+    const m = Math.floor(s / 60);
+    if (m < 60) return `${m} min`;
+    const h = Math.floor(m / 60);
+    if (h < 48) return m % 60 ? `${h} h ${m % 60} min` : `${h} h`;
+    const d = Math.floor(h / 24);
+    return h % 24 ? `${d} days ${h % 24} h` : `${d} days`;
+  }
+
   document.addEventListener("DOMContentLoaded", setupAccess);
-  return { el, svg, keyed, token, who, now, post, say, live, when, duration, ago, pct, scoreColour };
+  return {
+    el, svg, keyed, token, who, now, post, say, live, when, duration, ago, span, pct, scoreColour,
+    applyAccess, mayChange,
+  };
 })();

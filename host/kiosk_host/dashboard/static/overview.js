@@ -5,9 +5,11 @@
   const { el, keyed, pct } = Kiosk;
 
   function card() {
-    const node = el("a", { class: "store-card" });
+    // The name links to the store's page (the whole card is its target); the overdue count
+    // links to the store's case list.
+    const node = el("article", { class: "store-card" });
     node.append(
-      el("h2", { class: "name" }),
+      el("h2", { class: "name" }, el("a", { class: "open" })),
       el("div", { class: "big" }),
       el("div", { class: "line ratings" }),
       el("div", { class: "line cases" }),
@@ -17,18 +19,29 @@
   }
 
   function update(node, s) {
-    node.href = `/stores/${encodeURIComponent(s.store)}`;
-    node.querySelector(".name").textContent = s.store;
+    const page = `/stores/${encodeURIComponent(s.store)}`;
+    const open = node.querySelector(".open");
+    open.href = page;
+    open.textContent = s.store;
     const big = node.querySelector(".big");
     big.textContent = pct(s.satisfaction);
     big.title = "share of today's ratings above the low threshold";
     node.querySelector(".ratings").textContent =
       `${s.ratings} rating${s.ratings === 1 ? "" : "s"} today, ${s.breakdowns} low`;
     const cases = node.querySelector(".cases");
-    cases.textContent = `${s.open_cases} case${s.open_cases === 1 ? "" : "s"} waiting · ${s.overdue_cases} overdue`;
+    cases.replaceChildren(
+      `${s.open_cases} case${s.open_cases === 1 ? "" : "s"} waiting · `,
+      s.overdue_cases > 0
+        ? el("a", { class: "overdue", href: `${page}#cases`, text: `${s.overdue_cases} overdue` })
+        : "0 overdue",
+    );
     cases.classList.toggle("bad", s.overdue_cases > 0);
     const kiosks = node.querySelector(".kiosks");
-    kiosks.textContent = `kiosks: ${s.kiosks.online} online · ${s.kiosks.offline} offline`;
+    // The kiosks that are down (offline or refused by the broker), by name.
+    const down = s.kiosks_down || [];
+    kiosks.textContent =
+      `kiosks: ${s.kiosks.online} online · ${s.kiosks.offline} offline` +
+      (down.length ? ` (down: ${down.join(", ")})` : "");
     kiosks.classList.toggle("bad", s.kiosks.offline > 0);
     node.dataset.store = s.store;
   }

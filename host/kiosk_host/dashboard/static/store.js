@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { el, keyed, pct, when, duration, ago } = Kiosk;
+  const { el, keyed, pct, when, duration, ago, span } = Kiosk;
   const body = document.body.dataset;
   const store = body.store;
   const tz = body.tz;
@@ -42,54 +42,145 @@
 
   // -- cases -----------------------------------------------------------------------------
 
-  function caseRow(c) {
-    const row = el("tr", { class: "case" });
-    const staff = el("input", { class: "staff", placeholder: "staff id", maxlength: 32, "aria-label": "staff id" });
-    const note = el("input", { class: "note", placeholder: "what was done (optional)", maxlength: 500, "aria-label": "note" });
-    const status = el("span", { class: "result", role: "status" });
-    const form = el("form", { class: "fix" }, staff, note, el("button", { type: "submit", text: "Mark fixed" }), status);
-    form.addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const result = await Kiosk.post(`${api}/cases/${encodeURIComponent(row.dataset.key)}/fix`, {
-        staff: staff.value.trim(), note: note.value.trim() || null,
+  // The store's roster, rendered into the page: the fix form shows names and sends ids.
+  const CHOICES = $("staff-choices").content;
+  const ROSTER = new Map(
+    Array.from(CHOICES.querySelectorAll("option"))
+      .filter((o) => o.value && o.value !== "*")
+      .map((o) => [o.value, o.textContent]),
+  );
+  const nameOf = (staff) => ROSTER.get(staff) || staff;
+
+  // Each cell carries its column's heading: on a phone a row folds into a card of
+  // "heading: value" lines.
+  function cells(table, classes) {
+    const headings = Array.from(table.tHead.rows[0].cells, (th) => th.textContent);
+    return classes.map((cls, i) => el("td", { class: cls, "data-label": headings[i] }));
+  }
+
+  const openedAt = (c) => c.opened ?? c.opened_at;
+
+  // Overdue: the window closed and nobody has made it right yet. Without the flag (an older
+  // aggregator) it is worked out from the state and the deadline.
+  function isOverdue(c) {
+    if (typeof c.overdue === "boolean") return c.overdue;
+    return c.state === "breached" || c.state === "unconfirmed" || (c.state === "open" && c.deadline <= Kiosk.now());
+  }
+
+  function staffPicker() {
+    const select = el("select", { class: "staff needs-token", "aria-label": "who fixed it" });
+    select.append(CHOICES.cloneNode(true));
+    const typed = el("input", {
+      class: "staff-id needs-token", placeholder: "staff id", maxlength: 32, "aria-label": "staff id",
+      spellcheck: "false", autocomplete: "off",
+    });
+    if (ROSTER.size) {
+      typed.hidden = true;
+      select.addEventListener("change", () => {
+        typed.hidden = select.value !== "*";
+        if (!typed.hidden) typed.focus();
       });
-      Kiosk.say(status, result, "Marked fixed.");
+    } else {
+      select.hidden = true; // nobody on the roster: the id is typed
+    }
+    const value = () => (select.hidden || select.value === "*" ? typed.value.trim().toLowerCase() : select.value);
+    return { nodes: [select, typed], value };
+  }
+
+  function caseRow() {
+    const row = el("tr", { class: "case" });
+    const status = el("p", { class: "result", role: "status" });
+    const code = () => row.dataset.key;
+
+    const picker = staffPicker();
+    const note = el("input", { class: "note needs-token", placeholder: "what was done (optional)", maxlength: 500, "aria-label": "what was done" });
+    const fixButton = el("button", { type: "submit", class: "do-fix needs-token", text: "Mark fixed" });
+    const fix = el("form", { class: "fix" }, ...picker.nodes, note, fixButton);
+    fix.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const staff = picker.value();
+      if (!staff) {
+        status.classList.add("bad");
+        status.textContent = "Choose who fixed it first.";
+        return;
+      }
+      const result = await Kiosk.post(`${api}/cases/${encodeURIComponent(code())}/fix`, {
+        staff, note: note.value.trim() || null,
+      });
+      Kiosk.say(status, result, `Marked fixed by ${nameOf(staff)}: now waiting for the customer's verdict on the kiosk.`);
       if (result.ok) note.value = "";
     });
-    row.append(
-      el("td", { class: "code" }), el("td", { class: "station" }),
-      el("td", {}, el("span", { class: "state" })), el("td", { class: "opened" }),
-      el("td", { class: "deadline" }), el("td", {}, el("span", { class: "countdown" })),
-      el("td", { class: "fixed-by" }), el("td", { class: "action" }, form),
+
+    const why = el("input", { class: "close-note needs-token", placeholder: "why it is closed", maxlength: 500, required: true, "aria-label": "why it is closed" });
+    const closeForm = el("form", { class: "close" }, why,
+      el("button", { type: "submit", class: "do-close needs-token", text: "Close case" }));
+    closeForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (!Kiosk.who()) {
+        status.classList.add("bad");
+        status.textContent = "Enter your name under Manager access first.";
+        return;
+      }
+      const result = await Kiosk.post(`${api}/cases/${encodeURIComponent(code())}/close`, {
+        by: Kiosk.who(), note: why.value.trim(),
+      });
+      Kiosk.say(status, result, `Closed by ${Kiosk.who()}.`);
+      if (result.ok) why.value = "";
+    });
+    const close = el("details", { class: "close" }, el("summary", { text: "Close…" }), closeForm);
+
+    row.append(...cells($("cases"), ["code", "station", "state-cell", "opened", "deadline", "left", "fixed-by", "action"]));
+    row.querySelector(".state-cell").append(el("span", { class: "state" }));
+    row.querySelector(".left").append(el("span", { class: "countdown" }), el("span", { class: "age" }));
+    row.querySelector(".action").append(
+      el("p", { class: "verdict", text: "Fixed: now waiting for the customer's verdict on the kiosk." }),
+      fix, close, status,
     );
     return row;
   }
 
   function updateCase(row, c) {
+    const overdue = isOverdue(c);
+    row.dataset.state = c.state;
+    row.dataset.overdue = overdue ? "yes" : "no";
+    row.classList.toggle("overdue", overdue);
     row.querySelector(".code").textContent = c.code;
     row.querySelector(".station").textContent = c.station;
     const state = row.querySelector(".state");
-    state.textContent = c.state;
+    state.textContent = overdue ? `${c.state} · overdue` : c.state;
     state.title = STATE_WORDS[c.state] || c.state;
-    state.className = `state badge ${c.state}`;
-    row.dataset.state = c.state;
-    row.querySelector(".opened").textContent = when(tz, c.opened_at);
+    state.className = `state badge ${c.state}${overdue ? " overdue" : ""}`;
+    row.querySelector(".opened").textContent = when(tz, openedAt(c));
     row.querySelector(".deadline").textContent = when(tz, c.deadline);
     const countdown = row.querySelector(".countdown");
     countdown.dataset.deadline = c.deadline;
-    countdown.dataset.waiting = c.state === "open" || c.state === "fixed" ? "yes" : "no";
+    countdown.dataset.opened = openedAt(c);
+    countdown.dataset.mode = overdue ? "overdue" : c.state === "open" || c.state === "fixed" ? "waiting" : "done";
     const fixed = row.querySelector(".fixed-by");
-    fixed.textContent = c.fixed_by ? `${c.fixed_by}${c.note ? `: ${c.note}` : ""}` : "–";
-    if (c.escalations) fixed.append(el("span", { class: "badge warn", text: ` ${c.escalations}× not yet` }));
-    row.querySelector(".fix").hidden = c.state !== "open";
+    fixed.textContent = c.fixed_by ? `${nameOf(c.fixed_by)}${c.note ? `: ${c.note}` : ""}` : "–";
+    if (c.late) fixed.append(" ", el("span", { class: "badge late", text: "fixed late" }));
+    if (c.escalations) fixed.append(" ", el("span", { class: "badge warn", text: `${c.escalations}× not yet` }));
+    // Staff can still make an overdue case right (a late fix); a manager can close it.
+    const fixable = c.state === "open" || (overdue && c.state === "breached");
+    row.querySelector("form.fix").hidden = !fixable;
+    row.querySelector(".do-fix").textContent = overdue ? "Mark fixed (late)" : "Mark fixed";
+    row.querySelector("details.close").hidden = !overdue;
+    row.querySelector(".verdict").hidden = c.state !== "fixed";
   }
 
   function tick() {
     const now = Kiosk.now();
     for (const node of document.querySelectorAll(".countdown")) {
       const left = Number(node.dataset.deadline) - now;
+      const age = node.nextElementSibling;
       node.dataset.left = Math.floor(left);
-      if (node.dataset.waiting !== "yes") {
+      age.textContent = "";
+      if (node.dataset.mode === "overdue") {
+        node.textContent = `overdue by ${span(-left)}`;
+        node.className = "countdown late";
+        const opened = now - Number(node.dataset.opened);
+        age.textContent = `opened ${opened < 3600 ? span(opened) : opened < 172800 ? `${Math.floor(opened / 3600)} h` : span(opened)} ago`;
+      } else if (node.dataset.mode !== "waiting") {
         node.textContent = "–";
         node.className = "countdown";
       } else if (left > 0) {
@@ -102,19 +193,61 @@
     }
   }
 
+  // Overdue cases first, longest overdue at the top; then the waiting ones as the server
+  // orders them (soonest deadline first).
+  function ordered(list) {
+    const late = list.filter(isOverdue).sort((a, b) => a.deadline - b.deadline);
+    return [...late, ...list.filter((c) => !isOverdue(c))];
+  }
+
+  // The first CASES_FIRST rows, or all of them, or those whose code starts as typed: the
+  // list grows with the page rather than scrolling in a box of its own.
+  const CASES_FIRST = 12;
+  let allCases = false;
+
+  function showCases() {
+    const wanted = $("find-code").value.replace(/\s+/g, "").toUpperCase();
+    const rows = Array.from($("cases").tBodies[0].rows);
+    let shown = 0;
+    rows.forEach((row, i) => {
+      const hit = wanted ? row.dataset.key.startsWith(wanted) : allCases || i < CASES_FIRST;
+      row.hidden = !hit;
+      row.classList.toggle("found", Boolean(wanted) && row.dataset.key === wanted);
+      if (hit) shown += 1;
+    });
+    const more = $("cases-more");
+    more.hidden = Boolean(wanted) || rows.length <= CASES_FIRST;
+    more.textContent = allCases ? `Show the first ${CASES_FIRST} only` : `Show all ${rows.length} cases`;
+    if (!wanted) set("find-note", "");
+    else if (!shown) set("find-note", `No listed case has a code starting ${wanted}.`);
+    else set("find-note", `${shown} case${shown === 1 ? "" : "s"} with a code starting ${wanted}.`);
+  }
+
+  let casesShown = false;
+
   function cases(view) {
-    keyed($("cases").tBodies[0], view.cases, (c) => c.code, caseRow, updateCase);
-    $("cases-empty").hidden = view.cases.length > 0;
-    set("cases-note", `${view.cases.length} waiting (open or fixed), soonest deadline first`);
+    const list = ordered(view.cases);
+    keyed($("cases").tBodies[0], list, (c) => c.code, caseRow, updateCase);
+    $("cases-empty").hidden = list.length > 0;
+    const late = list.filter(isOverdue).length;
+    const waiting = list.length - late;
+    set("cases-note", `${late ? `${late} overdue · ` : ""}${waiting} waiting (open or fixed)${late ? ", overdue first" : ", soonest deadline first"}`);
+    showCases();
+    Kiosk.applyAccess($("cases"));
     tick();
+    if (!casesShown && location.hash === "#cases") $("cases-card").scrollIntoView(); // from the overview
+    casesShown = true;
   }
 
   // -- alerts ----------------------------------------------------------------------------
 
+  const ALERTS_FIRST = 6; // shown before "Show all": the panel grows with them, never clips one
+  let allAlerts = false;
+
   function alertItem() {
     const item = el("li", { class: "alert" });
     const status = el("span", { class: "result", role: "status" });
-    const ack = el("button", { type: "button", class: "ack", text: "Acknowledge" });
+    const ack = el("button", { type: "button", class: "ack needs-token", text: "Acknowledge" });
     ack.addEventListener("click", async () => {
       if (!Kiosk.who()) {
         status.classList.add("bad");
@@ -124,8 +257,8 @@
       const result = await Kiosk.post(`${api}/alerts/${encodeURIComponent(item.dataset.key)}/ack`, { by: Kiosk.who() });
       Kiosk.say(status, result, "Acknowledged.");
     });
-    const text = el("input", { class: "comment-text", placeholder: "comment", maxlength: 500, "aria-label": "comment" });
-    const form = el("form", { class: "comment" }, text, el("button", { type: "submit", text: "Comment" }));
+    const text = el("input", { class: "comment-text needs-token", placeholder: "comment", maxlength: 500, "aria-label": "comment" });
+    const form = el("form", { class: "comment" }, text, el("button", { type: "submit", class: "needs-token", text: "Comment" }));
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const result = await Kiosk.post(`${api}/alerts/${encodeURIComponent(item.dataset.key)}/comment`, { text: text.value.trim() });
@@ -156,9 +289,21 @@
     item.classList.toggle("acked", Boolean(a.acked_by));
   }
 
+  function showAlerts() {
+    const items = Array.from($("alerts").children);
+    items.forEach((item, i) => { item.hidden = !allAlerts && i >= ALERTS_FIRST; });
+    const more = $("alerts-more");
+    more.hidden = items.length <= ALERTS_FIRST;
+    more.textContent = allAlerts ? `Show the latest ${ALERTS_FIRST} only` : `Show all ${items.length} alerts`;
+    const waiting = items.filter((item) => !item.classList.contains("acked")).length;
+    set("alerts-note", items.length ? `${waiting} not acknowledged, newest first` : "");
+  }
+
   function alerts(view) {
     keyed($("alerts"), view.alerts, (a) => a.id, alertItem, updateAlert);
     $("alerts-empty").hidden = view.alerts.length > 0;
+    showAlerts();
+    Kiosk.applyAccess($("alerts"));
   }
 
   // -- recognition and kiosks ------------------------------------------------------------
@@ -176,31 +321,42 @@
     $("recognition").replaceChildren(team, list);
   }
 
+  const HEALTH_WORDS = {
+    online: "online: its telemetry comes on time",
+    offline: "offline: silent for more than two telemetry intervals, or its last will came",
+    refused: "refused: the broker refused its connection (a removed account or a wrong password)",
+  };
+
+  // online, offline or refused, as the aggregator worked it out.
+  const healthOf = (d) => d.health || (d.online ? "online" : "offline");
+
   function deviceRow() {
     const row = el("tr", { class: "device" });
-    for (const cls of ["name", "state", "seen", "fw", "board", "heap", "rssi", "outbox", "dropped", "config"]) {
-      row.append(el("td", { class: cls }));
-    }
+    row.append(...cells($("devices"), ["name", "state", "seen", "fw", "hw", "heap", "rssi", "outbox", "dropped", "config"]));
     return row;
   }
 
   function updateDevice(row, d) {
     const cell = (cls, text) => { row.querySelector(`.${cls}`).textContent = text ?? "–"; };
     cell("name", d.device);
+    const health = healthOf(d);
     const state = row.querySelector(".state");
-    state.replaceChildren(el("span", { class: `badge ${d.online ? "online" : "offline"}`, text: d.online ? "online" : (d.state || "unknown") }));
+    const badge = el("span", { class: `badge health ${health}`, text: health, title: HEALTH_WORDS[health] || health });
+    const late = health !== "online" && d.late_s > 0 ? el("span", { class: "late-by", text: `telemetry ${span(d.late_s)} late` }) : null;
+    state.replaceChildren(badge, late ? " " : "", late || "");
+    row.dataset.health = health;
     const seen = row.querySelector(".seen");
     seen.dataset.seen = d.last_seen || "";
     seen.textContent = ago(d.last_seen);
     seen.title = when(tz, d.last_seen);
     cell("fw", d.fw);
-    cell("board", d.board);
+    cell("hw", d.board);
     cell("heap", d.heap_free === null || d.heap_free === undefined ? null : `${Math.round(d.heap_free / 1024)} kB`);
     cell("rssi", d.rssi === null || d.rssi === undefined ? null : `${d.rssi} dBm`);
     cell("outbox", d.outbox);
     cell("dropped", d.dropped);
     cell("config", d.config_error || "ok");
-    row.classList.toggle("off", !d.online);
+    row.classList.toggle("off", health !== "online");
   }
 
   function kiosks(view) {
@@ -209,6 +365,20 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => {
+    $("find-code").addEventListener("input", (event) => {
+      const input = event.target;
+      const upper = input.value.toUpperCase(); // codes are read off the kiosk in any case
+      if (upper !== input.value) input.value = upper;
+      showCases();
+    });
+    $("cases-more").addEventListener("click", () => {
+      allCases = !allCases;
+      showCases();
+    });
+    $("alerts-more").addEventListener("click", () => {
+      allAlerts = !allAlerts;
+      showAlerts();
+    });
     Kiosk.live(`${api}/stream`, { summary, report, cases, alerts, recognition, devices: kiosks });
     setInterval(() => {
       tick();

@@ -1,4 +1,5 @@
-"""Prints one line: the sha256 and size of the given files, the modules in /lib, the free space."""
+"""Prints one line: the sha256 and size of the given files, the modules in /lib, the free space,
+and which kiosk the board's identity file names."""
 
 import binascii
 import hashlib
@@ -24,7 +25,17 @@ def _h(p: str):
         return None
 
 
-def survey(mark: str, paths: list, flag: str) -> None:
+def _owner(p: str):
+    # Only the store and the device: the file's Wi-Fi key and password stay on the board.
+    try:
+        with open(p) as f:
+            d = json.load(f)
+        return [str(d["store"]), str(d["device"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def survey(mark: str, paths: list, flag: str, identity: str) -> None:
     try:
         lib = [e[0] for e in os.ilistdir("/lib") if e[1] == 0x8000]
     except OSError:
@@ -32,7 +43,17 @@ def survey(mark: str, paths: list, flag: str) -> None:
     s = os.statvfs("/")
     files = {p: _h(p) for p in paths}
     stopped = _h(flag) is not None
+    owner = _owner(identity)
     print(
         mark
-        + json.dumps({"files": files, "lib": lib, "bsize": s[0], "free": s[3], "stopped": stopped})
+        + json.dumps(
+            {
+                "files": files,
+                "lib": lib,
+                "bsize": s[0],
+                "free": s[3],
+                "stopped": stopped,
+                "owner": owner,
+            }
+        )
     )

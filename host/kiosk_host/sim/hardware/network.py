@@ -12,6 +12,9 @@ STAT_WRONG_PASSWORD = 202
 
 # The simulated access point, shared by every WLAN object as the air is.
 access_point = {"ssid": "shop", "key": "secret", "up": True, "rssi": -61, "connect_ms": 1500}
+# More networks in the same air, by name: their keys. They come and go with the access point
+# above (`up`), and share its signal and its time to connect.
+others = {}
 
 
 class WLAN:
@@ -46,9 +49,10 @@ class WLAN:
             return access_point["rssi"]
         if self._ssid is None or not self._active:
             return STAT_IDLE
-        if not access_point["up"] or self._ssid != access_point["ssid"]:
+        key = access_point["key"] if self._ssid == access_point["ssid"] else others.get(self._ssid)
+        if not access_point["up"] or key is None:
             return STAT_NO_AP_FOUND
-        if self._key != access_point["key"]:
+        if self._key != key:
             return STAT_WRONG_PASSWORD
         if simclock.clock.elapsed_ms() - self._since < access_point["connect_ms"]:
             return STAT_CONNECTING
