@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -307,12 +306,3 @@ def stop_broker(pid_file: Path, timeout: float = 10) -> None:
     with contextlib.suppress(ProcessLookupError):
         if _running(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def accepts(port: int) -> bool:
-    """Whether something accepts a TCP connection on HOST:`port` now."""
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False

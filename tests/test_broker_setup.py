@@ -9,11 +9,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kiosk_host.demo.broker import accepts
 from tests.broker import free_port, shipped_settings
 from tests.fleet_rig import (
     WIFI,
     Client,
-    accepts,
     broker_pid,
     identity,
     kiosk_host,

@@ -326,6 +326,7 @@ def test_missing_provisioning_is_refused_with_the_command_that_makes_it(
     assert "kiosk-host provision --store STORE --device nothing-here" in done.stderr
 
 
+@pytest.mark.e2e  # deploy's processes: mpremote on a serial kiosk
 def test_a_full_flash_is_refused_before_anything_is_copied(
     kiosk_dirs: tuple[Path, Path], built_firmware: None
 ) -> None:
@@ -340,6 +341,7 @@ def test_a_full_flash_is_refused_before_anything_is_copied(
     assert device_path(flash, FLAG).exists()  # the kiosk stays stopped until a deployment
 
 
+@pytest.mark.e2e  # deploy's processes: mpremote on a serial kiosk
 def test_a_flash_that_fills_up_while_copying_says_so(
     kiosk_dirs: tuple[Path, Path], built_firmware: None, tmp_path: Path
 ) -> None:

@@ -15,10 +15,11 @@ import subprocess
 
 import pytest
 
+from kiosk_host.demo.broker import accepts
 from kiosk_host.fleet.firmware_image import firmware_version
 from kiosk_host.sim.serial_kiosk import SerialKiosk
 from tests.broker import free_port
-from tests.fleet_rig import accepts, broker_pid, identity, open_folder
+from tests.fleet_rig import broker_pid, identity, open_folder
 from tests.virtual_kiosks import wait_until
 from tests.vm.mpvm import ROOT
 

@@ -83,21 +83,21 @@ class Engine:
     def fix(self, storage: Storage, store: str, code: str, staff: str, note: str | None) -> Case:
         """A staff member marked the case fixed (from the CLI or the dashboard); past its
         deadline, as a late fix (`mark_fixed`)."""
-        with storage.transaction():
-            before = storage.case_by_code(store, code)
-            if before is None:
-                raise RuleError(f"no case {code} in store {store}")
-            after = mark_fixed(before, staff, int(self.now()), note)
-            self._change(storage, before, after)
-        return after
+        return self._act(storage, store, code, lambda c, now: mark_fixed(c, staff, now, note))
 
     def close(self, storage: Storage, store: str, code: str, by: str, note: str | None) -> Case:
         """A person took an overdue case off the case list (from the CLI or the dashboard)."""
+        return self._act(storage, store, code, lambda c, now: close_case(c, by, now, note))
+
+    def _act(
+        self, storage: Storage, store: str, code: str, rule: Callable[[Case, int], Case]
+    ) -> Case:
+        """A person's action on the case `code`, by `rule`, in one transaction."""
         with storage.transaction():
             before = storage.case_by_code(store, code)
             if before is None:
                 raise RuleError(f"no case {code} in store {store}")
-            after = close_case(before, by, int(self.now()), note)
+            after = rule(before, int(self.now()))
             self._change(storage, before, after)
         return after
 

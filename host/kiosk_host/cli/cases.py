@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -13,7 +12,13 @@ from pathlib import Path
 
 from kiosk_host.aggregator.engine import Engine
 from kiosk_host.aggregator.views import case_json
-from kiosk_host.cli.common import broker_url, identifier, storage, storage_and_stores
+from kiosk_host.cli.common import (
+    broker_options,
+    broker_url,
+    identifier,
+    storage,
+    storage_and_stores,
+)
 from kiosk_host.rules.recovery import STATES, Case, RuleError, duration, local_time
 from kiosk_host.rules.stores import StoreConfig
 from kiosk_host.wire.identifiers import CaseCodeError, check_case_code
@@ -25,7 +30,6 @@ NOTE_MAX = 500
 def add_parsers(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     store: argparse.ArgumentParser,
-    password_help: str,
 ) -> None:
     """The `cases` commands; `store` is the parent with --db, --store, --stores and --json."""
     cases = commands.add_parser("cases", help="recovery cases").add_subparsers(
@@ -58,18 +62,12 @@ def add_parsers(
     close.add_argument("--note", type=text(NOTE_MAX, "a note"))
     close.set_defaults(run=close_case)
     confirm = cases.add_parser(
-        "confirm-on", parents=[store], help="show a kiosk the customer's confirmation screen"
+        "confirm-on",
+        parents=[store, broker_options()],
+        help="show a kiosk the customer's confirmation screen",
     )
     confirm.add_argument("code", type=code)
     confirm.add_argument("--device", required=True, type=identifier)
-    confirm.add_argument(
-        "--broker",
-        default=os.environ.get("KIOSK_BROKER"),
-        required="KIOSK_BROKER" not in os.environ,
-        help="mqtt://USER@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
-    )
-    confirm.add_argument("--password-file", help=password_help)
-    confirm.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
     confirm.set_defaults(run=confirm_on)
 
 

@@ -11,6 +11,7 @@ from urllib.parse import quote, unquote, urlparse
 
 from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import Stores, StoresError, parse_stores
+from kiosk_host.secret_file import first_line
 from kiosk_host.storage.sqlite import Storage
 from kiosk_host.wire.identifiers import identifier_pattern
 
@@ -103,6 +104,27 @@ def identifier(value: str) -> str:
     return value
 
 
+PASSWORD_HELP = (
+    "a file whose first line is the broker password (else $KIOSK_BROKER_PASSWORD); never on "
+    "the command line, where ps shows it"
+)
+
+
+def broker_options() -> argparse.ArgumentParser:
+    """The parent parser of the commands that reach kiosks through the broker: --broker
+    (default $KIOSK_BROKER), --password-file and --ca."""
+    broker = argparse.ArgumentParser(add_help=False)
+    broker.add_argument(
+        "--broker",
+        default=os.environ.get("KIOSK_BROKER"),
+        required="KIOSK_BROKER" not in os.environ,
+        help="mqtt://USER@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
+    )
+    broker.add_argument("--password-file", help=PASSWORD_HELP)
+    broker.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
+    return broker
+
+
 def broker_url(url: str, password_file: str | None, accounts: Path | None = None) -> str:
     """The broker's address with its password, for this process only: from `password_file`
     (its first line), else $KIOSK_BROKER_PASSWORD, else the account file `accounts`
@@ -129,14 +151,7 @@ def broker_url(url: str, password_file: str | None, accounts: Path | None = None
 
 def _password(password_file: str | None, user: str | None, accounts: Path | None) -> str | None:
     if password_file:
-        try:
-            lines = Path(password_file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as why:
-            text = why.strerror if isinstance(why, OSError) else "not UTF-8 text"
-            raise UserError(f"--password-file {password_file}: {text or why}") from None
-        if not lines or not lines[0]:
-            raise UserError(f"--password-file {password_file}: its first line is empty")
-        return lines[0]
+        return first_line(password_file, "--password-file")
     if os.environ.get(PASSWORD_ENV):
         return os.environ[PASSWORD_ENV]
     if accounts is not None and user and accounts.is_file():

@@ -19,6 +19,8 @@ from kiosk_host.cli import alerts as alert_commands
 from kiosk_host.cli import cases as case_commands
 from kiosk_host.cli import fleet as fleet_commands
 from kiosk_host.cli.common import (
+    PASSWORD_HELP,
+    broker_options,
     broker_url,
     identifier,
     known_store,
@@ -318,15 +320,7 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     prov.add_argument("--json", action="store_true")
     prov.set_defaults(run=_provision)
 
-    broker = argparse.ArgumentParser(add_help=False)
-    broker.add_argument(
-        "--broker",
-        default=os.environ.get("KIOSK_BROKER"),
-        required="KIOSK_BROKER" not in os.environ,
-        help="mqtt://USER@HOST:PORT, or mqtts:// with --ca (default $KIOSK_BROKER)",
-    )
-    broker.add_argument("--password-file", help=PASSWORD_HELP)
-    broker.add_argument("--ca", help="the CA certificate (PEM) to trust, for mqtts://")
+    broker = argparse.ArgumentParser(add_help=False, parents=[broker_options()])
     broker.add_argument("--json", action="store_true")
     config = commands.add_parser("config", help="kiosks' desired config").add_subparsers(
         dest="action", required=True
@@ -358,10 +352,6 @@ def _fleet_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     wifi_logs.add_parsers(commands, broker, str(DEFAULT_DEVICES_DIR))
 
 
-PASSWORD_HELP = (
-    "a file whose first line is the broker password (else $KIOSK_BROKER_PASSWORD); never on "
-    "the command line, where ps shows it"
-)
 STORES_HELP = (
     "stores.toml (default $KIOSK_STORES, else the settings the last `serve` kept in --db, "
     "else every store on the defaults)"
@@ -538,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_argument("--store", required=True, type=identifier)
     store.add_argument("--json", action="store_true")
     store.add_argument("--stores", help=STORES_HELP)
-    case_commands.add_parsers(commands, store, PASSWORD_HELP)
+    case_commands.add_parsers(commands, store)
     recognition = commands.add_parser("recognition", parents=[store], help="the staff board")
     recognition.add_argument("--period", choices=("day", "week"), default="week")
     recognition.set_defaults(run=_recognition)

@@ -7,13 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from kiosk_host.cli.common import broker_url, identifier
+from kiosk_host.cli.common import PASSWORD_HELP, broker_url, identifier
 from kiosk_host.errors import UserError
-
-PASSWORD_HELP = (
-    "a file whose first line is the broker password (else $KIOSK_BROKER_PASSWORD); never on "
-    "the command line, where ps shows it"
-)
 
 
 def _wifi(args: argparse.Namespace) -> int:

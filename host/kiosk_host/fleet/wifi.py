@@ -30,6 +30,7 @@ from kiosk_host.fleet.device_scripts import MARK, call
 from kiosk_host.fleet.mpremote import Mpremote
 from kiosk_host.fleet.provision import DEFAULT_DEVICES_DIR, check_wifi
 from kiosk_host.fleet.serial_port import probe
+from kiosk_host.secret_file import first_line
 from kiosk_host.wire import topics
 from kiosk_host.wire.contract import Contract, Message
 from kiosk_host.wire.identifiers import check_identifier
@@ -135,15 +136,7 @@ def read_key(
             raise WifiError(f"--open is a network without a key: leave out the key ({KEY_ENV})")
         return ""
     if key_file:
-        try:
-            lines = Path(key_file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as why:
-            text = why.strerror if isinstance(why, OSError) else "not UTF-8 text"
-            raise WifiError(f"--wifi-password-file {key_file}: {text or why}") from None
-        key = lines[0] if lines else ""
-        if not key:
-            raise WifiError(f"--wifi-password-file {key_file}: its first line is empty")
-        return key
+        return first_line(key_file, "--wifi-password-file")
     if os.environ.get(KEY_ENV):
         return os.environ[KEY_ENV]
     if not (sys.stdin.isatty() if interactive is None else interactive):
