@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STUBS := build/typings
-# Debian packages by the command that shows they are there.
+# Debian packages by the command that shows they are there. The PostgreSQL server (for the
+# tests' throw-away clusters) is known by pg_ctlcluster, which only its packages put on PATH.
 SYSTEM_PACKAGES := node:nodejs npm:npm mosquitto:mosquitto mosquitto_sub:mosquitto-clients \
-	chromium:chromium socat:socat openssl:openssl
+	chromium:chromium socat:socat openssl:openssl pg_ctlcluster:postgresql
 
 FIRMWARE_DIR ?= firmware
 BUILD_DIR ?= build/firmware

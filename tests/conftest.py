@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import pytest
 from kiosk_host.wire.contract import Contract
 from tests.broker import Mosquitto
 from tests.fleet_rig import Serve
+from tests.postgres import BACKENDS, Postgres
 from tests.virtual_kiosks import VirtualKiosk
 from tests.vm.mpvm import ROOT, MicroPythonVM
 
@@ -57,6 +59,36 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
 def fresh_mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """A mosquitto of this test's own (the anonymous variant), to stop, restart or kill."""
     yield from _broker(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL cluster per test session (per xdist worker), made by initdb in a
+    temporary folder, on a free loopback port; stopped and removed at the end."""
+    server = Postgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """What --db names for a test run against each storage back-end: a new SQLite file, or
+    a new database (the schema migrated) in the session's PostgreSQL, dropped at the end."""
+    if request.param == "sqlite":
+        yield str(tmp_path_factory.mktemp("db") / "kiosk.db")
+        return
+    server: Postgres = request.getfixturevalue("postgres")
+    url = server.database()
+    try:
+        yield url
+    finally:
+        gc.collect()  # storages the test left open give their connections back first
+        server.drop(url)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ the real app on a loopback port, over a database filled through the library.
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import random
@@ -29,9 +30,12 @@ from kiosk_host.aggregator.engine import Engine
 from kiosk_host.aggregator.writer import classify
 from kiosk_host.dashboard.server import DashboardServer, serve_dashboard
 from kiosk_host.rules.stores import Stores, load_stores
-from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
+from kiosk_host.storage import open as open_storage
+from kiosk_host.storage.protocol import Store
+from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow
 from kiosk_host.wire.contract import Contract
 from kiosk_host.wire.identifiers import check_character
+from tests.postgres import BACKENDS, Postgres
 from tests.test_host_ingest import case_code
 from tests.virtual_kiosks import KIOSK_HOST
 
@@ -73,7 +77,7 @@ def message(
 
 
 def store_messages(
-    storage: Storage, engine: Engine, messages: list[tuple[str, bytes]], arrived: int
+    storage: Store, engine: Engine, messages: list[tuple[str, bytes]], arrived: int
 ) -> None:
     """Classify as ingest does and store in one transaction, the recovery engine applied."""
     contract = Contract.load()
@@ -87,7 +91,7 @@ def store_messages(
 
 
 def fill_store(
-    storage: Storage, stores: Stores, store: str, now: int, seed: int, ratings: int = 300
+    storage: Store, stores: Stores, store: str, now: int, seed: int, ratings: int = 300
 ) -> list[tuple[int, int]]:
     """Nine days of a store through the library: ratings with staff, accepted and declined
     follow-ups, cases fixed, wowed, recovered, escalated, left open and breached, kiosks
@@ -162,7 +166,7 @@ def fill_store(
 @dataclass
 class Dashboard:
     url: str
-    db: Path
+    db: str  # a SQLite file or a PostgreSQL URL
     stores_file: Path
     stores: Stores
     now: int
@@ -172,7 +176,7 @@ class Dashboard:
         """`kiosk-host ARGS --json --db DB` as a manager would run it, parsed."""
         extra = ["--stores", str(self.stores_file)] if stores else []
         out = subprocess.run(
-            [str(KIOSK_HOST), *args, "--json", "--db", str(self.db), *extra],
+            [str(KIOSK_HOST), *args, "--json", "--db", self.db, *extra],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
@@ -188,21 +192,29 @@ class Dashboard:
         return httpx.post(self.url + path, json=body, headers=headers, timeout=30)
 
 
-def fill(db: Path, stores: Stores, now: int) -> dict[str, list[tuple[int, int]]]:
-    storage = Storage(db)
+def fill(db: str, stores: Stores, now: int) -> dict[str, list[tuple[int, int]]]:
+    storage = open_storage(db)
     try:
         return {s: fill_store(storage, stores, s, now, seed) for s, seed in FILLED.items()}
     finally:
         storage.close()
 
 
-@pytest.fixture(scope="module")
-def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def dashboard(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Dashboard]:
+    """The dashboard over nine days of three stores, on each storage back-end in turn."""
     tmp = tmp_path_factory.mktemp("dashboard")
     stores_file = tmp / "stores.toml"
     stores_file.write_text(STORES_TOML)
     stores = load_stores(stores_file)
-    db = tmp / "kiosk.db"
+    postgres: Postgres | None = None
+    if request.param == "postgresql":
+        postgres = request.getfixturevalue("postgres")
+        db = postgres.database()
+    else:
+        db = str(tmp / "kiosk.db")
     now = int(time.time())
     ratings = fill(db, stores, now)
     server = serve_dashboard("127.0.0.1:0", db, stores, TOKEN)
@@ -210,6 +222,9 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         yield Dashboard(server.url, db, stores_file, stores, now, ratings)
     finally:
         server.stop()
+        if postgres is not None:
+            gc.collect()  # storages left open give their connections back first
+            postgres.drop(db)
 
 
 def without(d: dict[str, Any], *keys: str) -> dict[str, Any]:
@@ -445,7 +460,7 @@ def test_the_live_stream_pushes_a_changed_summary_without_asking(dashboard: Dash
                 assert set(seen) == {"summary", "report", "cases", "alerts", "recognition",
                                      "devices"}  # fmt: skip
                 assert seen["summary"] == dashboard.get("/api/stores/quiet/summary")
-                storage = Storage(dashboard.db)  # another process's commit, as ingest's
+                storage = open_storage(dashboard.db)  # another process's commit, as ingest's
                 at = int(time.time()) - 5
                 fresh = message("quiet", "till-1", 1, "rating", at, score=4, scale=4,
                                 station="till-1", staff=None)  # fmt: skip
@@ -518,7 +533,7 @@ def test_marking_a_case_fixed_needs_the_token_and_acts_as_the_cli(dashboard: Das
     again = dashboard.post(path, body)
     cli = subprocess.run(
         [str(KIOSK_HOST), "cases", "fix", first["code"], "--store", "north", "--staff", "dora",
-         "--db", str(dashboard.db)], capture_output=True, text=True, timeout=60,
+         "--db", dashboard.db], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert again.status_code == 409 and cli.returncode == 2
     assert again.json()["error"] in cli.stderr  # the same rule, in the same words
@@ -607,7 +622,7 @@ def test_overdue_cases_stay_listed_until_a_person_closes_them(dashboard: Dashboa
     again = dashboard.post(path, body)
     cli = subprocess.run(
         [str(KIOSK_HOST), "cases", "close", breached[0]["code"], "--store", "dark", "--by",
-         "maria", "--db", str(dashboard.db)], capture_output=True, text=True, timeout=60,
+         "maria", "--db", dashboard.db], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert again.status_code == 409 and cli.returncode == 2
     assert again.json()["error"] in cli.stderr  # the same rule, in the same words
@@ -675,14 +690,14 @@ def test_the_day_range_of_an_export_is_the_stores_local_days(dashboard: Dashboar
         ("Asia/Kathmandu", 1763900000),  # UTC+05:45: hours begin at a quarter past
     ],
 )
-def test_the_report_counts_each_local_day_and_hour(tmp_path: Path, tz: str, now: int) -> None:
+def test_the_report_counts_each_local_day_and_hour(store_url: str, tz: str, now: int) -> None:
     from kiosk_host.aggregator import views as summary
     from kiosk_host.rules.stores import parse_stores
 
     stores = parse_stores(f'[stores.s]\ntz = "{tz}"\n\n[stores.s.hours]\n' + "\n".join(
         f'{day} = "07:30-22:15"' for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
     ))  # fmt: skip
-    storage = Storage(tmp_path / "hours.db")
+    storage = open_storage(store_url)
     rng = random.Random(tz)
     times = [now - seq * 397 for seq in range(1, 1800)]  # every 6 min 37 s, nine days back
     scores = [rng.randint(1, 4) for _ in times]

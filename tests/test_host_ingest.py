@@ -22,6 +22,8 @@ from kiosk_host.aggregator.engine import Engine
 from kiosk_host.aggregator.receiver import HOST_STATUS, Ingest
 from kiosk_host.aggregator.writer import KIOSK_CHANNELS, NO_STORES, classify
 from kiosk_host.shipped import ROOT
+from kiosk_host.storage import open as open_storage
+from kiosk_host.storage.protocol import Store
 from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
 from kiosk_host.wire.contract import Cleared, Contract, Message
 from kiosk_host.wire.identifiers import check_character
@@ -77,7 +79,7 @@ def publish_all(c: paho.Client, items: list[tuple[str, bytes, int]], pace: float
         info.wait_for_publish(60)
 
 
-def sentinel_stored(broker: Mosquitto, storage: Storage, store: str) -> None:
+def sentinel_stored(broker: Mosquitto, storage: Store, store: str) -> None:
     """Publish one rating of `store` after everything else and return once it is stored. The
     broker hands a session its messages in order (redeliveries first) and ingest stores them
     in order, so whatever it held for the aggregator before the sentinel is stored by then."""
@@ -105,10 +107,10 @@ def wait_online(watcher: Watcher, client_id: str) -> None:
 
 @pytest.mark.slow  # a load test: 50,000 events
 def test_a_burst_published_while_the_aggregator_is_down_is_stored_once(
-    fresh_mosquitto: Mosquitto, tmp_path: Path
+    fresh_mosquitto: Mosquitto, store_url: str
 ) -> None:
-    storage = Storage(tmp_path / "kiosk.db")
-    first = Ingest(fresh_mosquitto.url, storage.path, "agg-burst")
+    storage = open_storage(store_url)
+    first = Ingest(fresh_mosquitto.url, store_url, "agg-burst")
     subscribed = suback(first.client)
     first.start()  # makes the persistent session and its subscription
     assert subscribed.wait(10), "no SUBACK for the aggregator"
@@ -118,7 +120,7 @@ def test_a_burst_published_while_the_aggregator_is_down_is_stored_once(
     publish_all(pub, items)
     pub.disconnect()
     pub.loop_stop()
-    second = Ingest(fresh_mosquitto.url, storage.path, "agg-burst")
+    second = Ingest(fresh_mosquitto.url, store_url, "agg-burst")
     second.start()
     try:
         wait_until(lambda: storage.event_count("burst") >= 50_000, 180, "50,000 events stored")
@@ -173,10 +175,9 @@ def writer_process(aggregator: int) -> int:
 
 @pytest.mark.slow  # a soak test: ten kills of the aggregator during 20,000 and more events
 def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
-    fresh_mosquitto: Mosquitto, tmp_path: Path
+    fresh_mosquitto: Mosquitto, tmp_path: Path, store_url: str
 ) -> None:
-    db = tmp_path / "kiosk.db"
-    args = [str(KIOSK_HOST), "serve", "--broker", fresh_mosquitto.url, "--db", str(db),
+    args = [str(KIOSK_HOST), "serve", "--broker", fresh_mosquitto.url, "--db", store_url,
             "--client-id", "agg-kill"]  # fmt: skip
 
     logs: list[Path] = []
@@ -188,7 +189,7 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
 
     watcher = Watcher(fresh_mosquitto.url, HOST_STATUS, "watch-agg-kill")
     proc = serve()
-    storage = Storage(db)
+    storage = open_storage(store_url)
     wait_until(lambda: storage.version() >= 1, 10, "the aggregator's database")
     wait_online(watcher, "agg-kill")  # its session and subscription are made
     items = with_cases(stream("killed", 20, 1000))
@@ -220,7 +221,7 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
         proc.wait(10)
     assert storage.event_count("killed") == len(items)
     # The figures equal those of an uninterrupted run of the same stream, in one process.
-    calm = Storage(tmp_path / "calm.db")
+    calm = Storage(tmp_path / "calm.db")  # SQLite, whichever back-end the aggregator used
     engine = Engine(NO_STORES)
     contract = Contract.load()
     rows = [classify(contract, t, p, 1763900000) for t, p, _ in items]
@@ -228,7 +229,7 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
     assert storage.score_counts("killed") == calm.score_counts("killed")
     assert storage.score_counts("killed") == Counter(s for _, _, s in items if s)
 
-    def states(s: Storage) -> list[tuple[str, str, int]]:
+    def states(s: Store) -> list[tuple[str, str, int]]:
         return sorted((c.code, c.state, c.escalations) for c in s.cases("killed"))
 
     assert states(storage) == states(calm)
@@ -238,10 +239,10 @@ def test_kill_9_ten_times_during_a_stream_stores_every_event_once(
 
 
 def test_bad_messages_are_dead_lettered_and_ingest_carries_on(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto, store_url: str
 ) -> None:
-    storage = Storage(tmp_path / "kiosk.db")
-    ingest = Ingest(mosquitto.url, storage.path, "agg-bad")
+    storage = open_storage(store_url)
+    ingest = Ingest(mosquitto.url, store_url, "agg-bad")
     subscribed = suback(ingest.client)
     ingest.start()
     pub = publisher(mosquitto, "bad-publisher")
@@ -263,7 +264,7 @@ def test_bad_messages_are_dead_lettered_and_ingest_carries_on(
         pub.loop_stop()
         ingest.stop()
     out = subprocess.run(
-        [str(KIOSK_HOST), "deadletter", "--json", "--db", str(tmp_path / "kiosk.db")],
+        [str(KIOSK_HOST), "deadletter", "--json", "--db", store_url],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     letters = json.loads(out.stdout)
@@ -304,10 +305,10 @@ def messages(draw: st.DrawFn) -> tuple[str, bytes]:
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(messages(), min_size=1, max_size=20))
 def test_fuzzed_input_is_stored_or_dead_lettered_with_a_reason(
-    tmp_path: Path, batch: list[tuple[str, bytes]]
+    store_url: str, batch: list[tuple[str, bytes]]
 ) -> None:
     contract = Contract.load()
-    storage = Storage(tmp_path / "fuzz.db")
+    storage = open_storage(store_url)
     try:
         before = Counter(d.rule for d in storage.dead_letters(10**6))
         items = [classify(contract, topic, payload, 1763900000) for topic, payload in batch]
@@ -348,10 +349,9 @@ def next_tick(pub: paho.Client, watcher: Watcher, store: str) -> None:
 
 
 def test_a_run_of_top_ratings_is_praised_and_a_surge_of_low_ones_raised_once(
-    mosquitto: Mosquitto, tmp_path: Path
+    mosquitto: Mosquitto, store_url: str
 ) -> None:
-    storage = Storage(tmp_path / "kiosk.db")
-    ingest = Ingest(mosquitto.url, storage.path, "agg-alerts")
+    ingest = Ingest(mosquitto.url, store_url, "agg-alerts")
     subscribed = suback(ingest.client)
     ingest.start()
     # the alerts and the stores' views on one subscription: they come in the order published

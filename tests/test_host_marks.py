@@ -4,10 +4,9 @@ high-water mark after the commit, and a seq that went back told from a duplicate
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from kiosk_host.aggregator.writer import Raw, Writer
-from kiosk_host.storage.sqlite import Storage
+from kiosk_host.storage import open as open_storage
 from kiosk_host.wire.contract import Contract, Message
 
 ARRIVED = 1763900100
@@ -28,9 +27,9 @@ def ack(device: str, seq: int) -> tuple[str, bytes, bool]:
 
 
 def test_the_mark_is_contiguous_whatever_the_order_of_arrival(
-    tmp_path: Path, contract: Contract
+    store_url: str, contract: Contract
 ) -> None:
-    storage = Storage(tmp_path / "kiosk.db")
+    storage = open_storage(store_url)
     writer = Writer(storage)
     writer.write([event(1), event(2), event(4), event(1, "till-2")])
     assert writer.marks_due == {(STORE, "till-1"): 2, (STORE, "till-2"): 1}
@@ -45,16 +44,16 @@ def test_the_mark_is_contiguous_whatever_the_order_of_arrival(
     writer.write([event(5)])
     assert writer.marks_due == {(STORE, "till-1"): 6}
     storage.close()
-    again = Storage(tmp_path / "kiosk.db")  # kept in the database, not only in the writer
+    again = open_storage(store_url)  # kept in the database, not only in the writer
     assert (again.mark(STORE, "till-1"), again.mark(STORE, "till-2")) == (6, 1)
     assert again.mark(STORE, "till-9") == 0
     again.close()
 
 
 def test_a_kiosks_mark_goes_out_at_most_once_a_second_and_the_last_one_always(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
-    writer = Writer(Storage(tmp_path / "kiosk.db"))
+    writer = Writer(open_storage(store_url))
     writer.write([event(1)])
     assert writer.marks(50.0) == [ack("till-1", 1)]
     writer.write([event(2)])
@@ -67,9 +66,9 @@ def test_a_kiosks_mark_goes_out_at_most_once_a_second_and_the_last_one_always(
     assert writer.marks(60.0) == []
 
 
-def test_a_duplicate_sends_the_mark_again(tmp_path: Path) -> None:
+def test_a_duplicate_sends_the_mark_again(store_url: str) -> None:
     # A kiosk sending again what is stored may have lost the mark with a broker's crash.
-    writer = Writer(Storage(tmp_path / "kiosk.db"))
+    writer = Writer(open_storage(store_url))
     writer.write([event(1), event(2)])
     assert writer.marks(10.0) == [ack("till-1", 2)]
     reply = writer.write([event(1)])
@@ -78,9 +77,9 @@ def test_a_duplicate_sends_the_mark_again(tmp_path: Path) -> None:
 
 
 def test_a_seq_that_went_back_is_kept_and_alerted_and_a_true_duplicate_is_counted_once(
-    tmp_path: Path, contract: Contract
+    store_url: str, contract: Contract
 ) -> None:
-    storage = Storage(tmp_path / "kiosk.db")
+    storage = open_storage(store_url)
     writer = Writer(storage)
     reply = writer.write([event(1), event(2)])
     assert (reply.events, reply.duplicates, reply.dead) == (2, 0, 0)
@@ -111,8 +110,8 @@ def test_a_seq_that_went_back_is_kept_and_alerted_and_a_true_duplicate_is_counte
     storage.close()
 
 
-def test_a_regression_and_its_original_in_one_batch(tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "kiosk.db")
+def test_a_regression_and_its_original_in_one_batch(store_url: str) -> None:
+    storage = open_storage(store_url)
     writer = Writer(storage)
     reply = writer.write([event(1), event(1, score=2, up_ms=5), event(1)])
     assert (reply.events, reply.duplicates, reply.dead) == (1, 1, 1)
@@ -130,11 +129,11 @@ def status(device: str, kept_from: int | None) -> Raw:
     return (f"kiosk/v1/{STORE}/{device}/status", json.dumps(payload).encode(), ARRIVED)
 
 
-def test_the_mark_passes_what_the_kiosk_no_longer_keeps(tmp_path: Path) -> None:
+def test_the_mark_passes_what_the_kiosk_no_longer_keeps(store_url: str) -> None:
     # Events 3 to 9 were let go by a full outbox while nothing reached the broker: they never
     # come. The kiosk's status says it keeps 10 on; the mark passes the gap, up to what is
     # stored, so the kiosk's outbox can let go of 10 and 11.
-    storage = Storage(tmp_path / "kiosk.db")
+    storage = open_storage(store_url)
     writer = Writer(storage)
     writer.write([event(1), event(2), event(10), event(11)])
     assert writer.marks_due == {(STORE, "till-1"): 2}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from kiosk_host.aggregator.writer import Raw, Writer
 from kiosk_host.rules.stores import Stores
-from kiosk_host.storage.sqlite import Storage
+from kiosk_host.storage import open as open_storage
+from kiosk_host.storage.protocol import Store
 
 STORE = "happy"
 T0 = 1_763_900_000
@@ -21,7 +21,7 @@ def rating(device: str, seq: int, at: int, score: int = 4) -> Raw:
     return (f"kiosk/v1/{STORE}/{device}/event", json.dumps(event).encode(), at + 1)
 
 
-def praises(storage: Storage) -> list[dict[str, object]]:
+def praises(storage: Store) -> list[dict[str, object]]:
     return [a for a in storage.alerts(STORE) if a["type"] == "praise"]
 
 
@@ -31,8 +31,8 @@ def deliver(writer: Writer, *batch: Raw) -> None:
     writer.engine.stream_alerts(writer.storage, [STORE])
 
 
-def test_a_run_is_praised_once_when_a_late_rating_lands_inside_it(tmp_path: Path) -> None:
-    writer = Writer(Storage(tmp_path / "kiosk.db"), Stores({}))
+def test_a_run_is_praised_once_when_a_late_rating_lands_inside_it(store_url: str) -> None:
+    writer = Writer(open_storage(store_url), Stores({}))
     for seq in range(1, 11):  # till-1: ten top ratings, one a second
         deliver(writer, rating("till-1", seq, T0 + seq))
     (first,) = praises(writer.storage)
@@ -44,8 +44,8 @@ def test_a_run_is_praised_once_when_a_late_rating_lands_inside_it(tmp_path: Path
     assert praises(writer.storage) == [first]
 
 
-def test_a_run_twice_as_long_is_still_one_run_and_the_next_run_is_praised(tmp_path: Path) -> None:
-    writer = Writer(Storage(tmp_path / "kiosk.db"), Stores({}))
+def test_a_run_twice_as_long_is_still_one_run_and_the_next_run_is_praised(store_url: str) -> None:
+    writer = Writer(open_storage(store_url), Stores({}))
     for seq in range(1, 26):
         deliver(writer, rating("till-1", seq, T0 + seq))
     assert len(praises(writer.storage)) == 1  # 25 in a row: one praise, not one at 10 and 20

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -34,7 +33,9 @@ from kiosk_host.rules.recovery import (
     surge_alert,
 )
 from kiosk_host.rules.stores import DEFAULT, StoreConfig, parse_stores
-from kiosk_host.storage.sqlite import EventRow, Storage
+from kiosk_host.storage import open as open_storage
+from kiosk_host.storage.protocol import Store
+from kiosk_host.storage.sqlite import EventRow
 from kiosk_host.wire.contract import Contract, Message
 from kiosk_host.wire.identifiers import check_character
 
@@ -409,9 +410,9 @@ def test_a_window_of_minutes_runs_to_the_second(contract: Contract) -> None:
         _valid(contract, alert)
 
 
-def test_the_engine_warns_and_breaches_on_a_minutes_window(tmp_path: Path) -> None:
+def test_the_engine_warns_and_breaches_on_a_minutes_window(store_url: str) -> None:
     stores = parse_stores("[stores.store-12]\nwindow_minutes = 3\nnear_minutes = 1\n")
-    storage = Storage(tmp_path / "kiosk.db")
+    storage = open_storage(store_url)
     now = [float(T0)]
     engine = Engine(stores, now=lambda: now[0])
     with storage.transaction():
@@ -568,7 +569,7 @@ def test_any_sequence_keeps_a_valid_state_and_no_late_verdict_succeeds(
 
 
 def test_a_rating_and_its_follow_up_in_one_batch_open_the_case_from_the_rating(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
     """A kiosk's backlog after a reconnect brings a rating and its accepted follow-up together:
     the case takes the rating's time and station, as when they come one by one."""
@@ -581,7 +582,7 @@ def test_a_rating_and_its_follow_up_in_one_batch_open_the_case_from_the_rating(
     follow_up = {**base, "kind": "follow_up", "seq": 8, "ts": rated_at + 60, "rating_seq": 7,
                  "accepted": True, "code": CODE}  # fmt: skip
     topic = "kiosk/v1/s1/till-1/event"
-    storage = Storage(tmp_path / "kiosk.db")
+    storage = open_storage(store_url)
     Writer(storage).write([(topic, json.dumps(e).encode(), arrived) for e in (rating, follow_up)])
     (case,) = storage.cases("s1")
     assert (case.code, case.station, case.opened_at) == (CODE, "desk-2", rated_at)
@@ -596,13 +597,13 @@ def _code(body: str) -> str:
     return body + check_character(body)
 
 
-def _listed(storage: Storage, now: int) -> list[dict[str, object]]:
+def _listed(storage: Store, now: int) -> list[dict[str, object]]:
 
     cases: list[dict[str, object]] = case_list(storage, S, now)["cases"]
     return cases
 
 
-def _verdict(storage: Storage, engine: Engine, code: str, outcome: str, at: int) -> None:
+def _verdict(storage: Store, engine: Engine, code: str, outcome: str, at: int) -> None:
     payload = {"v": 1, "kind": "recovery_confirm", "store": S, "device": "till-2", "seq": at,
                "ts": at, "up_ms": 1, "case": code, "outcome": outcome}  # fmt: skip
     event = EventRow(S, "till-2", at, "recovery_confirm", at, at, at, False, payload)
@@ -610,11 +611,11 @@ def _verdict(storage: Storage, engine: Engine, code: str, outcome: str, at: int)
 
 
 def test_the_case_list_keeps_overdue_cases_until_a_person_closes_them(
-    tmp_path: Path, contract: Contract
+    store_url: str, contract: Contract
 ) -> None:
     from kiosk_host.aggregator.views import recognition, summary
 
-    storage = Storage(tmp_path / "kiosk.db")
+    storage = open_storage(store_url)
     now = [float(T0)]
     engine = Engine(parse_stores('[stores.store-12]\ntz = "Europe/Berlin"\n'), lambda: now[0])
     gone, unconfirmed, soon, fixed, wowed = (_code(b) for b in ("A2B3", "B2C3", "C2D3", "D2E3",
@@ -676,11 +677,11 @@ def test_the_case_list_keeps_overdue_cases_until_a_person_closes_them(
 
 
 def test_the_case_list_fits_its_message_leaving_out_the_latest_deadlines(
-    tmp_path: Path, contract: Contract
+    store_url: str, contract: Contract
 ) -> None:
     from kiosk_host.aggregator.views import CASES_BYTES, case_list
 
-    storage = Storage(tmp_path / "kiosk.db")
+    storage = open_storage(store_url)
     long = "s" * 32
     with storage.transaction():
         for seq in range(1, 61):  # more than 50, each as long as the contract allows
@@ -702,12 +703,12 @@ def test_the_case_list_fits_its_message_leaving_out_the_latest_deadlines(
     storage.close()
 
 
-def test_a_fixed_case_turning_overdue_sends_the_stores_case_list_again(tmp_path: Path) -> None:
+def test_a_fixed_case_turning_overdue_sends_the_stores_case_list_again(store_url: str) -> None:
     """No alert comes when a fixed case's window closes without a verdict, yet it is now
     overdue: the writer's tick still publishes the store's case list again."""
     from kiosk_host.aggregator.writer import Writer
 
-    storage = Storage(tmp_path / "kiosk.db")
+    storage = open_storage(store_url)
     writer = Writer(storage)
     clock = [float(T0)]
     writer.engine = Engine(parse_stores(""), lambda: clock[0])

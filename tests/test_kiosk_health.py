@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from freezegun import freeze_time
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -20,6 +21,7 @@ from kiosk_host.aggregator.receiver import Ingest
 from kiosk_host.rules.health import BrokerLog, kiosk_health
 from kiosk_host.rules.stores import DEFAULT
 from kiosk_host.shipped import MQTT_SCHEMAS
+from kiosk_host.storage import open as open_storage
 from kiosk_host.storage.sqlite import DeviceStatus, Storage
 from tests.broker import Mosquitto
 from tests.virtual_kiosks import suback, wait_until
@@ -61,8 +63,8 @@ def test_refused_until_the_kiosk_next_connects() -> None:
     )
 
 
-def test_the_devices_view_and_the_overview_as_the_clock_moves(tmp_path: Path) -> None:
-    storage = Storage(tmp_path / "kiosk.db")
+def test_the_devices_view_and_the_overview_as_the_clock_moves(store_url: str) -> None:
+    storage = open_storage(store_url)
     telemetry = {"v": 1, "ts": T, "up_ms": 5000, "heap_free": 48000, "rssi": -60, "outbox": 0,
                  "dropped": 0, "suppressed": 0, "config_error": None}  # fmt: skip
     status = {"v": 1, "state": "online", "fw": "1.0.0", "board": "m5stack_core", "ts": T,
@@ -171,6 +173,7 @@ class Ends:
         self.end()
 
 
+@pytest.mark.e2e  # a broker of its own with accounts, the aggregator and mosquitto_pub
 def test_a_kiosk_with_a_wrong_password_shows_refused_and_a_silent_one_offline(
     tmp_path: Path, closing: Callable[[Any], Any]
 ) -> None:

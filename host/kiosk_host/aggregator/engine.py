@@ -12,67 +12,165 @@ from collections.abc import Callable, Iterable
 
 from kiosk_host.rules.recovery import (
     Case,
+    Outcome,
     RuleError,
-    apply_verdict,
     case_alerts,
     close_case,
     mark_fixed,
     near_alerts,
     open_case,
     praise_alert,
+    replay,
     settle,
     surge_alert,
 )
 from kiosk_host.rules.stores import DEFAULT, Stores
-from kiosk_host.storage.sqlite import DeadLetter, EventRow, Storage
+from kiosk_host.storage.protocol import Store
+from kiosk_host.storage.sqlite import DeadLetter, EventRow
 from kiosk_host.wire import topics
+
+# A verdict counts for the latest case with its code whose rating is at most this long after
+# it (codes repeat after 29,791 ratings of a kiosk; a kiosk's clock may be a little ahead).
+EARLY_S = 3600
+RULE_CASE = "case"  # the dead letters of the verdicts the rules of the cases refuse
+
+
+def _clock() -> float:
+    return time.time()  # looked up at each call, so that a test can freeze the clock
+
+
+def _opened(c: Case) -> Case:
+    """The case as it was opened: its rating, code, station and deadline, nothing after."""
+    return Case(c.store, c.code, c.device, c.station, c.rating_seq, c.opened_at, c.deadline)
 
 
 class Engine:
-    """Cases and alerts for every store; `now` is injectable so that tests freeze time."""
+    """Cases and alerts for every store; `now` is injectable so that tests freeze time.
 
-    def __init__(self, stores: Stores, now: Callable[[], float] = time.time) -> None:
+    The order in which a kiosk's events reach the host does not change the cases (with a
+    shared subscription, a follow-up may be stored before its rating, a verdict before its
+    case). Each change rebuilds the case from what is stored (`replay`): the rating (else,
+    until it comes, the follow-up) sets the opening time, station and deadline, and every
+    stored verdict for the case is applied at its own event time, in time order. A follow-up
+    or verdict whose rating or case is not stored yet is kept with the events and counts
+    when that arrives, in the transaction that stores it."""
+
+    def __init__(self, stores: Stores, now: Callable[[], float] = _clock) -> None:
         self.stores = stores
         self.now = now
         # The longest "deadline near" lead of any store: cases further off can wait.
         self.near_max_s = max(c.near_s for c in (DEFAULT, *stores.configs.values()))
 
-    def apply(self, storage: Storage, e: EventRow) -> list[DeadLetter]:
-        """Apply one new event (inside the storing transaction); dead letters for events that
-        break a rule of the cases, such as a verdict for a code the store never issued."""
+    def apply(self, storage: Store, e: EventRow) -> list[DeadLetter]:
+        """Apply one new event (inside the storing transaction); dead letters for verdicts
+        the rules of the cases refuse (one after the customer's in-time verdict)."""
         p = e.payload
-        try:
-            if e.kind == "follow_up" and p["accepted"]:
-                self._open(storage, e)
-            elif e.kind == "recovery_confirm":
-                self._verdict(storage, e)
-        except RuleError as why:
-            topic = topics.topic("event", store=e.store, device=e.device)
-            return [DeadLetter(topic, e.raw.encode(), "case", "/case", why.reason, e.arrived)]
+        if e.kind == "follow_up" and p["accepted"]:
+            return self._open(storage, e)
+        if e.kind == "recovery_confirm":
+            return self._verdict(storage, e)
         return []
 
-    def _open(self, storage: Storage, e: EventRow) -> None:
-        cfg = self.stores.get(e.store)
+    def rated(self, storage: Store, ratings: list[EventRow]) -> list[DeadLetter]:
+        """Ratings just stored (inside the storing transaction): a case that its follow-up
+        opened before the rating came takes the rating's time, station and deadline now."""
+        dead: list[DeadLetter] = []
+        for e in ratings:
+            if e.payload.get("score", 0) >= e.payload.get("scale", 0):
+                continue  # a top score is never a breakdown: no case to look for
+            case = storage.case_of_rating(e.store, e.device, e.seq)
+            rating = storage.event(e.store, e.device, e.seq) if case is not None else None
+            if case is None or rating is None or rating.kind != "rating":
+                continue
+            station = rating.payload["station"]
+            if (case.opened_at, case.station) == (rating.at, station):
+                continue  # opened from this rating already (a redelivery)
+            cfg = self.stores.get(e.store)
+            base = open_case(cfg, e.store, case.code, e.device, station, e.seq, rating.at)
+            dead += self._rebuild(storage, e.store, case.code, base, None)
+        return dead
+
+    def _open(self, storage: Store, e: EventRow) -> list[DeadLetter]:
         p = e.payload
+        if storage.case_of_rating(e.store, e.device, p["rating_seq"]) is not None:
+            return []  # one case per rating: a second follow-up for it changes nothing
+        cfg = self.stores.get(e.store)
         rating = storage.event(e.store, e.device, p["rating_seq"])
+        if rating is not None and rating.kind != "rating":
+            rating = None
+        # Until the rating is stored, the follow-up's time and the kiosk stand in for it
+        # (`rated` puts the rating's in when it comes): a case is never held back.
         rated_at = rating.at if rating is not None else e.at
         station = rating.payload["station"] if rating is not None else e.device
+        base = open_case(cfg, e.store, p["code"], e.device, station, p["rating_seq"], rated_at)
+        return self._rebuild(storage, e.store, p["code"], base, None)
+
+    def _verdict(self, storage: Store, e: EventRow) -> list[DeadLetter]:
+        cases = storage.cases_by_code(e.store, e.payload["case"])
+        if not cases:
+            return []  # its case is not stored yet: the verdict waits, and counts when it is
+        return self._rebuild(storage, e.store, cases[0].code, None, e)
+
+    def _rebuild(
+        self, storage: Store, store: str, code: str, base: Case | None, trigger: EventRow | None
+    ) -> list[DeadLetter]:
+        """Rebuild the store's cases with this code (nearly always one) from what is stored:
+        `base` is a case just opened or one whose rating has just come, `trigger` the verdict
+        just stored. A verdict belongs to the latest case with its code rated at most EARLY_S
+        after it (one given still earlier is kept, and counts for none).
+
+        The verdicts refused, and why, are those of the rebuilt cases, whatever order their
+        events came in: an event stored late may refuse a verdict for another reason (an
+        in-time verdict given before the one that refused it) or no longer refuse it (its
+        rating moved the deadline, so that the verdict that refused it came late). So the
+        refusals before this event, found as this event's rebuild finds them, are compared
+        with those after it: a dead letter kept for a verdict is revised or taken back
+        (`revise_dead_letter`), and one is returned for each verdict newly refused."""
+        stored = {(c.device, c.rating_seq): c for c in storage.cases_by_code(store, code)}
+        bases = {k: _opened(c) for k, c in stored.items()}
+        found_in: dict[tuple[int, int | None], list[EventRow]] = {}
+
+        def by_case(opened: dict[tuple[str, int], Case]) -> list[tuple[Case, list[EventRow]]]:
+            order = sorted(opened.values(), key=lambda c: (c.opened_at, c.device, c.rating_seq))
+            out = []
+            for i, c in enumerate(order):
+                since = c.opened_at - EARLY_S
+                until = order[i + 1].opened_at - EARLY_S if i + 1 < len(order) else None
+                if (since, until) not in found_in:
+                    found_in[since, until] = storage.verdicts(store, code, since, until)
+                out.append((c, found_in[since, until]))
+            return out
+
         now = int(self.now())
-        case = settle(
-            open_case(cfg, e.store, p["code"], e.device, station, p["rating_seq"], rated_at), now
-        )
-        storage.save_case(case)
-        for alert in case_alerts(cfg, None, case, now):
-            storage.add_alert(alert)
+        was: dict[tuple[str, int], tuple[EventRow, str]] = {}  # refused before this event
+        for opened, found in by_case(bases):
+            rest = [v for v in found if trigger is None or _ev(v) != _ev(trigger)]
+            record = stored[(opened.device, opened.rating_seq)]
+            _, refused = replay(opened, record, _outcomes(rest), now)
+            was.update((_ev(rest[j]), (rest[j], why)) for j, why in refused)
+        if base is not None:
+            bases[(base.device, base.rating_seq)] = base
+        cfg = self.stores.get(store)
+        now_refused: dict[tuple[str, int], tuple[EventRow, str]] = {}
+        for opened, found in by_case(bases):
+            before = stored.get((opened.device, opened.rating_seq))
+            after, refused = replay(opened, before, _outcomes(found), now)
+            now_refused.update((_ev(found[j]), (found[j], why)) for j, why in refused)
+            if after != before:
+                storage.save_case(after)
+                for alert in case_alerts(cfg, before, after, now):
+                    storage.add_alert(alert)
+        for key, (v, why) in was.items():
+            reason = now_refused[key][1] if key in now_refused else None
+            if reason != why:
+                storage.revise_dead_letter(RULE_CASE, _topic(v), v.raw.encode(), reason)
+        return [
+            DeadLetter(_topic(v), v.raw.encode(), RULE_CASE, "/case", why, v.arrived)
+            for key, (v, why) in now_refused.items()
+            if key not in was
+        ]
 
-    def _verdict(self, storage: Storage, e: EventRow) -> None:
-        p = e.payload
-        before = storage.case_by_code(e.store, p["case"])
-        if before is None:
-            raise RuleError(f"no case {p['case']} in store {e.store}")
-        self._change(storage, before, apply_verdict(before, p["outcome"], e.at))
-
-    def _change(self, storage: Storage, before: Case, after: Case) -> None:
+    def _change(self, storage: Store, before: Case, after: Case) -> None:
         cfg = self.stores.get(before.store)
         now = int(self.now())
         after = settle(after, now)
@@ -80,17 +178,17 @@ class Engine:
         for alert in case_alerts(cfg, before, after, now):
             storage.add_alert(alert)
 
-    def fix(self, storage: Storage, store: str, code: str, staff: str, note: str | None) -> Case:
+    def fix(self, storage: Store, store: str, code: str, staff: str, note: str | None) -> Case:
         """A staff member marked the case fixed (from the CLI or the dashboard); past its
         deadline, as a late fix (`mark_fixed`)."""
         return self._act(storage, store, code, lambda c, now: mark_fixed(c, staff, now, note))
 
-    def close(self, storage: Storage, store: str, code: str, by: str, note: str | None) -> Case:
+    def close(self, storage: Store, store: str, code: str, by: str, note: str | None) -> Case:
         """A person took an overdue case off the case list (from the CLI or the dashboard)."""
         return self._act(storage, store, code, lambda c, now: close_case(c, by, now, note))
 
     def _act(
-        self, storage: Storage, store: str, code: str, rule: Callable[[Case, int], Case]
+        self, storage: Store, store: str, code: str, rule: Callable[[Case, int], Case]
     ) -> Case:
         """A person's action on the case `code`, by `rule`, in one transaction."""
         with storage.transaction():
@@ -101,7 +199,7 @@ class Engine:
             self._change(storage, before, after)
         return after
 
-    def tick(self, storage: Storage) -> set[str]:
+    def tick(self, storage: Store) -> set[str]:
         """Deadlines: near alerts, and breaches at the deadline (also right after a restart).
         The stores whose cases changed state, so that their case lists go out again (a fixed
         case turning unconfirmed raises no alert, yet is now overdue)."""
@@ -119,7 +217,7 @@ class Engine:
                     storage.save_case(case, near_sent=True)
         return changed
 
-    def stream_alerts(self, storage: Storage, stores: Iterable[str]) -> None:
+    def stream_alerts(self, storage: Store, stores: Iterable[str]) -> None:
         """Negative surge and praise for stores with new ratings, timed by the latest rating
         so that the same surge, looked at again, is the same alert (kept once); one praise
         per run of top ratings."""
@@ -158,3 +256,15 @@ class Engine:
                 for alert in found:
                     if alert is not None:
                         storage.add_alert(alert)
+
+
+def _ev(e: EventRow) -> tuple[str, int]:
+    return e.device, e.seq
+
+
+def _topic(e: EventRow) -> str:
+    return topics.topic("event", store=e.store, device=e.device)
+
+
+def _outcomes(verdicts: list[EventRow]) -> list[tuple[int, Outcome]]:
+    return [(v.at, v.payload["outcome"]) for v in verdicts]

@@ -35,6 +35,7 @@ from kiosk_host.aggregator.writer import KIOSK_CHANNELS, classify
 from kiosk_host.errors import UserError
 from kiosk_host.rules.health import BROKER_LOG
 from kiosk_host.rules.stores import Stores
+from kiosk_host.storage import shown
 from kiosk_host.wire import topics
 from kiosk_host.wire.broker_url import client_options
 from kiosk_host.wire.contract import Contract
@@ -97,12 +98,16 @@ class Ingest:
     def __init__(
         self,
         broker: str,
-        db: Path,
+        db: Path | str,  # a SQLite file, or a PostgreSQL URL
         client_id: str | None = None,
         stores: Stores | None = None,
         ca: str | None = None,
+        share: str | None = None,  # a group of aggregators sharing the stream (`--share`)
     ) -> None:
         self.db = db
+        # With a group, the broker hands each message of the stream to one of its members.
+        everything = topics.tree().everything
+        self.stream = f"$share/{share}/{everything}" if share else everything
         self.client_id = session_id(broker, client_id)
         self.cleared = 0  # retained messages found on a kiosk channel that is not retained
         self._contract = Contract.load()
@@ -158,7 +163,9 @@ class Ingest:
             self._writer.kill()
             if isinstance(answer, writer.Failed):
                 raise IngestRefused(answer.reason)
-            raise IngestError(f"ingest stopped: the writer process did not open {self.db}")
+            raise IngestError(
+                f"ingest stopped: the writer process did not open {shown(str(self.db))}"
+            )
         self._courier.start()
         session = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         session.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -189,7 +196,7 @@ class Ingest:
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, rc: object,
                     props: object = None) -> None:  # fmt: skip
         everything = SubscribeOptions(qos=1, retainAsPublished=True)
-        client.subscribe(topics.tree().everything, options=everything)
+        client.subscribe(self.stream, options=everything)
         # The broker's notices, where it logs whose connection it refused (`log_dest topic`).
         client.subscribe(BROKER_LOG, options=SubscribeOptions(qos=1))
         client.publish(HOST_STATUS, self._status("online", int(time.time())), 1, True)

@@ -14,7 +14,7 @@ from kiosk_host.rules import health
 from kiosk_host.rules.recognition import Rating, attribute, board, to_payload
 from kiosk_host.rules.recovery import Case
 from kiosk_host.rules.stores import StoreConfig, Stores, local_day
-from kiosk_host.storage.sqlite import Storage
+from kiosk_host.storage.protocol import Store
 
 
 def day_bounds(cfg: StoreConfig, now: int) -> tuple[int, int]:
@@ -25,7 +25,7 @@ def day_bounds(cfg: StoreConfig, now: int) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
-def summary(storage: Storage, cfg: StoreConfig, store: str, now: int) -> dict[str, Any]:
+def summary(storage: Store, cfg: StoreConfig, store: str, now: int) -> dict[str, Any]:
     """The payload of kiosk/v1/{store}/summary: ratings inside opening hours are counted,
     presses outside them only in `outside_hours`; satisfaction is the share above the low
     threshold, or null without ratings."""
@@ -56,7 +56,7 @@ CASES_LISTED = 50  # the contract's most cases in one retained list
 CASES_BYTES = 8192  # the cases message's x-max-bytes
 
 
-def case_list(storage: Storage, store: str, now: int) -> dict[str, Any]:
+def case_list(storage: Store, store: str, now: int) -> dict[str, Any]:
     """The payload of kiosk/v1/{store}/cases: every case still needing a person, waiting or
     overdue until someone closes it; the overdue ones first (oldest deadline first), then the
     soonest deadline. At most 50, and no more than fit the message's bytes: the cases with
@@ -99,7 +99,7 @@ def _size(payload: dict[str, Any]) -> int:
 
 
 def recognition(
-    storage: Storage, cfg: StoreConfig, store: str, now: int, days: int = 7
+    storage: Store, cfg: StoreConfig, store: str, now: int, days: int = 7
 ) -> dict[str, Any]:
     """The payload of kiosk/v1/{store}/recognition for the last `days` days: each rating
     credited to whoever was signed in at the kiosk, else to the roster."""
@@ -113,7 +113,7 @@ def recognition(
 
 
 def report(
-    storage: Storage, cfg: StoreConfig, store: str, now: int, days: int
+    storage: Store, cfg: StoreConfig, store: str, now: int, days: int
 ) -> list[dict[str, Any]]:
     """One row per local day of the last `days` up to today, read in one query: counts per
     score, satisfaction and breakdowns (ratings inside opening hours; the rest only in
@@ -177,7 +177,7 @@ def local_bounds(cfg: StoreConfig, first: date, last: date) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
-def kiosk_health(storage: Storage, store: str, now: int) -> list[dict[str, Any]]:
+def kiosk_health(storage: Store, store: str, now: int) -> list[dict[str, Any]]:
     """The store's kiosks as `kiosk-host devices --json` lists them (`health` at `now`
     included), with whether each is online and when it was last heard of (its last status or
     telemetry)."""
@@ -190,12 +190,12 @@ def kiosk_health(storage: Storage, store: str, now: int) -> list[dict[str, Any]]
     return rows
 
 
-def store_ids(storage: Storage, stores: Stores) -> list[str]:
+def store_ids(storage: Store, stores: Stores) -> list[str]:
     """The stores to show: those `stores.toml` describes and any the database knows of."""
     return sorted(set(stores.configs) | set(storage.store_ids()))
 
 
-def overview(storage: Storage, cfg: StoreConfig, store: str, now: int) -> dict[str, Any]:
+def overview(storage: Store, cfg: StoreConfig, store: str, now: int) -> dict[str, Any]:
     """One store on the overview: its summary for today, how many kiosks are online, and
     which are down (offline or refused: `kiosks_down`, by device id)."""
     kiosks = kiosk_health(storage, store, now)

@@ -19,23 +19,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, TypeVar
 
 from kiosk_host.aggregator.engine import Engine
+from kiosk_host.aggregator.leader import Alone, Leader, leader_for
 from kiosk_host.aggregator.views import case_list, recognition, summary
 from kiosk_host.errors import UserError
 from kiosk_host.rules.health import BROKER_LOG, BrokerLog
 from kiosk_host.rules.recovery import Alert, event_time
 from kiosk_host.rules.stores import Stores, is_open
+from kiosk_host.storage import open as open_storage
+from kiosk_host.storage.protocol import Store
 from kiosk_host.storage.sqlite import (
     REFUSED,
     DeadLetter,
     DeviceStatus,
     EventRow,
-    Storage,
     StorageError,
     Stored,
-    write_failure,
 )
 from kiosk_host.wire import topics
 from kiosk_host.wire.contract import Cleared, Contract, Message, Rejection
@@ -52,6 +53,7 @@ Publication = tuple[str, bytes, bool]  # topic, payload, retained
 Classified = EventRow | DeadLetter | DeviceStatus | None
 RULE_HOST = "host"  # a message the host could not take in for a reason of its own: set aside
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Stop(UserError):
@@ -103,14 +105,18 @@ class Writer:
 
     TICK_S = 1.0  # deadlines are checked, and retained views refreshed, this often
 
-    def __init__(self, storage: Storage, stores: Stores = NO_STORES) -> None:
+    def __init__(
+        self, storage: Store, stores: Stores = NO_STORES, leader: Leader | None = None
+    ) -> None:
         self.storage = storage
         self.stores = stores
+        # Only the group's leader ticks; every member stores, and tells the leader what.
+        self.leader: Leader = leader or Alone()
         self.contract = Contract.load()
         self.engine = Engine(stores)
         self.dirty: set[str] = set()  # stores whose retained views are out of date
         self.rated: set[str] = set()  # stores with new ratings: surge and praise to check
-        self._changes = storage.outside_changes()
+        self.leader.outside(storage.outside_changes())  # the changes so far: seen
         self.broker_log = BrokerLog()
         self._next_tick = 0.0
         # Each kiosk's high-water mark waiting to go out, and when (monotonic) and what it
@@ -124,7 +130,8 @@ class Writer:
         reply = self.write(batch) if batch else Reply()
         if time.monotonic() >= self._next_tick:
             self._next_tick = time.monotonic() + self.TICK_S
-            reply.publish = self.tick(int(time.time()))
+            if self.leader.leading():
+                reply.publish = self.tick(int(time.time()))
         reply.publish += self.marks(time.monotonic())
         return reply
 
@@ -154,7 +161,7 @@ class Writer:
             if result.duplicates or result.regressions or self._mark_sent.get(key) != mark:
                 self.marks_due[key] = mark
 
-    def _regressed(self, storage: Storage, late: list[EventRow]) -> None:
+    def _regressed(self, storage: Store, late: list[EventRow]) -> None:
         """A kiosk sent a new event under the seq of a stored one: its events are kept apart
         (storage), and a technician is told, once an hour per kiosk."""
         for store, device in sorted({(e.store, e.device) for e in late}):
@@ -197,22 +204,44 @@ class Writer:
                 dead.append(item)
             elif isinstance(item, DeviceStatus):
                 devices.append(item)
+        transactions = 1
         try:
+            # Ratings first, then the other events, each applied to the cases as it is stored
+            # (`Engine.rated`, `Engine.apply`): whatever order a kiosk's events come in, the
+            # cases come out as if they had come in order (docs/recovery.md, "Order of arrival").
             result = self.storage.write_batch(
-                events, dead, devices, apply=self.engine.apply, regressed=self._regressed
-            )
+                events, dead, devices, apply=self._held(events, self.engine.apply),
+                regressed=self._regressed, rated=self._held(events, self.engine.rated),
+            )  # fmt: skip
         except Exception as exc:
             self._machine(exc)
             # One row the database refuses must not cost the others: store them one by one
             result = self._one_by_one(events, dead, devices)
+            transactions += len(events) + len(devices) + 1
         self._due(result)
         self.dirty.update(e.store for e in events)
         self.rated.update(e.store for e in events if e.kind == "rating")
+        rated = {e.store for e in events if e.kind == "rating"}
+        self.leader.stored({e.store for e in events}, rated, transactions)
         return Reply(result.events, result.duplicates, result.dead_letters)
+
+    def _held(self, events: list[EventRow], step: Callable[[Store, T], list[DeadLetter]]
+              ) -> Callable[[Store, T], list[DeadLetter]]:  # fmt: skip
+        """`step` of the engine, run once the batch's stores are held against the group's
+        other members (`Store.hold_stores`: the first step of a transaction takes them)."""
+        held: list[bool] = []
+
+        def run(storage: Store, arg: T) -> list[DeadLetter]:
+            if not held:
+                storage.hold_stores({e.store for e in events})
+                held.append(True)
+            return step(storage, arg)
+
+        return run
 
     def _machine(self, exc: BaseException) -> None:
         """Raise Stop when the database cannot be written for a reason of the machine's."""
-        said = write_failure(self.storage.path, exc)
+        said = self.storage.failure(exc)
         if said is not None:
             raise Stop(said) from exc
 
@@ -225,8 +254,9 @@ class Writer:
         for evs, devs in single:
             try:
                 r = self.storage.write_batch(
-                    evs, (), devs, apply=self.engine.apply, regressed=self._regressed
-                )
+                    evs, (), devs, apply=self._held(evs, self.engine.apply),
+                    regressed=self._regressed, rated=self._held(evs, self.engine.rated),
+                )  # fmt: skip
                 self._due(r)
             except Exception as exc:
                 self._machine(exc)
@@ -254,10 +284,16 @@ class Writer:
     def tick(self, now: int) -> list[Publication]:
         """Deadlines and stream alerts; the alerts raised and, at most once a tick per store,
         its retained views after a change."""
-        changes = self.storage.outside_changes()
-        if changes != self._changes:  # a case fixed from the CLI: its store's views change
-            self._changes = changes
+        if self.leader.outside(self.storage.outside_changes()):
+            # a case fixed from the CLI: its store's views change
             self.dirty.update(self.storage.case_stores())
+        stores, rated_elsewhere = self.leader.heard()  # stored by the group's other members
+        self.dirty |= stores
+        self.rated |= rated_elsewhere
+        if self.leader.took_over():  # what the last leader sent is unknown: every store once
+            everything = set(self.storage.store_ids())
+            self.dirty |= everything
+            self.rated |= everything
         self._guarded(
             "the cases' deadlines", lambda: self.dirty.update(self.engine.tick(self.storage))
         )
@@ -302,11 +338,11 @@ def serve(conn: Connection) -> None:
     until it is told to stop (None) or the receiver is gone."""
     db, stores = conn.recv()
     try:
-        storage = Storage(db)
+        storage = open_storage(str(db))
     except StorageError as why:  # the receiver says why, rather than that the pipe closed
         conn.send(Failed(str(why)))
         return
-    writer = Writer(storage, stores)
+    writer = Writer(storage, stores, leader_for(str(db)))
     try:
         conn.send("ready")
         while True:
@@ -325,6 +361,7 @@ def serve(conn: Connection) -> None:
     except (EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the receiver died: what is committed stays, the rest comes again from the broker
     finally:
+        writer.leader.close()
         storage.close()
 
 

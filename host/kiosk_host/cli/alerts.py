@@ -8,7 +8,7 @@ import json
 
 from kiosk_host.cli.common import identifier, known_store, storage, storage_and_stores
 from kiosk_host.errors import UserError
-from kiosk_host.storage.sqlite import Storage
+from kiosk_host.storage.protocol import Store
 
 COMMENT_MAX = 500  # as the dashboard's comment field
 SHOWN_ID = 8  # characters of an id that `alerts list` shows, more where two share them
@@ -80,7 +80,7 @@ def short_ids(ids: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve(db: Storage, prefix: str, store: str | None) -> str:
+def resolve(db: Store, prefix: str, store: str | None) -> str:
     """The one alert whose id starts with `prefix` (in `store` when given); UserError naming
     the candidates when there are several, or how to find the ids when there is none."""
     found = db.alerts_by_prefix(prefix.strip(), store) if prefix.strip() else []

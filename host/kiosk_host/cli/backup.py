@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kiosk_host.cli.common import storage
 from kiosk_host.errors import UserError
+from kiosk_host.storage import refuse_postgres
 from kiosk_host.storage.sqlite import Storage, StorageError, write_failure
 
 
@@ -25,9 +25,10 @@ def lock_path(db: Path) -> Path:
 
 
 @contextmanager
-def serving(db: Path) -> Iterator[None]:
-    """Held by `serve` for as long as it runs: `restore` refuses while it is held."""
-    if str(db) == ":memory:":
+def serving(db: Path | None) -> Iterator[None]:
+    """Held by `serve` for as long as it runs: `restore` refuses while it is held. None: a
+    PostgreSQL database, which needs no lock file (restore refuses it)."""
+    if db is None or str(db) == ":memory:":
         yield
         return
     try:
@@ -48,12 +49,13 @@ def serving(db: Path) -> Iterator[None]:
 
 
 def backup(args: argparse.Namespace) -> int:
+    refuse_postgres(args.db, "backup", "back PostgreSQL up with pg_dump (or pg_basebackup)")
     to = Path(args.to)
     if to.exists():
         raise UserError(f"--to {to}: already exists; name a new file")
     if not to.parent.is_dir():
         raise UserError(f"--to {to}: the folder {to.parent} does not exist")
-    db = storage(args)
+    db = Storage.open(args.db, create=False, check=True)
     try:
         db.backup(to)
     except sqlite3.Error as why:
@@ -70,6 +72,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def restore(args: argparse.Namespace) -> int:
+    refuse_postgres(args.db, "restore", "restore PostgreSQL with pg_restore or psql")
     source, target = Path(args.source), Path(args.db)
     if not target.parent.is_dir():
         raise UserError(f"--db {target}: the folder {target.parent} does not exist")
@@ -112,7 +115,8 @@ def _is_sqlite(path: Path) -> bool:
 
 
 def check(args: argparse.Namespace) -> int:
-    db = storage(args)  # the quick check, at every open
+    refuse_postgres(args.db, "check", "check PostgreSQL with pg_amcheck")
+    db = Storage.open(args.db, create=False, check=True)  # the quick check, at every open
     try:
         rows = [r[0] for r in db.db.execute("PRAGMA integrity_check(5)")]
     except sqlite3.DatabaseError as why:

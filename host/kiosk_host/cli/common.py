@@ -12,17 +12,19 @@ from urllib.parse import quote, unquote, urlparse
 from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import Stores, StoresError, parse_stores
 from kiosk_host.secret_file import first_line
-from kiosk_host.storage.sqlite import Storage
+from kiosk_host.storage import open as open_storage
+from kiosk_host.storage import shown
+from kiosk_host.storage.protocol import Store
 from kiosk_host.wire.identifiers import identifier_pattern
 
 PASSWORD_ENV = "KIOSK_BROKER_PASSWORD"
 STORES_ENV = "KIOSK_STORES"
 
 
-def storage(args: argparse.Namespace, create: bool = False) -> Storage:
+def storage(args: argparse.Namespace, create: bool = False) -> Store:
     """The database named by --db, checked (SQLite's quick_check, about 0.3 s for a million
     events) and refused when missing: only `serve` and `restore` make a new one."""
-    return Storage.open(args.db, create=create, check=True)
+    return open_storage(args.db, create=create, check=True)
 
 
 def stores_file(args: argparse.Namespace) -> tuple[str, str] | None:
@@ -47,7 +49,7 @@ def _parse(text: str, source: str) -> Stores:
         raise StoresError(str(why)) from None
 
 
-def stores(args: argparse.Namespace, db: Storage | None = None) -> Stores:
+def stores(args: argparse.Namespace, db: Store | None = None) -> Stores:
     """The stores' settings, from one source for every command, so that each shows what the
     dashboard shows: --stores, else $KIOSK_STORES, else those `serve` loaded and kept in the
     database `db`, else every store on the defaults."""
@@ -58,10 +60,10 @@ def stores(args: argparse.Namespace, db: Storage | None = None) -> Stores:
     if kept is None:
         return Stores({})
     text, source = kept
-    return _parse(text, f"the store settings kept in --db {args.db} (from {source})")
+    return _parse(text, f"the store settings kept in --db {shown(args.db)} (from {source})")
 
 
-def storage_and_stores(args: argparse.Namespace) -> tuple[Storage, Stores]:
+def storage_and_stores(args: argparse.Namespace) -> tuple[Store, Stores]:
     """The database (as `storage`) and the stores' settings (as `stores`); a stores file
     named is read first, so that its mistake is the one reported."""
     found = stores_file(args)
@@ -70,7 +72,7 @@ def storage_and_stores(args: argparse.Namespace) -> tuple[Storage, Stores]:
     return db, named if named is not None else stores(args, db)
 
 
-def keep_stores(args: argparse.Namespace, db: Storage, now: int) -> Stores:
+def keep_stores(args: argparse.Namespace, db: Store, now: int) -> Stores:
     """`serve`'s stores: from --stores or $KIOSK_STORES, then kept in the database for every
     other command; else those it kept before, else the defaults."""
     found = stores_file(args)
@@ -81,7 +83,7 @@ def keep_stores(args: argparse.Namespace, db: Storage, now: int) -> Stores:
     return loaded
 
 
-def known_store(args: argparse.Namespace, db: Storage, settings: Stores | None = None) -> str:
+def known_store(args: argparse.Namespace, db: Store, settings: Stores | None = None) -> str:
     """--store, when the stores' settings describe it or the database has anything of it; a
     mistyped store would otherwise read as a store with no ratings."""
     store: str = args.store
@@ -91,8 +93,20 @@ def known_store(args: argparse.Namespace, db: Storage, settings: Stores | None =
     known = db.store_ids()
     if store not in known:
         named = ", ".join(sorted({*known, *settings.configs})) or "none yet"
-        raise UserError(f"--store {store}: no such store in --db {args.db} (known: {named})")
+        where = shown(args.db)
+        raise UserError(f"--store {store}: no such store in --db {where} (known: {named})")
     return store
+
+
+def whole_number(value: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n
 
 
 def identifier(value: str) -> str:

@@ -18,6 +18,7 @@ from kiosk_host.aggregator import views as summary
 from kiosk_host.cli import alerts as alert_commands
 from kiosk_host.cli import cases as case_commands
 from kiosk_host.cli import fleet as fleet_commands
+from kiosk_host.cli import loadgen as loadgen_command
 from kiosk_host.cli.common import (
     PASSWORD_HELP,
     broker_options,
@@ -26,6 +27,7 @@ from kiosk_host.cli.common import (
     known_store,
     storage,
     storage_and_stores,
+    whole_number,
 )
 from kiosk_host.errors import UserError
 from kiosk_host.shipped import BOARDS
@@ -358,17 +360,6 @@ STORES_HELP = (
 )
 
 
-def _positive(value: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
-    return n
-
-
 def _database_parsers(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], db: argparse.ArgumentParser
 ) -> None:
@@ -439,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--outbox-records", type=int, default=2000, help="the outbox's size, as on the device"
     )
     virtual.set_defaults(run=_virtual_kiosk)
+    loadgen_command.add_parser(commands)
     demo = commands.add_parser(
         "demo",
         help="two stores of virtual kiosks, scripted customers and staff, live",
@@ -475,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument(
         "--db",
         default=os.environ.get("KIOSK_DB", "kiosk.db"),
-        help="the database: a SQLite file (default $KIOSK_DB or kiosk.db)",
+        help="the database: a SQLite file, or a postgresql://USER@HOST/NAME URL"
+        " (default $KIOSK_DB or kiosk.db)",
     )
     serve = commands.add_parser("serve", parents=[db], help="ingest the kiosks' stream")
     serve.add_argument(
@@ -495,6 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
         "kiosk-host for a broker without accounts",
     )
     serve.add_argument(
+        "--share",
+        metavar="GROUP",
+        help="one of a group of aggregators sharing the stream ($share/GROUP/...) on one "
+        "PostgreSQL --db, each on an account of its own; one of them leads (deadlines, alerts, "
+        "retained views), another takes over within seconds if it dies",
+    )
+    serve.add_argument(
         "--stores",
         help="stores.toml: time zones, hours, thresholds, rosters (default $KIOSK_STORES, else "
         "the settings kept in --db); kept in --db for every other command",
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     dead = commands.add_parser("deadletter", parents=[db], help="messages refused, and why")
     dead.add_argument("--json", action="store_true")
-    dead.add_argument("--limit", type=_positive, default=100, help="the latest N (default 100)")
+    dead.add_argument("--limit", type=whole_number, default=100, help="the latest N (default 100)")
     dead.set_defaults(run=_deadletter)
     devices = commands.add_parser("devices", parents=[db], help="the kiosks and their health")
     devices.add_argument("--store", type=identifier)

@@ -7,26 +7,29 @@ import signal
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from kiosk_host.aggregator.receiver import Ingest, IngestError, IngestRefused
 from kiosk_host.cli.backup import serving
 from kiosk_host.cli.common import broker_url, keep_stores, storage
 from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import Stores
+from kiosk_host.storage import is_postgres, shown
 from kiosk_host.wire.broker_url import public_url
 
 
 def serve(args: argparse.Namespace) -> int:
     """Ingest until SIGINT or SIGTERM ("stopped", 0); 2 when ingest stopped on a cause the
     operator can fix (a full disk), 1 on any other, each with the reason."""
-    accounts = Path(args.broker_dir) / "aggregator.json" if args.broker_dir else None
+    share_group(args.share, args.db)
+    accounts = account_file(Path(args.broker_dir), args.broker) if args.broker_dir else None
     url = broker_url(args.broker, args.password_file, accounts)
     # Refuses what it cannot open, a newer schema or a damaged file, and migrates, before
     # anything starts; makes the database when there is none. The store settings it loads
     # are kept in it, so that every other command reads the same ones.
     db = storage(args, create=True)
     try:
-        with serving(Path(args.db)):  # kept only by the serve that runs
+        with serving(None if is_postgres(args.db) else Path(args.db)):  # only the serve that runs
             stores = keep_stores(args, db, int(time.time()))
             db.close()
             return _serve(args, url, stores)
@@ -34,8 +37,32 @@ def serve(args: argparse.Namespace) -> int:
         db.close()
 
 
+def account_file(broker_dir: Path, broker: str) -> Path:
+    """Where `provision` keeps the password of the aggregator account --broker names:
+    aggregator.json, or aggregator-NAME.json for another aggregator's `kiosk-host-NAME`."""
+    user = unquote(urlparse(broker).username or "")
+    if user.startswith("kiosk-host-"):
+        return broker_dir / f"aggregator-{user.removeprefix('kiosk-host-')}.json"
+    return broker_dir / "aggregator.json"
+
+
+def share_group(group: str | None, db: str) -> None:
+    """Refuse a --share group that cannot work: on a SQLite file (one aggregator's), or with a
+    name MQTT would not take as a shared subscription's."""
+    if group is None:
+        return
+    if not is_postgres(db):
+        raise UserError(
+            f"--share {group}: a group of aggregators shares one PostgreSQL database; --db "
+            f"{db} is a SQLite file, one aggregator's (give --db postgresql://USER@HOST/NAME)"
+        )
+    if not group or any(c in group for c in "/+#") or not group.isprintable():
+        raise UserError(f"--share {group!r}: a group's name has no '/', '+' or '#'")
+
+
 def _serve(args: argparse.Namespace, url: str, stores: Stores) -> int:
-    ingest = Ingest(url, Path(args.db), args.client_id, stores, args.ca)
+    db = args.db if is_postgres(args.db) else Path(args.db)
+    ingest = Ingest(url, db, args.client_id, stores, args.ca, args.share)
     asked: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
@@ -71,7 +98,8 @@ def _serve(args: argparse.Namespace, url: str, stores: Stores) -> int:
         ingest.stop()
         text = why.strerror or why
         raise UserError(f"--broker {public_url(url)}: cannot connect: {text}") from None
-    print(f"kiosk-host: serving {public_url(url)} into {args.db}", file=sys.stderr)
+    group = f" (group {args.share}, as {ingest.client_id})" if args.share else ""
+    print(f"kiosk-host: serving {public_url(url)} into {shown(args.db)}{group}", file=sys.stderr)
     ingest.stopped.wait()
     if web is not None:
         web.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -306,7 +305,7 @@ def create_app(
     def healthz() -> Response:
         try:
             schema = views.storage().version()
-        except sqlite3.Error as why:
+        except Exception as why:  # SQLite's or PostgreSQL's error: the database cannot answer
             return JSONResponse({"status": "error", "error": str(why)}, 503)
         return JSONResponse({"status": "ok", "version": __version__, "schema": schema})
 

@@ -11,7 +11,8 @@ import anyio
 
 from kiosk_host.aggregator.views import local_bounds
 from kiosk_host.rules.stores import StoreConfig
-from kiosk_host.storage.sqlite import RatingLine, Storage
+from kiosk_host.storage.protocol import Store
+from kiosk_host.storage.sqlite import RatingLine
 
 PAGE = 5000  # ratings read per query
 MAX_DAYS = 400
@@ -64,7 +65,7 @@ def _local(cfg: StoreConfig, unix_s: int | None) -> str:
 
 
 async def ratings_csv(
-    opener: Callable[[], Storage], cfg: StoreConfig, store: str, since: int, until: int
+    opener: Callable[[], Store], cfg: StoreConfig, store: str, since: int, until: int
 ) -> AsyncIterator[str]:
     """Every rating of the period, oldest first, outside opening hours included (flagged)."""
     storage = await anyio.to_thread.run_sync(opener)
@@ -93,7 +94,7 @@ def _rating_line(cfg: StoreConfig, r: RatingLine) -> str:
 
 
 async def cases_csv(
-    opener: Callable[[], Storage], cfg: StoreConfig, store: str, since: int, until: int
+    opener: Callable[[], Store], cfg: StoreConfig, store: str, since: int, until: int
 ) -> AsyncIterator[str]:
     """Every case whose breakdown was rated in the period, oldest first."""
     storage = await anyio.to_thread.run_sync(opener)

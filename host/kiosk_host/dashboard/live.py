@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 
-from kiosk_host.storage.sqlite import Storage
+from kiosk_host.storage.protocol import Store
 
 POLL_S = 0.5  # how often the database is asked whether anything was committed
 REFRESH_S = 10.0  # views are looked at again this often even without a commit (the clock)
@@ -29,7 +29,7 @@ REFRESH_S = 10.0  # views are looked at again this often even without a commit (
 class Changes:
     """Generations of the database: a number that grows whenever anyone commits."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Store) -> None:
         self._storage = storage  # its own connection, only ever read
         self._lock = threading.Lock()
         self._seen = storage.outside_changes()

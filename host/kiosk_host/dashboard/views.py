@@ -17,7 +17,8 @@ from kiosk_host.aggregator.engine import Engine
 from kiosk_host.dashboard.live import Changes
 from kiosk_host.rules.recovery import LISTED, STATES, Case
 from kiosk_host.rules.stores import StoreConfig, Stores
-from kiosk_host.storage.sqlite import Storage
+from kiosk_host.storage import open as open_storage
+from kiosk_host.storage.protocol import Store
 from kiosk_host.wire.identifiers import identifier_pattern
 
 T = TypeVar("T")
@@ -43,27 +44,24 @@ class Views:
         self.stores = stores
         self.now = now
         self.cache_s = cache_s
-        self.writer = Storage.open(db)  # opened first: creates and migrates a new file
-        self.changes = Changes(Storage.open(db))
+        self.writer = open_storage(db)  # opened first: creates and migrates a new database
+        self.changes = Changes(open_storage(db))
         self.engine = Engine(stores, now)
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._opened: weakref.WeakSet[Storage] = weakref.WeakSet()  # gone with their threads
+        self._opened: weakref.WeakSet[Store] = weakref.WeakSet()  # gone with their threads
         self._cache: dict[tuple[Any, ...], tuple[tuple[int, int], float, Any]] = {}
 
-    def reader(self) -> Storage:
+    def reader(self) -> Store:
         """A new connection that only reads (the caller closes it)."""
-        storage = Storage.open(self.db)
-        storage.db.execute("PRAGMA query_only = ON")
-        # Pages read straight from the file's memory map, shared by every connection, rather
-        # than copied into each connection's own small cache.
-        storage.db.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+        storage = open_storage(self.db)
+        storage.read_only(MMAP_BYTES)  # SQLite: pages read from a memory map every one shares
         return storage
 
-    def storage(self) -> Storage:
+    def storage(self) -> Store:
         """This thread's read connection."""
-        found: Storage | None = getattr(self._local, "storage", None)
+        found: Store | None = getattr(self._local, "storage", None)
         if found is None:
             found = self.reader()
             self._local.storage = found

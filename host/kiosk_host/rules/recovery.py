@@ -244,6 +244,49 @@ def apply_verdict(case: Case, outcome: Outcome, at: int) -> Case:
     return replace(c, state=state, verdict=outcome, verdict_at=at, late_verdict=False)
 
 
+Refused = list[tuple[int, str]]  # (index of a verdict given to `replay`, why it was refused)
+
+
+def replay(
+    opened: Case, record: Case | None, verdicts: Sequence[tuple[int, Outcome]], now: int
+) -> tuple[Case, Refused]:
+    """The case rebuilt from its opening, whatever order its events reached the host in.
+
+    `opened` is the case as `open_case` makes it; `record` the case as stored, whose staff
+    fix (`fixed_by`, `fixed_at`, `note`) and close by a person (`closed_by`, `closed_at`,
+    `close_note`) are the host's own acts, kept as they happened. `verdicts` are the
+    customer's (event time, outcome), in event-time order. Every step is taken at its own
+    time, in time order (at one second: the fix, the verdicts, then the close), then the case
+    is settled at `now`. So the result depends only on which events are stored, never on the
+    order they came in. A verdict the rules refuse (one after an in-time verdict) is returned
+    with the reason; a fix the rules refuse (the customer had already confirmed) no longer
+    counts; a close stays on record even when a verdict that comes late turns out in time."""
+    steps: list[tuple[int, int, int]] = [(at, 1, i) for i, (at, _) in enumerate(verdicts)]
+    fixer = record.fixed_by if record is not None and record.fixed_at is not None else None
+    closer = record.closed_by if record is not None and record.closed_at is not None else None
+    if record is not None and record.fixed_at is not None and fixer is not None:
+        steps.append((record.fixed_at, 0, -1))
+    if record is not None and record.closed_at is not None and closer is not None:
+        steps.append((record.closed_at, 2, -1))
+    note = record.note if record is not None else None
+    close_note = record.close_note if record is not None else None
+    c, refused = opened, []
+    for at, step, i in sorted(steps):
+        try:
+            if step == 0 and fixer is not None:
+                c = mark_fixed(c, fixer, at, note)
+            elif step == 1:
+                c = apply_verdict(c, verdicts[i][1], at)
+            elif closer is not None:
+                c = close_case(c, closer, at, close_note)
+        except RuleError as why:
+            if step == 1:
+                refused.append((i, why.reason))
+            elif step == 2 and c.state in IN_TIME:  # closed before the in-time verdict came
+                c = replace(c, closed_by=closer, closed_at=at, close_note=close_note)
+    return settle(c, now), refused
+
+
 def _as_of(case: Case, at: int) -> Case:
     """The case as it stood at event time `at` (see the module's docstring)."""
     if at >= case.deadline:

@@ -1,8 +1,9 @@
-"""The host's storage: SQLite in WAL mode, versioned migrations, and every SQL statement.
+"""The host's storage in SQLite: WAL mode, versioned migrations, and every SQL statement.
 
-One module holds all SQL so that a PostgreSQL implementation can sit beside it with the
-same methods. A batch of ingested messages is stored in one transaction; an event is
-identified by (store, device, seq), so a redelivery or an outbox replay is stored once.
+postgres.py holds the same methods in PostgreSQL's dialect (protocol.Store is what both
+provide; `kiosk_host.storage.open` picks one by --db). A batch of ingested messages is stored
+in one transaction; an event is identified by (store, device, seq), so a redelivery or an
+outbox replay is stored once.
 """
 
 from __future__ import annotations
@@ -128,11 +129,17 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE devices ADD COLUMN refused_at INTEGER;  -- the broker last refused its connection
     ALTER TABLE devices ADD COLUMN interval_s INTEGER;  -- telemetry_interval_s of its config
     """,
+    """
+    -- the verdicts of a store by code and time: a case opened or rebuilt reads its own
+    CREATE INDEX events_verdicts ON events (store, json_extract(payload, '$.case'), at)
+        WHERE kind = 'recovery_confirm';
+    """,
 )
 # The kiosk-host release that introduced each schema version: a file of a newer schema is
 # refused (old code would write it wrongly), naming the release it needs.
 SCHEMA_RELEASES: dict[int, str] = {
     1: "0.1.0", 2: "0.1.0", 3: "0.1.0", 4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 7: "0.1.0",
+    8: "0.1.0",
 }  # fmt: skip
 DEAD_LETTER_BYTES = 2048
 _INSERT_EVENT = (
@@ -310,8 +317,20 @@ class Storage:
     @classmethod
     def open(cls, where: str, create: bool = True, check: bool = False) -> Storage:
         if where.startswith(("postgresql:", "postgres:")):
-            raise StorageError(f"{where}: PostgreSQL storage is not available yet; use a file path")
+            raise StorageError(f"--db {where}: a PostgreSQL URL where a SQLite file is needed")
         return cls(Path(where.removeprefix("sqlite:///")), create, check)
+
+    def failure(self, why: BaseException) -> str | None:
+        """What an operator must fix when a write failed for a reason of the machine's."""
+        return write_failure(self.path, why)
+
+    def read_only(self, mmap_bytes: int = 0) -> None:
+        """Refuse writes on this connection from now on; with `mmap_bytes`, read pages
+        straight from the file's memory map, shared by every connection, rather than copy
+        them into each connection's own small cache."""
+        self.db.execute("PRAGMA query_only = ON")
+        if mmap_bytes:
+            self.db.execute(f"PRAGMA mmap_size = {int(mmap_bytes)}")
 
     def version(self) -> int:
         version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -374,45 +393,43 @@ class Storage:
         devices: Iterable[DeviceStatus] = (),
         apply: Callable[[Storage, EventRow], list[DeadLetter]] | None = None,
         regressed: Callable[[Storage, list[EventRow]], None] | None = None,
+        rated: Callable[[Storage, list[EventRow]], list[DeadLetter]] | None = None,
     ) -> Stored:
         """Store one batch in one transaction; returns what was new. `apply` is called, in the
         same transaction, for every new event other than a rating (the recovery cases), and
-        may return dead letters (a verdict for an unknown case). An event whose key is stored
-        with other content is no duplicate but a kiosk whose seq went back: it is kept as a
-        dead letter (rule `regression`, payload whole) and `regressed` is called with them,
-        in the same transaction, to raise the alert."""
-        letters = 0
+        may return dead letters (a verdict refused by the rules of the cases). `rated` is
+        called, in the same transaction, with the batch's ratings once they are stored and
+        before `apply` (a follow-up stored before its rating waits for it). An event whose key
+        is stored with other content is no duplicate but a kiosk whose seq went back: it is
+        kept as a dead letter (rule `regression`, payload whole) and `regressed` is called
+        with them, in the same transaction, to raise the alert. Dead letters are written as
+        they come, so that `rated` and `apply` find those of the batch's earlier events
+        (`revise_dead_letter`)."""
         db = self.db
         events = list(events)
         batch = events
-        dead = list(dead)
         devices = list(devices)
         db.execute("BEGIN IMMEDIATE")
         try:
+            letters = self._keep(dead)
             # The ratings first: a follow-up in the same batch (a kiosk's backlog) opens its
             # case from its rating's time and station, as when they come one by one.
             rest = [e for e in events if e.kind != "rating"] if apply is not None else []
             ratings = [e for e in events if e.kind == "rating"] if apply is not None else events
             cur = db.executemany(_INSERT_EVENT, [_event_values(e) for e in ratings])
             new = max(cur.rowcount, 0)
+            if rated is not None and ratings:
+                letters += self._keep(rated(self, ratings))
             for e in rest:
                 if self._insert_event(e):
                     new += 1
-                    dead += apply(self, e) if apply is not None else []
+                    letters += self._keep(apply(self, e) if apply is not None else [])
             late = self._regressions(batch) if new < len(batch) else []
             dup = len(batch) - new - len(late)
-            dead += [_regression(e) for e in late]
+            letters += self._keep(_regression(e) for e in late)
             if late and regressed is not None:
                 regressed(self, late)
             marks, tops = self._advance_marks(batch, devices)
-            for d in dead:
-                db.execute(
-                    "INSERT INTO dead_letters (topic, payload, size, rule, field, reason,"
-                    " arrived) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (d.topic, d.payload[:DEAD_LETTER_BYTES], len(d.payload), d.rule, d.field,
-                     d.reason, d.arrived),
-                )  # fmt: skip
-                letters += 1
             for s in devices:
                 self._device(s)
             db.execute("COMMIT")
@@ -422,6 +439,34 @@ class Storage:
         self._marks.update(marks)  # only once committed: a rolled-back batch moved nothing
         self._tops.update(tops)
         return Stored(new, dup, letters, marks, len(late))
+
+    def _keep(self, dead: Iterable[DeadLetter]) -> int:
+        """Write dead letters (inside the batch's transaction); how many."""
+        letters = 0
+        for d in dead:
+            self.db.execute(
+                "INSERT INTO dead_letters (topic, payload, size, rule, field, reason, arrived)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (d.topic, d.payload[:DEAD_LETTER_BYTES], len(d.payload), d.rule, d.field,
+                 d.reason, d.arrived),
+            )  # fmt: skip
+            letters += 1
+        return letters
+
+    def revise_dead_letter(self, rule: str, topic: str, payload: bytes, reason: str | None) -> None:
+        """Give the dead letters of `rule` kept for this message a new reason, or take them
+        back (`reason` None): a verdict the cases now refuse for another reason, or no longer
+        refuse, once an event stored later has shown what came before it."""
+        key = (rule, topic, payload[:DEAD_LETTER_BYTES])
+        if reason is None:
+            self.db.execute(
+                "DELETE FROM dead_letters WHERE rule = ? AND topic = ? AND payload = ?", key
+            )
+        else:
+            self.db.execute(
+                "UPDATE dead_letters SET reason = ? WHERE rule = ? AND topic = ? AND payload = ?",
+                (reason, *key),
+            )
 
     def _insert_event(self, e: EventRow) -> bool:
         return self.db.execute(_INSERT_EVENT, _event_values(e)).rowcount > 0
@@ -562,6 +607,36 @@ class Storage:
         found = self._cases("store = ? AND code = ? ORDER BY opened_at DESC LIMIT 1", (store, code))
         return found[0][0] if found else None
 
+    def case_of_rating(self, store: str, device: str, rating_seq: int) -> Case | None:
+        """The case opened for a kiosk's rating, or None."""
+        found = self._cases(
+            "store = ? AND device = ? AND rating_seq = ?", (store, device, rating_seq)
+        )
+        return found[0][0] if found else None
+
+    def cases_by_code(self, store: str, code: str) -> list[Case]:
+        """Every case of the store with this code (codes repeat after many events), the
+        earliest rating first."""
+        found = self._cases(
+            "store = ? AND code = ? ORDER BY opened_at, device, rating_seq", (store, code)
+        )
+        return [c for c, _ in found]
+
+    def verdicts(self, store: str, code: str, since: int, until: int | None) -> list[EventRow]:
+        """The store's stored verdicts (recovery_confirm events) for the case `code` with an
+        event time in [since, until) (no end when None), in order of event time, then kiosk
+        and seq."""
+        rows = self.db.execute(
+            "SELECT device, seq, at, device_ts, arrived, time_flagged, payload FROM events"
+            " INDEXED BY events_verdicts WHERE store = ? AND json_extract(payload, '$.case') = ?"
+            " AND at >= ? AND at < ? AND kind = 'recovery_confirm' ORDER BY at, device, seq",
+            (store, code, since, 2**62 if until is None else until),
+        )
+        return [
+            EventRow(store, d, q, "recovery_confirm", a, ts, arr, bool(f), json.loads(p), p)
+            for d, q, a, ts, arr, f, p in rows
+        ]
+
     def cases(self, store: str, states: Sequence[str] = (), limit: int = -1) -> list[Case]:
         """The store's cases in the given states (all when none), soonest deadline first."""
         marks = ", ".join("?" * len(states))
@@ -676,6 +751,10 @@ class Storage:
             (store, since, until),
         )
         return [c for c, _ in found]
+
+    def hold_stores(self, stores: Iterable[str]) -> None:
+        """Nothing to do: SQLite has one writing transaction at a time already (see
+        `PostgresStorage.hold_stores`)."""
 
     def outside_changes(self) -> int:
         """A number that changes whenever another process (the CLI) commits a change."""

@@ -1,0 +1,884 @@
+"""The host's storage in PostgreSQL: the same tables, methods and answers as sqlite.py.
+
+psycopg 3 with one connection pool per database URL in a process; each storage object holds
+one pooled connection while it is open (a transaction spans several of its calls), in
+autocommit mode with explicit transactions. Text that is compared or ordered (stores,
+kiosks, ids, codes) is in the "C" collation, so that it sorts byte by byte as in SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from kiosk_host.rules.recovery import Alert, Case
+from kiosk_host.storage import shown
+from kiosk_host.storage.protocol import Store
+from kiosk_host.storage.sqlite import (
+    _CASE_FIELDS,
+    DEAD_LETTER_BYTES,
+    REFUSED,
+    SCHEMA_RELEASES,
+    DeadLetter,
+    DeviceStatus,
+    EventRow,
+    RatingLine,
+    StorageError,
+    Stored,
+    _event_values,
+    _regression,
+)
+from kiosk_host.wire.identifiers import identifier_pattern
+
+# The same schema versions as sqlite.MIGRATIONS, in PostgreSQL's dialect: a change to the
+# schema appends one migration to each tuple (tests/test_storage_backends.py holds them to
+# the same length).
+PG_MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE events (
+        store TEXT COLLATE "C" NOT NULL,
+        device TEXT COLLATE "C" NOT NULL,
+        seq BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        device_ts BIGINT,
+        arrived BIGINT NOT NULL,
+        time_flagged INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (store, device, seq)
+    );
+    CREATE INDEX events_by_time ON events (store, at);
+    CREATE TABLE dead_letters (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        topic TEXT NOT NULL,
+        payload BYTEA NOT NULL,
+        size INTEGER NOT NULL,
+        rule TEXT NOT NULL,
+        field TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        arrived BIGINT NOT NULL
+    );
+    CREATE TABLE devices (
+        store TEXT COLLATE "C" NOT NULL,
+        device TEXT COLLATE "C" NOT NULL,
+        state TEXT,
+        fw TEXT,
+        board TEXT,
+        config_error TEXT,
+        status_at BIGINT,
+        telemetry TEXT,
+        telemetry_at BIGINT,
+        PRIMARY KEY (store, device)
+    );
+    -- bumped by every write transaction: what outside_changes() reads
+    CREATE SEQUENCE changes;
+    """,
+    """
+    CREATE TABLE cases (
+        store TEXT COLLATE "C" NOT NULL,
+        device TEXT COLLATE "C" NOT NULL,
+        rating_seq BIGINT NOT NULL,
+        code TEXT COLLATE "C" NOT NULL,
+        station TEXT NOT NULL,
+        opened_at BIGINT NOT NULL,
+        deadline BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        escalations INTEGER NOT NULL,
+        fixed_by TEXT,
+        fixed_at BIGINT,
+        note TEXT,
+        verdict TEXT,
+        verdict_at BIGINT,
+        late_verdict INTEGER NOT NULL,
+        near_sent INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (store, device, rating_seq)
+    );
+    CREATE INDEX cases_by_code ON cases (store, code, opened_at);
+    CREATE INDEX cases_waiting ON cases (state, deadline);
+    CREATE TABLE alerts (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        store TEXT COLLATE "C" NOT NULL,
+        at BIGINT NOT NULL,
+        payload TEXT NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0,
+        acked_by TEXT,
+        comment TEXT,
+        n BIGINT GENERATED ALWAYS AS IDENTITY  -- the order they were kept in (SQLite's rowid)
+    );
+    """,
+    """
+    ALTER TABLE events ADD COLUMN score INTEGER;
+    ALTER TABLE events ADD COLUMN outside INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX events_ratings ON events (store, outside, at, score) WHERE kind = 'rating';
+    CREATE INDEX cases_by_state ON cases (store, state, deadline);
+    """,
+    """
+    ALTER TABLE devices ADD COLUMN since BIGINT;
+    UPDATE devices SET since = status_at;
+    """,
+    """
+    CREATE TABLE marks (
+        store TEXT COLLATE "C" NOT NULL,
+        device TEXT COLLATE "C" NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (store, device)
+    );
+    """,
+    """
+    ALTER TABLE cases ADD COLUMN late_fix INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE cases ADD COLUMN closed_by TEXT;
+    ALTER TABLE cases ADD COLUMN closed_at BIGINT;
+    ALTER TABLE cases ADD COLUMN close_note TEXT;
+    CREATE TABLE store_settings (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        text TEXT NOT NULL,
+        source TEXT NOT NULL,
+        saved_at BIGINT NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE devices ADD COLUMN refused_at BIGINT;
+    ALTER TABLE devices ADD COLUMN interval_s INTEGER;
+    """,
+    """
+    CREATE INDEX events_verdicts ON events (store, (payload::json ->> 'case'), at)
+        WHERE kind = 'recovery_confirm';
+    """,
+)
+MIGRATION_LOCK = 0x6B696F736B  # pg_advisory_xact_lock key: one migrating process at a time
+CONNECT_TIMEOUT_S = 10
+STORE_LOCKS = 0x6B68  # pg_advisory_xact_lock's first key: one lock per store (its crc32)
+POOL_MAX = 50  # connections per database and process: the dashboard's threads and the writer
+_INSERT_EVENT = (
+    "INSERT INTO events (store, device, seq, kind, at, device_ts, arrived, time_flagged,"
+    " payload, score, outside) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT DO NOTHING"
+)
+
+
+class _Pools:
+    """One pool per database URL in this process, closed when its last storage closes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[str, tuple[ConnectionPool, int]] = {}
+
+    def take(self, url: str) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
+        with self._lock:
+            pool, users = self._pools.get(url, (None, 0))
+            if pool is None:
+                pool = ConnectionPool(
+                    url,
+                    min_size=1,
+                    max_size=POOL_MAX,
+                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+                    reset=_reset,
+                    open=True,
+                )
+            self._pools[url] = (pool, users + 1)
+        return pool, pool.getconn()
+
+    def give_back(self, url: str, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            pool, users = self._pools[url]
+            pool.putconn(conn)
+            if users > 1:
+                self._pools[url] = (pool, users - 1)
+                return
+            del self._pools[url]
+        pool.close()
+
+
+def _reset(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("RESET ALL")  # a reader's read-only setting stays with its storage
+
+
+POOLS = _Pools()
+
+
+class PostgresStorage:
+    """PostgreSQL storage; `kiosk_host.storage.open("postgresql://...")` makes one."""
+
+    MARK_STEP = 512  # stored seqs read at a time while a mark moves past events stored early
+
+    def __init__(self, url: str, create: bool = True) -> None:
+        self.url = url
+        self.where = shown(url)
+        self._marks: dict[tuple[str, str], int] = {}
+        self._tops: dict[tuple[str, str], int] = {}
+        self._own = 0  # the changes this storage made itself
+        try:  # one connection first: a wrong URL says why now, not after the pool's timeout
+            with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as c:
+                self._migrate(c, create)
+        except psycopg.Error as why:
+            said = " ".join(str(why).split())[:300]
+            raise StorageError(
+                f"--db {self.where}: cannot be used as the database: {said}"
+            ) from None
+        pool, self.db = POOLS.take(url)
+        del pool
+        self._closed = weakref.finalize(self, POOLS.give_back, url, self.db)
+
+    # -- the schema ----------------------------------------------------------------------------
+
+    def _migrate(self, c: psycopg.Connection[Any], create: bool) -> None:
+        known = len(PG_MIGRATIONS)
+        for number in range(1, known + 1):
+            with c.transaction():
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                found = _version(c)
+                if found is None and not create:
+                    raise StorageError(
+                        f"--db {self.where}: holds no kiosk-host data (`kiosk-host serve`"
+                        " makes its tables)"
+                    )
+                if found is None:
+                    c.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                    c.execute("INSERT INTO schema_version VALUES (0)")
+                    found = 0
+                if found > known:
+                    needs = SCHEMA_RELEASES.get(found)
+                    release = (
+                        f"kiosk-host {needs} or later"
+                        if needs
+                        else "a kiosk-host newer than this one"
+                    )
+                    raise StorageError(
+                        f"--db {self.where}: schema version {found} is newer than this kiosk-host"
+                        f" ({known}): it needs {release}; this one would write it wrongly"
+                    )
+                if found >= number:
+                    continue
+                c.execute(PG_MIGRATIONS[number - 1].encode())
+                c.execute("UPDATE schema_version SET version = %s", (number,))
+
+    def version(self) -> int:
+        return _version(self.db) or 0
+
+    def failure(self, why: BaseException) -> str | None:
+        """What an operator must fix when a write failed for a reason of the server's."""
+        if isinstance(why, psycopg.errors.DiskFull):
+            return f"--db {self.where}: the server's disk is full: free space, then start again"
+        if isinstance(why, psycopg.errors.ReadOnlySqlTransaction):
+            return f"--db {self.where}: the server is read-only (a standby?): give a primary"
+        if isinstance(why, psycopg.OperationalError) and self.db.closed:
+            return f"--db {self.where}: the connection to the database server is lost"
+        return None
+
+    def read_only(self, mmap_bytes: int = 0) -> None:
+        self.db.execute("SET default_transaction_read_only = on")
+
+    def close(self) -> None:
+        self._closed()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """`with storage.transaction():` one transaction, committed when the block ends."""
+        self._begin()
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        self.db.execute("COMMIT")
+
+    def _begin(self) -> None:
+        self.db.execute("BEGIN")
+        self.db.execute("SELECT nextval('changes')")
+        self._own += 1
+
+    def _rollback(self) -> None:
+        if self.db.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            self.db.execute("ROLLBACK")
+
+    def hold_stores(self, stores: Iterable[str]) -> None:
+        """Inside a storing transaction, after its events are written and before the cases
+        look for their other halves (a follow-up's rating, a verdict's case): wait for any
+        other aggregator's transaction on the same stores to commit, so that one of the two
+        always sees the other's events (READ COMMITTED), and the cases come out as from one
+        aggregator. Locks are taken in one order (by key), so two transactions never wait on
+        each other; they are let go at the commit."""
+        for key in sorted({zlib.crc32(s.encode()) & 0x7FFFFFFF for s in stores}):
+            self.db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (STORE_LOCKS, key))
+
+    def outside_changes(self) -> int:
+        """A number that changes whenever another process (the CLI) commits a change."""
+        row = self.db.execute(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM changes"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]) - self._own
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def write_batch(
+        self,
+        events: Iterable[EventRow],
+        dead: Iterable[DeadLetter] = (),
+        devices: Iterable[DeviceStatus] = (),
+        apply: Callable[[Store, EventRow], list[DeadLetter]] | None = None,
+        regressed: Callable[[Store, list[EventRow]], None] | None = None,
+        rated: Callable[[Store, list[EventRow]], list[DeadLetter]] | None = None,
+    ) -> Stored:
+        """Store one batch in one transaction, as sqlite.Storage.write_batch does (dead
+        letters written as they come)."""
+        db = self.db
+        batch = events = list(events)
+        devices = list(devices)
+        self._begin()
+        try:
+            letters = self._keep(dead)
+            rest = [e for e in events if e.kind != "rating"] if apply is not None else []
+            ratings = [e for e in events if e.kind == "rating"] if apply is not None else events
+            new = 0
+            with db.cursor() as cur:
+                for e in ratings:
+                    cur.execute(_INSERT_EVENT, _event_values(e))
+                    new += max(cur.rowcount, 0)
+            if rated is not None and ratings:
+                letters += self._keep(rated(self, ratings))
+            for e in rest:
+                if self._insert_event(e):
+                    new += 1
+                    letters += self._keep(apply(self, e) if apply is not None else [])
+            late = self._regressions(batch) if new < len(batch) else []
+            dup = len(batch) - new - len(late)
+            letters += self._keep(_regression(e) for e in late)
+            if late and regressed is not None:
+                regressed(self, late)
+            marks, tops = self._advance_marks(batch, devices)
+            for s in devices:
+                self._device(s)
+            db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        self._marks.update(marks)
+        self._tops.update(tops)
+        return Stored(new, dup, letters, marks, len(late))
+
+    def _keep(self, dead: Iterable[DeadLetter]) -> int:
+        """Write dead letters (inside the batch's transaction); how many."""
+        letters = 0
+        for d in dead:
+            self.db.execute(
+                "INSERT INTO dead_letters (topic, payload, size, rule, field, reason, arrived)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (_text(d.topic), d.payload[:DEAD_LETTER_BYTES], len(d.payload), d.rule,
+                 _text(d.field), _text(d.reason), d.arrived),
+            )  # fmt: skip
+            letters += 1
+        return letters
+
+    def revise_dead_letter(self, rule: str, topic: str, payload: bytes, reason: str | None) -> None:
+        """As sqlite.Storage.revise_dead_letter."""
+        key = (rule, _text(topic), payload[:DEAD_LETTER_BYTES])
+        if reason is None:
+            self.db.execute(
+                "DELETE FROM dead_letters WHERE rule = %s AND topic = %s AND payload = %s", key
+            )
+        else:
+            self.db.execute(
+                "UPDATE dead_letters SET reason = %s WHERE rule = %s AND topic = %s"
+                " AND payload = %s",
+                (_text(reason), *key),
+            )
+
+    def _insert_event(self, e: EventRow) -> bool:
+        return self.db.execute(_INSERT_EVENT, _event_values(e)).rowcount > 0
+
+    def _regressions(self, events: list[EventRow]) -> list[EventRow]:
+        out = []
+        for e in events:
+            row = self.db.execute(
+                "SELECT payload FROM events WHERE store = %s AND device = %s AND seq = %s",
+                (e.store, e.device, e.seq),
+            ).fetchone()
+            if row is not None and json.loads(row[0]) != e.payload:
+                out.append(e)
+        return out
+
+    def _advance_marks(
+        self, events: list[EventRow], devices: Iterable[DeviceStatus] = ()
+    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Each kiosk's high-water mark and highest seq, as sqlite.Storage moves them."""
+        seqs: dict[tuple[str, str], list[int]] = {}
+        floors: dict[tuple[str, str], int] = {}
+        for e in events:
+            seqs.setdefault((e.store, e.device), []).append(e.seq)
+        for d in devices:
+            kept = None if d.telemetry else d.payload.get("kept_from")
+            if isinstance(kept, int) and kept > 1:
+                key = (d.store, d.device)
+                floors[key] = max(floors.get(key, 0), kept - 1)
+                seqs.setdefault(key, [])
+        marks: dict[tuple[str, str], int] = {}
+        tops: dict[tuple[str, str], int] = {}
+        moved = []
+        for key, mine in seqs.items():
+            start = mark = self.mark(*key)
+            mark = max(mark, floors.get(key, 0))
+            top = self._top(key)
+            for s in sorted(mine):
+                if s == mark + 1:
+                    mark = s
+            while top > mark:
+                rows = self.db.execute(
+                    "SELECT seq FROM events WHERE store = %s AND device = %s AND seq > %s"
+                    " ORDER BY seq LIMIT %s",
+                    (*key, mark, self.MARK_STEP),
+                ).fetchall()
+                before = mark
+                for (s,) in rows:
+                    if s != mark + 1:
+                        break
+                    mark = s
+                if len(rows) < self.MARK_STEP or mark - before < len(rows):
+                    break
+            if mark != start:
+                moved.append((*key, mark))
+            marks[key] = mark
+            tops[key] = max([top, *mine])
+        if moved:
+            with self.db.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO marks (store, device, seq) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (store, device) DO UPDATE SET seq = excluded.seq",
+                    moved,
+                )
+        return marks, tops
+
+    def _top(self, key: tuple[str, str]) -> int:
+        if key not in self._tops:
+            row = self.db.execute(
+                "SELECT max(seq) FROM events WHERE store = %s AND device = %s", key
+            ).fetchone()
+            self._tops[key] = int(row[0]) if row and row[0] is not None else 0
+        return self._tops[key]
+
+    def mark(self, store: str, device: str) -> int:
+        """The kiosk's high-water mark: every event of it with a seq up to this is stored."""
+        key = (store, device)
+        if key not in self._marks:
+            row = self.db.execute(
+                "SELECT seq FROM marks WHERE store = %s AND device = %s", key
+            ).fetchone()
+            self._marks[key] = int(row[0]) if row else 0
+        return self._marks[key]
+
+    def event(self, store: str, device: str, seq: int) -> EventRow | None:
+        row = self.db.execute(
+            "SELECT kind, at, device_ts, arrived, time_flagged, payload FROM events"
+            " WHERE store = %s AND device = %s AND seq = %s",
+            (store, device, seq),
+        ).fetchone()
+        if row is None:
+            return None
+        kind, at, device_ts, arrived, flagged, payload = row
+        return EventRow(store, device, seq, kind, at, device_ts, arrived, bool(flagged),
+                        json.loads(payload), payload)  # fmt: skip
+
+    def event_count(self, store: str | None = None) -> int:
+        if store is None:
+            row = self.db.execute("SELECT count(*) FROM events").fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT count(*) FROM events WHERE store = %s", (store,)
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def score_counts(self, store: str) -> dict[int, int]:
+        rows = self.db.execute(
+            "SELECT payload::json ->> 'score', count(*) FROM events"
+            " WHERE store = %s AND kind = 'rating' GROUP BY 1",
+            (store,),
+        )
+        return {int(score): int(n) for score, n in rows}
+
+    def seqs(self, store: str, device: str) -> list[int]:
+        rows = self.db.execute(
+            "SELECT seq FROM events WHERE store = %s AND device = %s ORDER BY seq",
+            (store, device),
+        )
+        return [int(r[0]) for r in rows]
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        rows = self.db.execute(
+            "SELECT topic, payload, rule, field, reason, arrived FROM dead_letters"
+            " ORDER BY id DESC LIMIT %s",
+            (limit,),
+        )
+        return [DeadLetter(t, bytes(p), r, f, why, a) for t, p, r, f, why, a in rows]
+
+    def dead_letter_count(self) -> int:
+        row = self.db.execute("SELECT count(*) FROM dead_letters").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def _device(self, s: DeviceStatus) -> None:
+        self.db.execute(
+            "INSERT INTO devices (store, device) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (s.store, s.device),
+        )
+        if s.telemetry:
+            self.db.execute(
+                "UPDATE devices SET telemetry = %s, telemetry_at = %s"
+                " WHERE store = %s AND device = %s",
+                (json.dumps(s.payload), s.arrived, s.store, s.device),
+            )
+        elif "telemetry_interval_s" in s.payload:
+            self.db.execute(
+                "UPDATE devices SET interval_s = %s WHERE store = %s AND device = %s",
+                (s.payload["telemetry_interval_s"], s.store, s.device),
+            )
+        elif s.payload["state"] == REFUSED:
+            self.db.execute(
+                "UPDATE devices SET refused_at = %s WHERE store = %s AND device = %s",
+                (s.arrived, s.store, s.device),
+            )
+        elif s.payload["state"] == "online":
+            p = s.payload
+            self.db.execute(
+                "UPDATE devices SET since = CASE WHEN state IS NOT DISTINCT FROM 'online'"
+                " THEN since ELSE %s END, state = 'online', fw = %s, board = %s,"
+                " config_error = %s, status_at = %s WHERE store = %s AND device = %s",
+                (s.arrived, p.get("fw"), p.get("board"), p.get("config_error"), s.arrived,
+                 s.store, s.device),
+            )  # fmt: skip
+        else:
+            self.db.execute(
+                "UPDATE devices SET since = CASE WHEN state IS NOT DISTINCT FROM %s THEN since"
+                " ELSE %s END, state = %s, status_at = %s WHERE store = %s AND device = %s",
+                (s.payload["state"], s.arrived, s.payload["state"], s.arrived, s.store, s.device),
+            )
+
+    def devices(self, store: str | None = None) -> list[dict[str, Any]]:
+        """The kiosks as their last status and telemetry left them (sqlite.Storage.devices)."""
+        where, args = (" WHERE store = %s", (store,)) if store else ("", ())
+        rows = self.db.execute(
+            "SELECT store, device, state, since, fw, board, config_error, status_at,"
+            " telemetry_at, interval_s, refused_at, telemetry"
+            f" FROM devices{where} ORDER BY store, device",
+            args,
+        )
+        keys = ("store", "device", "state", "since", "fw", "board", "config_error", "status_at",
+                "telemetry_at", "interval_s", "refused_at")  # fmt: skip
+        return [
+            {**dict(zip(keys, r[:11], strict=True)),
+             "telemetry": json.loads(r[11]) if r[11] else None}
+            for r in rows
+        ]  # fmt: skip
+
+    # -- recovery cases and alerts -------------------------------------------------------------
+
+    def save_case(self, c: Case, near_sent: bool | None = None) -> None:
+        values = [getattr(c, f) for f in _CASE_FIELDS]
+        self.db.execute(
+            f"INSERT INTO cases ({', '.join(_CASE_FIELDS)}) VALUES"
+            f" ({', '.join(['%s'] * len(_CASE_FIELDS))}) ON CONFLICT (store, device, rating_seq)"
+            f" DO UPDATE SET {', '.join(f'{f} = excluded.{f}' for f in _CASE_FIELDS[3:])}",
+            [int(v) if isinstance(v, bool) else _text(v) for v in values],
+        )
+        if near_sent is not None:
+            self.db.execute(
+                "UPDATE cases SET near_sent = %s"
+                " WHERE store = %s AND device = %s AND rating_seq = %s",
+                (int(near_sent), c.store, c.device, c.rating_seq),
+            )
+
+    def _cases(self, where: str, args: Sequence[Any]) -> list[tuple[Case, bool]]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(_CASE_FIELDS)}, near_sent FROM cases WHERE {where}", args
+        )
+        out = []
+        for r in rows:
+            fields = dict(zip(_CASE_FIELDS, r[:-1], strict=True))
+            fields["late_verdict"] = bool(fields["late_verdict"])
+            fields["late_fix"] = bool(fields["late_fix"])
+            out.append((Case(**fields), bool(r[-1])))
+        return out
+
+    def case_by_code(self, store: str, code: str) -> Case | None:
+        found = self._cases(
+            "store = %s AND code = %s ORDER BY opened_at DESC LIMIT 1", (store, code)
+        )
+        return found[0][0] if found else None
+
+    def case_of_rating(self, store: str, device: str, rating_seq: int) -> Case | None:
+        found = self._cases(
+            "store = %s AND device = %s AND rating_seq = %s", (store, device, rating_seq)
+        )
+        return found[0][0] if found else None
+
+    def cases_by_code(self, store: str, code: str) -> list[Case]:
+        found = self._cases(
+            "store = %s AND code = %s ORDER BY opened_at, device, rating_seq", (store, code)
+        )
+        return [c for c, _ in found]
+
+    def verdicts(self, store: str, code: str, since: int, until: int | None) -> list[EventRow]:
+        rows = self.db.execute(
+            "SELECT device, seq, at, device_ts, arrived, time_flagged, payload FROM events"
+            " WHERE store = %s AND payload::json ->> 'case' = %s AND at >= %s AND at < %s"
+            " AND kind = 'recovery_confirm' ORDER BY at, device, seq",
+            (store, code, since, 2**62 if until is None else until),
+        )
+        return [
+            EventRow(store, d, q, "recovery_confirm", a, ts, arr, bool(f), json.loads(p), p)
+            for d, q, a, ts, arr, f, p in rows
+        ]
+
+    def cases(self, store: str, states: Sequence[str] = (), limit: int = -1) -> list[Case]:
+        where = "store = %s AND state = ANY(%s)" if states else "store = %s"
+        args = (store, list(states)) if states else (store,)
+        found = self._cases(f"{where} ORDER BY deadline LIMIT %s", (*args, _limit(limit)))
+        return [c for c, _ in found]
+
+    def listed_cases(self, store: str, limit: int = -1) -> list[Case]:
+        found = self._cases(
+            "store = %s AND state IN ('open', 'fixed', 'breached', 'unconfirmed')"
+            " AND closed_at IS NULL ORDER BY deadline, code LIMIT %s",
+            (store, _limit(limit)),
+        )
+        return [c for c, _ in found]
+
+    def waiting_cases(self, until: int) -> list[tuple[Case, bool]]:
+        return self._cases(
+            "state IN ('open', 'fixed') AND deadline < %s ORDER BY deadline", (until,)
+        )
+
+    def case_stores(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT store FROM cases")]
+
+    def add_alert(self, a: Alert) -> bool:
+        cur = self.db.execute(
+            "INSERT INTO alerts (id, store, at, payload) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (a.id, a.store, a.at, json.dumps(a.to_payload())),
+        )
+        return cur.rowcount > 0
+
+    def unpublished_alerts(self) -> list[tuple[str, str, bytes]]:
+        rows = self.db.execute(
+            "SELECT id, store, payload FROM alerts WHERE published = 0 ORDER BY at, n"
+        )
+        return [(i, s, p.encode()) for i, s, p in rows]
+
+    def mark_published(self, ids: Sequence[str]) -> None:
+        self.db.execute("UPDATE alerts SET published = 1 WHERE id = ANY(%s)", (list(ids),))
+
+    def last_alert_at(self, store: str, type_: str) -> int | None:
+        row = self.db.execute(
+            "SELECT max(at) FROM alerts WHERE store = %s AND payload::json ->> 'type' = %s",
+            (store, type_),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def last_kiosk_alert_at(self, store: str, device: str, type_: str) -> int | None:
+        row = self.db.execute(
+            "SELECT max(at) FROM alerts WHERE store = %s AND payload::json ->> 'type' = %s"
+            " AND payload::json ->> 'device' = %s",
+            (store, type_, device),
+        ).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def alerts(self, store: str, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT payload, acked_by, comment FROM alerts WHERE store = %s"
+            " ORDER BY at DESC, n DESC LIMIT %s",
+            (store, _limit(limit)),
+        )
+        return [{**json.loads(p), "acked_by": a, "comment": c} for p, a, c in rows]
+
+    def alerts_by_prefix(self, prefix: str, store: str | None = None) -> list[tuple[str, str]]:
+        low = prefix.lower()
+        where = "id >= %s AND id < %s" + (" AND store = %s" if store else "")
+        args = (low, low + "\uffff", *((store,) if store else ()))
+        rows = self.db.execute(
+            f"SELECT id, store FROM alerts WHERE {where} ORDER BY id LIMIT 10", args
+        )
+        return [(str(i), str(s)) for i, s in rows]
+
+    def alert_store(self, alert_id: str) -> str | None:
+        row = self.db.execute("SELECT store FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def note_alert(self, alert_id: str, acked_by: str | None, comment: str | None) -> bool:
+        with self.transaction():
+            cur = self.db.execute(
+                "UPDATE alerts SET acked_by = coalesce(%s, acked_by),"
+                " comment = coalesce(%s, comment) WHERE id = %s",
+                (_text(acked_by), _text(comment), alert_id),
+            )
+        return cur.rowcount > 0
+
+    def save_store_settings(self, text: str, source: str, at: int) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO store_settings (id, text, source, saved_at) VALUES (1, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET text = excluded.text,"
+                " source = excluded.source, saved_at = excluded.saved_at",
+                (text, source, at),
+            )
+
+    def store_settings(self) -> tuple[str, str] | None:
+        row = self.db.execute("SELECT text, source FROM store_settings WHERE id = 1").fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    # -- the views' reads ----------------------------------------------------------------------
+
+    def score_counts_between(
+        self, store: str, since: int, until: int
+    ) -> tuple[dict[int, int], int]:
+        counts: dict[int, int] = {}
+        outside = 0
+        rows = self.db.execute(
+            "SELECT outside, score, count(*) FROM events WHERE kind = 'rating' AND store = %s"
+            " AND outside IN (0, 1) AND at >= %s AND at < %s GROUP BY outside, score",
+            (store, since, until),
+        )
+        for out, score, n in rows:
+            if out:
+                outside += n
+            else:
+                counts[int(score)] = int(n)
+        return counts, outside
+
+    def case_figures(self, store: str, since: int, until: int, now: int) -> dict[str, int]:
+        row = self.db.execute(
+            "SELECT"
+            " (SELECT count(*) FROM cases WHERE store = %s AND state IN ('open', 'fixed')),"
+            " (SELECT count(*) FROM cases WHERE store = %s"
+            "   AND state IN ('breached', 'unconfirmed') AND deadline >= %s AND deadline < %s),"
+            " (SELECT count(*) FROM cases WHERE store = %s AND state IN ('wow', 'recovered')"
+            "   AND verdict_at >= %s AND verdict_at < %s)",
+            (store, store, since, min(until, now + 1), store, since, until),
+        ).fetchone()
+        assert row is not None
+        return {"open": row[0], "overdue": row[1], "recovered_in_time": row[2]}
+
+    def ratings(self, store: str, since: int, until: int) -> list[EventRow]:
+        rows = self.db.execute(
+            "SELECT device, seq, kind, at, device_ts, arrived, time_flagged, payload, outside"
+            " FROM events WHERE store = %s"
+            " AND kind IN ('rating', 'staff_signin', 'staff_signout')"
+            " AND at >= %s AND at < %s ORDER BY at, arrived, device, seq",
+            (store, since, until),
+        )
+        return [
+            EventRow(store, d, q, k, a, ts, arr, bool(f), json.loads(p), p, bool(out))
+            for d, q, k, a, ts, arr, f, p, out in rows
+        ]
+
+    def rating_credits(
+        self, store: str, since: int, until: int
+    ) -> list[tuple[int, int, str | None, str, int]]:
+        rows = self.db.execute(
+            "SELECT at, score, payload::json -> 'staff', payload::json -> 'station',"
+            " payload::json -> 'scale' FROM events"
+            " WHERE store = %s AND kind = 'rating' AND at >= %s AND at < %s",
+            (store, since, until),
+        )
+        ok = identifier_pattern().fullmatch
+        return [
+            (at, score, staff if isinstance(staff, str) and ok(staff) else None,
+             station if isinstance(station, str) and ok(station) else "?", scale)
+            for at, score, staff, station, scale in rows
+            if isinstance(score, int) and isinstance(scale, int)
+        ]  # fmt: skip
+
+    def recovered_between(self, store: str, since: int, until: int) -> list[Case]:
+        found = self._cases(
+            "store = %s AND state IN ('wow', 'recovered') AND verdict_at >= %s AND verdict_at < %s",
+            (store, since, until),
+        )
+        return [c for c, _ in found]
+
+    def last_scores(self, store: str, n: int) -> list[tuple[int, int]]:
+        rows = self.db.execute(
+            "SELECT at, score FROM events WHERE kind = 'rating' AND store = %s AND outside = 0"
+            " ORDER BY at DESC, arrived DESC, seq DESC, device DESC LIMIT %s",
+            (store, n),
+        ).fetchall()
+        return [(int(a), int(sc)) for a, sc in reversed(rows)]
+
+    def store_ids(self) -> list[str]:
+        found: set[str] = set()
+        for table in ("events", "cases"):  # one index step per store, not a scan of the table
+            rows = self.db.execute(
+                f"WITH RECURSIVE s(store) AS (SELECT min(store) FROM {table} UNION ALL"
+                f" SELECT (SELECT min(store) FROM {table} WHERE store > s.store) FROM s"
+                " WHERE s.store IS NOT NULL) SELECT store FROM s WHERE store IS NOT NULL"
+            )
+            found.update(r[0] for r in rows)
+        found.update(r[0] for r in self.db.execute("SELECT DISTINCT store FROM devices"))
+        return sorted(found)
+
+    def rating_quarters(
+        self, store: str, since: int, until: int
+    ) -> list[tuple[int, bool, int, int]]:
+        rows = self.db.execute(
+            "SELECT (at - %s) / 900, outside, score, count(*) FROM events"
+            " WHERE kind = 'rating' AND store = %s AND outside IN (0, 1) AND at >= %s"
+            " AND at < %s GROUP BY 1, 2, 3",
+            (since, store, since, until),
+        )
+        return [(int(q), bool(out), int(score), int(n)) for q, out, score, n in rows]
+
+    def ratings_page(
+        self, store: str, since: int, until: int, after: tuple[int, str, int] | None, limit: int
+    ) -> list[RatingLine]:
+        at, device, seq = after if after is not None else (since - 1, "", 0)
+        rows = self.db.execute(
+            "SELECT at, device, seq, payload::json -> 'station', payload::json -> 'staff',"
+            " score, payload::json -> 'scale', outside, time_flagged FROM events"
+            " WHERE store = %s AND kind = 'rating' AND at >= %s AND at < %s"
+            " AND (at, device, seq) > (%s, %s, %s) ORDER BY at, device, seq LIMIT %s",
+            (store, since, until, at, device, seq, limit),
+        )
+        return [
+            RatingLine(int(a), d, int(q), st, sf, int(sc), int(scale), bool(out), bool(flag))
+            for a, d, q, st, sf, sc, scale, out, flag in rows
+        ]
+
+    def cases_opened_between(self, store: str, since: int, until: int) -> list[Case]:
+        found = self._cases(
+            "store = %s AND opened_at >= %s AND opened_at < %s ORDER BY opened_at, code",
+            (store, since, until),
+        )
+        return [c for c, _ in found]
+
+    def waiting_case_counts(self) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT store, count(*) FROM cases WHERE state IN ('open', 'fixed') GROUP BY store"
+        )
+        return {store: int(n) for store, n in rows}
+
+
+def _version(c: psycopg.Connection[Any]) -> int | None:
+    """The schema version, or None before the first migration made the table."""
+    row = c.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    if row is None or not row[0]:
+        return None
+    found = c.execute("SELECT version FROM schema_version").fetchone()
+    return int(found[0]) if found else 0
+
+
+def _text(value: Any) -> Any:
+    """Text as PostgreSQL can hold it: a NUL character (which SQLite keeps and PostgreSQL
+    refuses) becomes U+FFFD, so that a message naming one is still kept; anything else as is."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+def _limit(limit: int) -> int | None:
+    """SQLite's LIMIT -1 (no limit) as PostgreSQL's LIMIT NULL."""
+    return None if limit < 0 else limit
