@@ -74,7 +74,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, mosquitto: Mosquitto) -> It
     (tmp / "stores.toml").write_text(STORES)
     (tmp / "token").write_text(TOKEN + "\n")
     db = tmp / "kiosk.db"
-    fill(db, load_stores(tmp / "stores.toml"), int(time.time()))
+    fill(str(db), load_stores(tmp / "stores.toml"), int(time.time()))
     url = f"http://127.0.0.1:{free_port()}"
     watcher = Watcher(mosquitto.url, "kiosk/v1/_host/status", "watch-dashboard-host")
     log = (tmp / "serve.log").open("wb")
