@@ -39,6 +39,11 @@ LOADED_BUDGET = {
 # and +64 B on the colour boards). A leak of one small object per hundred customers would add
 # 640 B over the 4,000 customers between the two figures, five times this.
 NOISE = 128
+# Connected, the link's buffers and the broker's timing add to that (seen from 1,000 to 5,000
+# customers: +192 B once on a colour board, -240 B on the next run), so the connected kiosk is
+# measured over 8,000 customers instead: a leak of one small object per hundred customers
+# would add 1,280 B, five times this.
+CONNECTED_NOISE = 256
 
 
 # Every board in boards/: one without a budget here fails, rather than going unmeasured.
@@ -55,14 +60,14 @@ def test_five_thousand_customers_fit_and_leave_nothing_behind(
     assert heap[0] > 8 * 1024  # the figure holds the firmware's code and buffers
 
 
-@pytest.mark.slow  # 5,000 customers per board on the VM, drained through mosquitto: 9 to 20 s
+@pytest.mark.slow  # 9,000 customers per board on the VM, drained through mosquitto: 15 to 35 s
 @pytest.mark.parametrize("board", board_stems())
-def test_five_thousand_customers_connected_leave_nothing_behind(
+def test_nine_thousand_customers_connected_leave_nothing_behind(
     mpvm: MicroPythonVM, board: str, built_firmware: None
 ) -> None:
     assert board in BUDGET, f"boards/{board}.py has no heap budget in BUDGET"
-    heap = heap_by_customers(mpvm, board, [1000, 5000], link=True)
+    heap = heap_by_customers(mpvm, board, [1000, 9000], link=True)
     print(board, heap)
-    assert settled(heap, 5000) <= settled(heap, 1000) + NOISE
+    assert settled(heap, 9000) <= settled(heap, 1000) + CONNECTED_NOISE
     loaded = heap_by_customers(mpvm, board, [0])[0]
     assert heap[0] > loaded  # the link and its client are in the figure
