@@ -4,7 +4,10 @@ high-water mark after the commit, and a seq that went back told from a duplicate
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from pathlib import Path
 
+from kiosk_host.aggregator.leader import Alone
 from kiosk_host.aggregator.writer import Raw, Writer
 from kiosk_host.storage import open as open_storage
 from kiosk_host.wire.contract import Contract, Message
@@ -148,3 +151,25 @@ def test_the_mark_passes_what_the_kiosk_no_longer_keeps(store_url: str) -> None:
     writer.write([status("till-1", 5)])  # an old retained status: the mark never goes back
     assert storage.mark(STORE, "till-1") == 11
     storage.close()
+
+
+class BrokenLeader(Alone):
+    """A leadership whose every question fails with an error nobody expected."""
+
+    def leading(self) -> bool:
+        raise RuntimeError("the group's database went away mid-question")
+
+    def stored(self, stores: Iterable[str], rated: Iterable[str], transactions: int) -> None:
+        raise RuntimeError("the group's database went away mid-notification")
+
+
+def test_a_leadership_that_fails_never_stops_storing(tmp_path: Path) -> None:
+    """The writer keeps storing and acknowledging when asking or telling the group fails:
+    it follows for that tick and logs why."""
+    storage = open_storage(str(tmp_path / "kiosk.db"))
+    writer = Writer(storage, leader=BrokenLeader())
+    reply = writer.handle([event(1), event(2)])
+    assert reply.events == 2 and reply.publish == [ack("till-1", 2)]
+    reply = writer.handle([event(3)])
+    assert reply.events == 1
+    assert storage.mark(STORE, "till-1") == 3

@@ -130,7 +130,7 @@ class Writer:
         reply = self.write(batch) if batch else Reply()
         if time.monotonic() >= self._next_tick:
             self._next_tick = time.monotonic() + self.TICK_S
-            if self.leader.leading():
+            if self._leading():
                 reply.publish = self.tick(int(time.time()))
         reply.publish += self.marks(time.monotonic())
         return reply
@@ -222,8 +222,20 @@ class Writer:
         self.dirty.update(e.store for e in events)
         self.rated.update(e.store for e in events if e.kind == "rating")
         rated = {e.store for e in events if e.kind == "rating"}
-        self.leader.stored({e.store for e in events}, rated, transactions)
+        try:  # committed already: a failure here only delays the leader's views of these stores
+            self.leader.stored({e.store for e in events}, rated, transactions)
+        except Exception:
+            log.exception("kiosk-host: the group could not be told what was stored")
         return Reply(result.events, result.duplicates, result.dead_letters)
+
+    def _leading(self) -> bool:
+        """Whether this aggregator leads now; a failure to find out is logged and counts as
+        following (the next tick asks again), never a reason to stop storing."""
+        try:
+            return self.leader.leading()
+        except Exception:
+            log.exception("kiosk-host: leadership could not be checked; following this tick")
+            return False
 
     def _held(self, events: list[EventRow], step: Callable[[Store, T], list[DeadLetter]]
               ) -> Callable[[Store, T], list[DeadLetter]]:  # fmt: skip
