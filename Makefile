@@ -27,7 +27,7 @@ DEVICE_SCRIPT_MPY := $(patsubst $(DEVICE_SCRIPTS_DIR)/%.py,$(DEVICE_SCRIPTS_BUIL
 PYTEST_ARGS ?=
 
 .PHONY: help setup system build typecheck lint layers format check test bench screens docs clean \
-	deploy demo
+	deploy demo bench-chain
 
 help:
 	@echo "make demo       two stores of virtual kiosks, their customers and staff, live (Ctrl-C stops)"
@@ -39,6 +39,8 @@ help:
 	@echo "make typecheck  pyright on firmware/ (ESP32 stubs), mypy on host/"
 	@echo "make lint       ruff on both halves"
 	@echo "make bench      benchmarks, as ratios against a baseline measured in the same run"
+	@echo "make bench-chain  1,500 kiosks against one, then two serve --share aggregators on"
+	@echo "                PostgreSQL, and a kill -9 of the leader (about 6 min; not in bench)"
 	@echo "make screens    a PNG of every kiosk screen on every board, in build/docs/screens/"
 	@echo "make docs       refresh the pictures in docs/: the kiosk screens and the dashboard"
 	@echo "make deploy PORT=/dev/ttyUSB0 DEVICE=till-1 [STORE=S] [DEVICE_DIR=DIR] [REPLACE=1]"
@@ -113,15 +115,21 @@ check: setup
 	echo "make check: $$(( $$(date +%s) - start )) s"; \
 	exit $$status
 
-# A private mosquitto unless MQTT_URL names a broker; DEMO_HTTP_PORT and DEMO_MQTT_PORT choose the
-# ports, DEMO_ARGS adds options (e.g. --speed 2). Its data stays in var/demo/: run again, it
-# carries on.
+# A private mosquitto unless MQTT_URL names a broker; DEMO_HTTP_PORT, DEMO_MQTT_PORT and
+# DEMO_SMTP_PORT (its mail server, which keeps the managers' e-mails in var/demo/mail/) choose
+# the ports, DEMO_ARGS adds options (e.g. --speed 2). Its data stays in var/demo/: run again,
+# it carries on.
 DEMO_ARGS ?=
 demo: $(VENV)/.ready
 	$(BIN)/kiosk-host demo $(if $(MQTT_URL),--broker '$(MQTT_URL)') $(DEMO_ARGS)
 
 bench: setup build
 	$(BIN)/python -m tests.bench
+
+# A chain's load on one and two aggregators sharing the stream, and a kill -9 mid-run: needs
+# the two cores to itself for figures worth comparing, so it is not part of `make bench`.
+bench-chain: setup
+	$(BIN)/python -m tests.bench.chain
 
 # The pictures are made under build/docs/ (the tests write there too, so that a test run
 # leaves the checkout as it was); `make docs` copies them into docs/, to be committed.

@@ -348,6 +348,7 @@ class Link:
             k.config_error,
             self.error,
             self.restarts,
+            self.outbox.capacity(),
         )
         await self.client.publish(self.topics.telemetry, payload, 0)
 

@@ -88,6 +88,10 @@ class Outbox:
         """Records kept: appended and not yet stored on the host (as far as the kiosk knows)."""
         return self._depth
 
+    def capacity(self) -> int:
+        """The most records kept: past it, the oldest is let go (`dropped`)."""
+        return self._max
+
     def dropped(self) -> int:
         """Records let go because the outbox was full, since it was created."""
         return self._dropped

@@ -187,9 +187,11 @@ def telemetry(
     config_error,
     link_error=None,
     restarts=0,
+    outbox_max=0,
 ) -> bytes:
     """`link_error`: why the link last failed ("Class: text"), or None; `restarts`: how often
-    the app had to start the link task again since boot."""
+    the app had to start the link task again since boot; `outbox_max`: the outbox's size in
+    records (left out when 0), so that the host can tell a manager it is filling."""
     return (
         '{"v":1,"ts":'
         + _num(ts)
@@ -211,5 +213,6 @@ def telemetry(
         + json.dumps(link_error)
         + ',"link_restarts":'
         + str(restarts)
+        + (',"outbox_max":' + str(outbox_max) if outbox_max else "")
         + "}"
     ).encode()

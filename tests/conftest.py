@@ -92,6 +92,17 @@ def store_url(
 
 
 @pytest.fixture
+def postgres_url(postgres: Postgres) -> Iterator[str]:
+    """A new database in the session's PostgreSQL, its schema migrated, dropped at the end."""
+    url = postgres.database()
+    try:
+        yield url
+    finally:
+        gc.collect()  # storages the test left open give their connections back first
+        postgres.drop(url)
+
+
+@pytest.fixture
 def closing() -> Iterator[Callable[[Any], Any]]:
     """Registers what a test starts (kiosks, processes, aggregators, clients) to end, the last
     first, when the test ends: a kiosk is killed as by a power cut, a process killed if still

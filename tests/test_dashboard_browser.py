@@ -563,6 +563,19 @@ def test_alert_cards_are_never_cut_in_half(served: Served, browser: Browser) -> 
         assert t.errors == []
 
 
+def test_the_store_page_names_next_weeks_riskiest_hours(served: Served, browser: Browser) -> None:
+    with tab(browser, *PHONE) as t:
+        page = t.page
+        open_store(page, served, "north")
+        top = served.api("/api/stores/north/risk")["top"]
+        assert len(top) == 3
+        items = page.locator("#risk li")
+        expect(items).to_have_count(3, timeout=WAIT_MS)
+        expect(items).to_have_text([t["reason"] for t in top])
+        assert page.evaluate("document.scrollingElement.scrollWidth <= innerWidth")
+        assert t.errors == []
+
+
 def test_the_store_page_fits_a_phone(served: Served, browser: Browser) -> None:
     with tab(browser, *PHONE) as t:
         page = t.page

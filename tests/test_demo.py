@@ -267,7 +267,8 @@ class DemoRun:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [str(KIOSK_HOST), "demo", "--speed", "4", "--minutes", "4", "--var", str(var),
-             "--mqtt-port", str(mqtt_port), "--http-port", str(http_port)],
+             "--mqtt-port", str(mqtt_port), "--http-port", str(http_port),
+             "--smtp-port", str(free_port())],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -393,6 +394,14 @@ def test_the_demo_recovers_cases_breaches_one_stops_cleanly_and_carries_on(
         ]
         assert alerts.count("case_opened") == 5 and alerts.count("breached") == 1
         assert first.said("ALERT store-north breached")
+        # ... and the managers were told by e-mail, in their store's language, kept as files
+        assert first.said("Mail: the managers' e-mails go to a mail server of the demo's own")
+        wait_until(lambda: first.said("MAIL to manager@store-north.example"), 60, "a mail")
+        assert any("Neuer Fall" in line for line in first.lines)  # store-north speaks German
+        assert len(list((var / "mail").glob("*.eml"))) >= 5
+        sent = cli(db, "alerts", "deliveries", "--store", N)
+        assert sent and {d["to"] for d in sent} == {"manager@store-north.example"}
+        assert {d["state"] for d in sent} <= {"delivered", "pending"}
         ratings = sum(
             r["ratings"]
             for s in STORES

@@ -41,6 +41,7 @@ out = [
     (t.status, wire.STATUS_WILL),
     (t.telemetry, wire.telemetry(None, 60000, 81234, -67, 3, 0, 2, None)),
     (t.telemetry, wire.telemetry(1763900000, 60000, 81234, None, 0, 12, 0, 'no staff list')),
+    (t.telemetry, wire.telemetry(1763900000, 60000, 81234, -50, 1500, 0, 0, None, None, 0, 2000)),
 ]
 for topic, payload in out:
     print(topic, payload.decode())

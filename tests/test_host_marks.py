@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
+
 from kiosk_host.aggregator.leader import Alone
 from kiosk_host.aggregator.writer import Raw, Writer
 from kiosk_host.storage import open as open_storage
@@ -51,6 +53,22 @@ def test_the_mark_is_contiguous_whatever_the_order_of_arrival(
     assert (again.mark(STORE, "till-1"), again.mark(STORE, "till-2")) == (6, 1)
     assert again.mark(STORE, "till-9") == 0
     again.close()
+
+
+@pytest.mark.e2e  # PostgreSQL: two aggregators of a group (SQLite has one: `serve` holds it)
+def test_two_members_of_a_group_each_see_what_the_other_stored(postgres_url: str) -> None:
+    # Each with whatever it saw of the kiosk before: one stores 1, the other 3 above the gap,
+    # then the first fills it. Its mark covers 3.
+    east, west = Writer(open_storage(postgres_url)), Writer(open_storage(postgres_url))
+    east.write([event(1)])
+    west.write([event(3)])
+    east.write([event(2)])
+    assert east.marks_due == {(STORE, "till-1"): 3}
+    west.write([event(1)])  # a redelivery at the other member: the mark never goes back
+    assert west.storage.mark(STORE, "till-1") == 3
+    assert west.marks_due[(STORE, "till-1")] == 3
+    east.storage.close()
+    west.storage.close()
 
 
 def test_a_kiosks_mark_goes_out_at_most_once_a_second_and_the_last_one_always(

@@ -324,3 +324,18 @@ def test_any_board_validates_and_lists_only_people_with_something(
         assert p is None or sum(1 for score in mine if score == 4) / len(mine) <= p + 0.005
     assert b.team.ratings == len(rows)
     _validates(contract, to_payload(b, S, TO))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["ana", "ben-k", None]), st.integers(1, 4), st.integers(1, 9)),
+        max_size=30,
+    ),
+)
+def test_a_tally_counts_as_that_many_ratings(rows: list[tuple[str | None, int, int]]) -> None:
+    """A quarter hour's tally (`count`) weighs on the board as its ratings one by one do."""
+    tallied = [Rating(staff, score, T, count=n) for staff, score, n in rows]
+    one_by_one = [Rating(staff, score, T + i) for staff, score, n in rows for i in range(n)]
+    assert board(DEFAULT, tallied, [], FROM, TO) == board(DEFAULT, one_by_one, [], FROM, TO)
+    assert board(DEFAULT, tallied, [], FROM, TO).team.ratings == sum(n for _, _, n in rows)

@@ -358,7 +358,22 @@ def test_no_case_alert_for_other_changes() -> None:
     fixed = mark_fixed(c, "ana", T0 + 60)
     assert case_alerts(CFG, c, fixed, T0 + 60) == []
     assert case_alerts(CFG, fixed, apply_verdict(fixed, "wow", T0 + 90), T0 + 90) == []
-    assert case_alerts(CFG, fixed, settle(fixed, T0 + DAY), T0 + DAY) == []  # unconfirmed
+    late = mark_fixed(settle(c, T0 + DAY), "ana", T0 + DAY + 60)  # breached told already
+    assert late.state == "unconfirmed"
+    assert case_alerts(CFG, settle(c, T0 + DAY), late, T0 + DAY + 60) == []
+
+
+def test_a_fix_nobody_confirmed_by_the_deadline_raises_unconfirmed(contract: Contract) -> None:
+    fixed = mark_fixed(new_case(), "ana", T0 + 60)
+    unconfirmed = settle(fixed, T0 + DAY)
+    (alert,) = case_alerts(CFG, fixed, unconfirmed, T0 + DAY)
+    assert (alert.type, alert.severity, alert.case) == ("unconfirmed", "warning", CODE)
+    assert alert.text == (
+        f"Case {CODE} at till-1: fixed by ana, but the customer did not confirm within 24 h"
+        " (Fri 30 May 08:26); ask them"
+    )
+    assert case_alerts(CFG, unconfirmed, unconfirmed, T0 + DAY + 60) == []  # raised once
+    _valid(contract, alert)
 
 
 def test_a_breach_raises_breached_once(contract: Contract) -> None:
@@ -380,13 +395,17 @@ def test_deadline_near_is_sent_exactly_once(contract: Contract) -> None:
         c = settle(c, now)
         new = near_alerts(CFG, c, now, already_sent=bool(sent))
         sent += new
-    assert len(sent) == 1
-    alert = sent[0]
-    assert (alert.type, alert.severity, alert.case) == ("deadline_near", "warning", CODE)
-    assert T0 + DAY - 4 * 3600 <= alert.at < T0 + DAY - 4 * 3600 + 600
+    assert [(a.type, a.severity, a.case) for a in sent] == [
+        ("deadline_near", "warning", CODE), ("escalated", "critical", CODE)
+    ]  # fmt: skip
+    for alert in sent:
+        assert T0 + DAY - 4 * 3600 <= alert.at < T0 + DAY - 4 * 3600 + 600
+        _valid(contract, alert)
     exact = near_alerts(CFG, new_case(), T0 + DAY - 4 * 3600, already_sent=False)
-    assert exact[0].text == f"Case {CODE} at till-1: 4 h left to make it right"
-    _valid(contract, alert)
+    assert [a.text for a in exact] == [
+        f"Case {CODE} at till-1: 4 h left to make it right",
+        f"Case {CODE} at till-1 is not fixed yet, 4 h before its deadline: please step in",
+    ]
 
 
 def test_a_window_of_minutes_runs_to_the_second(contract: Contract) -> None:
@@ -400,13 +419,14 @@ def test_a_window_of_minutes_runs_to_the_second(contract: Contract) -> None:
     assert apply_verdict(mark_fixed(c, "ana", T0 + 60), "wow", T0 + 299).state == "wow"
     assert apply_verdict(mark_fixed(c, "ana", T0 + 60), "wow", T0 + 300).state == "unconfirmed"
     assert near_alerts(short, c, T0 + 179, already_sent=False) == []
-    (near,) = near_alerts(short, c, T0 + 180, already_sent=False)
+    near, escalated = near_alerts(short, c, T0 + 180, already_sent=False)
+    assert escalated.type == "escalated"
     assert near.text == f"Case {CODE} at till-1: 2 min left to make it right"
     (opened,) = case_alerts(short, None, c, T0)
     assert opened.text == f"New case {CODE} at till-1: make it right by Thu 29 May 08:31 (5 min)"
     (breached,) = case_alerts(short, c, settle(c, T0 + 300), T0 + 300)
     assert breached.text == f"Case {CODE} at till-1 missed its 5 min window (Thu 29 May 08:31)"
-    for alert in (near, opened, breached):
+    for alert in (near, escalated, opened, breached):
         _valid(contract, alert)
 
 
@@ -424,10 +444,11 @@ def test_the_engine_warns_and_breaches_on_a_minutes_window(store_url: str) -> No
         alerts = [a["type"] for a in storage.alerts(S)]
         seen.append((t - T0, sorted(alerts), storage.cases(S)[0].state))
     assert seen[3] == (90, [], "open")
-    assert seen[4] == (120, ["deadline_near"], "open")  # 1 min before the deadline
-    assert seen[5] == (150, ["deadline_near"], "open")
-    assert seen[6] == (180, ["breached", "deadline_near"], "breached")
-    assert seen[-1] == (240, ["breached", "deadline_near"], "breached")  # each raised once
+    near = ["deadline_near", "escalated"]  # not fixed yet: escalated too
+    assert seen[4] == (120, near, "open")  # 1 min before the deadline
+    assert seen[5] == (150, near, "open")
+    assert seen[6] == (180, sorted(["breached", *near]), "breached")
+    assert seen[-1] == (240, sorted(["breached", *near]), "breached")  # each raised once
 
 
 def test_the_engine_looks_as_far_ahead_as_the_longest_warning() -> None:
@@ -442,9 +463,9 @@ def test_deadline_near_bounds_and_states() -> None:
     assert near_alerts(CFG, c, lead - 1, already_sent=False) == []
     assert near_alerts(CFG, c, T0 + DAY, already_sent=False) == []  # too late: breached
     fixed = mark_fixed(c, "ana", T0 + 60)
-    text = near_alerts(CFG, fixed, lead + 30 * 60, already_sent=False)[0].text
-    assert (
-        text == f"Case {CODE} at till-1: fixed by ana, 3 h 30 min left for the customer to confirm"
+    (alert,) = near_alerts(CFG, fixed, lead + 30 * 60, already_sent=False)  # not escalated
+    assert alert.text == (
+        f"Case {CODE} at till-1: fixed by ana, 3 h 30 min left for the customer to confirm"
     )
     assert near_alerts(CFG, apply_verdict(fixed, "wow", lead - 60), lead, False) == []
     assert near_alerts(StoreConfig(near_minutes=0), c, lead + 60, already_sent=False) == []

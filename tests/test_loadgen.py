@@ -132,6 +132,38 @@ def test_over_tls_the_broker_is_trusted_only_by_the_ca_given(tmp_path: Path) -> 
     assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
 
 
+def test_with_acks_each_kiosk_hears_the_host_cover_every_event_it_sent(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    storage = Storage(tmp_path / "kiosk.db")
+    ingest = Ingest(mosquitto.url, storage.path, "agg-loadgen-acks")
+    subscribed = suback(ingest.client)
+    ingest.start()
+    try:
+        assert subscribed.wait(10), "no SUBACK for the aggregator"
+        run = run_cli([*LOAD, "--broker", mosquitto.url, "--prefix", "lga", "--seed", "6",
+                       "--acks", "--json"])  # fmt: skip
+        # Above what the host has: the marks cannot pass the gap (the last run's comes
+        # retained, below every seq of this one), so they cover nothing of this run.
+        gap = run_cli([*LOAD, "--broker", mosquitto.url, "--prefix", "lga", "--seed", "6",
+                       "--acks", "--seq-from", "1000", "--ack-wait", "2"])  # fmt: skip
+    finally:
+        ingest.stop()
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["total"] == report["acked"] == report["host_acked"] == 400
+    for name, k in report["kiosks"].items():  # each kiosk's mark reached its last seq
+        store, device = name.split("/")
+        assert k["host_mark"] == k["last_seq"], name
+        assert storage.seqs(store, device)[: k["sent"]] == list(range(1, k["last_seq"] + 1))
+    assert 0 < report["ack_p50_ms"] <= report["ack_p99_ms"]
+    assert gap.returncode == 1, gap.stderr  # every event at the broker, none covered
+    assert "acknowledged 400, failed 0" in gap.stdout
+    assert "host acknowledged 0 of 400 from publish" in gap.stdout
+    assert "(publish -> commit -> ack received: an upper bound of publish -> commit)" in gap.stdout
+    assert sum(storage.event_count(s) for s in ("lga-1", "lga-2")) == 800  # stored all the same
+
+
 def test_the_mix_is_the_seeds_and_near_the_shares_asked(contract: Contract) -> None:
     events = plan(20_000, seed=3)
     assert [(e.kiosk, e.seq, e.kind, e.fields) for e in events] == [
@@ -196,6 +228,7 @@ def test_what_cannot_run_is_refused_in_one_line(tmp_path: Path) -> None:
         (["--ca", "ca.pem"], "--ca is for a TLS broker"),
         (["--prefix", "a" * 31], "is not an identifier"),
         (["--rate", "-3"], "is not a number above 0"),
+        (["--acks", "--ack-wait", "0"], "is not a number above 0"),
     ):
         run = run_cli([*LOAD, "--broker", broker, *extra])
         assert run.returncode == 2, (extra, run.stderr)

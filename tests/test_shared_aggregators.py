@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from kiosk_host.wire import topics
 from tests.broker import Mosquitto
 from tests.cli_run import run_cli
 from tests.fleet_rig import Client
-from tests.postgres import Postgres
 from tests.test_event_order import case_code
 from tests.test_security import STORE, Fleet, fleet
 from tests.virtual_kiosks import KIOSK_HOST, Watcher, wait_until
@@ -50,15 +49,6 @@ while True:
 """
 
 
-@pytest.fixture
-def database(postgres: Postgres) -> Iterator[str]:
-    url = postgres.database()
-    try:
-        yield url
-    finally:
-        postgres.drop(url)
-
-
 class Contender:
     """A process contending for the lead of the group on `url`; what it said, line by line."""
 
@@ -77,13 +67,13 @@ class Contender:
 
 @pytest.mark.e2e
 def test_one_of_two_leads_and_the_other_takes_over_after_a_kill_9(
-    database: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path
 ) -> None:
-    first = Contender(database, LEADER_KEY, tmp_path / "first.out")
+    first = Contender(postgres_url, LEADER_KEY, tmp_path / "first.out")
     second: Contender | None = None
     try:
         wait_until(lambda: first.said() == ["leading"], 20, "the first to lead")
-        second = Contender(database, LEADER_KEY, tmp_path / "second.out")
+        second = Contender(postgres_url, LEADER_KEY, tmp_path / "second.out")
         wait_until(lambda: second is not None and second.said() == ["following"], 20,
                    "the second to follow")  # fmt: skip
         time.sleep(2 * 1.0)  # two of its tries for the lock, while the first holds it
@@ -102,10 +92,10 @@ def test_one_of_two_leads_and_the_other_takes_over_after_a_kill_9(
 
 @pytest.mark.e2e
 def test_the_leader_hears_what_the_others_stored_and_tells_a_persons_change_apart(
-    database: str,
+    postgres_url: str,
 ) -> None:
-    leader, follower = Advisory(database), Advisory(database)
-    mine, theirs, person = (open_storage(database) for _ in range(3))
+    leader, follower = Advisory(postgres_url), Advisory(postgres_url)
+    mine, theirs, person = (open_storage(postgres_url) for _ in range(3))
     try:
         assert leader.leading() and leader.took_over() and not leader.took_over()
         assert not follower.leading()
@@ -142,13 +132,13 @@ def raw(device: str, seq: int, kind: str, at: int, **fields: Any) -> Raw:
 
 @pytest.mark.e2e
 def test_a_rating_and_its_follow_up_stored_at_once_by_two_members_open_the_case_as_one_would(
-    database: str,
+    postgres_url: str,
 ) -> None:
     rated_at = int(time.time()) - 600
     rating = raw("till-1", 4, "rating", rated_at, score=1, scale=4, station="desk", staff=None)
     follow_up = raw("till-1", 5, "follow_up", rated_at + 12, rating_seq=4, accepted=True,
                     code=case_code("till-1", 4))  # fmt: skip
-    east, west = Writer(open_storage(database)), Writer(open_storage(database))
+    east, west = Writer(open_storage(postgres_url)), Writer(open_storage(postgres_url))
     looked, go = threading.Event(), threading.Event()
     rated = east.engine.rated
 
@@ -278,7 +268,7 @@ def without_ts(payload: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.slow  # a load run: 20,000 events from 300 kiosks, two aggregators, a kill -9
 @pytest.mark.e2e
 def test_two_aggregators_share_the_stream_through_a_kill_9_and_send_each_view_once(
-    fresh_mosquitto: Mosquitto, database: str, tmp_path: Path
+    fresh_mosquitto: Mosquitto, postgres_url: str, tmp_path: Path
 ) -> None:
     broker = fresh_mosquitto
     status = Watcher(broker.url, HOST_STATUS, "watch-status")
@@ -287,16 +277,16 @@ def test_two_aggregators_share_the_stream_through_a_kill_9_and_send_each_view_on
     watcher = Client(broker.port, "watch-chain")
     names = [f"kiosk/v1/+/{v}" for v in (*VIEWS, "alerts")]
     watcher.subscribe("kiosk/v1/+/+/event", *names)
-    storage = open_storage(database)
-    east = Aggregator(broker.url, database, "agg-east", tmp_path / "east.log")
+    storage = open_storage(postgres_url)
+    east = Aggregator(broker.url, postgres_url, "agg-east", tmp_path / "east.log")
     west: Aggregator | None = None
     loadgen: subprocess.Popen[str] | None = None
     try:
         wait_until(lambda: online(status, "agg-east"), 30, "agg-east online")
-        with psycopg.connect(database, autocommit=True) as c:  # east leads: it came first
+        with psycopg.connect(postgres_url, autocommit=True) as c:  # east leads: it came first
             held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
             wait_until(lambda: c.execute(held).fetchone() == (1,), 10, "east to lead")
-        west = Aggregator(broker.url, database, "agg-west", tmp_path / "west.log")
+        west = Aggregator(broker.url, postgres_url, "agg-west", tmp_path / "west.log")
         wait_until(lambda: online(status, "agg-west"), 30, "agg-west online")
         loadgen = subprocess.Popen(
             [str(KIOSK_HOST), "loadgen", "--broker", broker.url, "--stores", str(STORES),

@@ -4,6 +4,7 @@ from tests.bench import (
     contract_validation,
     dashboard_api,
     firmware_footprint,
+    forecast_backtest,
     host_ingest,
     kiosk_drain,
     store_views,
@@ -16,5 +17,6 @@ for bench in (
     host_ingest,
     store_views,
     dashboard_api,
+    forecast_backtest,
 ):
     bench.main()

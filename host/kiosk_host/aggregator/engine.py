@@ -7,14 +7,21 @@ themselves are the pure functions of `recovery`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
+from kiosk_host.notify.catalogue import DEFAULT_LANGUAGE
+from kiosk_host.notify.message import language_of, render
+from kiosk_host.rules import health
 from kiosk_host.rules.recovery import (
+    Alert,
     Case,
     Outcome,
     RuleError,
     case_alerts,
+    clip_text,
     close_case,
     mark_fixed,
     near_alerts,
@@ -24,9 +31,10 @@ from kiosk_host.rules.recovery import (
     settle,
     surge_alert,
 )
-from kiosk_host.rules.stores import DEFAULT, Stores
+from kiosk_host.rules.routing import delivery_id, routes
+from kiosk_host.rules.stores import DEFAULT, StoreConfig, Stores
 from kiosk_host.storage.protocol import Store
-from kiosk_host.storage.sqlite import DeadLetter, EventRow
+from kiosk_host.storage.sqlite import DeadLetter, Delivery, EventRow
 from kiosk_host.wire import topics
 
 # A verdict counts for the latest case with its code whose rating is at most this long after
@@ -159,7 +167,7 @@ class Engine:
             if after != before:
                 storage.save_case(after)
                 for alert in case_alerts(cfg, before, after, now):
-                    storage.add_alert(alert)
+                    self.raise_alert(storage, alert)
         for key, (v, why) in was.items():
             reason = now_refused[key][1] if key in now_refused else None
             if reason != why:
@@ -176,7 +184,22 @@ class Engine:
         after = settle(after, now)
         storage.save_case(after)
         for alert in case_alerts(cfg, before, after, now):
-            storage.add_alert(alert)
+            self.raise_alert(storage, alert)
+
+    def raise_alert(self, storage: Store, alert: Alert) -> bool:
+        """Keep an alert and, in the same transaction, one delivery per recipient the store
+        routes it to (rules/routing.py); False when the same alert was kept before."""
+        cfg = self.stores.get(alert.store)
+        alert = in_language(alert, cfg)
+        if not storage.add_alert(alert):
+            return False
+        payload = json.dumps(alert.to_payload())
+        storage.add_deliveries(
+            Delivery(delivery_id(alert.id, r.to), alert.store, alert.id, r.to, payload,
+                     alert.at, not_before)
+            for r, not_before in routes(cfg, alert.type, alert.severity, alert.at)
+        )  # fmt: skip
+        return True
 
     def fix(self, storage: Store, store: str, code: str, staff: str, note: str | None) -> Case:
         """A staff member marked the case fixed (from the CLI or the dashboard); past its
@@ -213,9 +236,37 @@ class Engine:
                     changed.add(case.store)
                     continue
                 for alert in near_alerts(cfg, case, now, near_sent):
-                    storage.add_alert(alert)
+                    self.raise_alert(storage, alert)
                     storage.save_case(case, near_sent=True)
         return changed
+
+    def kiosk_alerts(self, storage: Store, now: int) -> None:
+        """`kiosk_offline` for kiosks down too long inside opening hours, and `outbox_filling`
+        for online kiosks whose last telemetry says their outbox is more than half full
+        (rules/health.py); the alerts already sent are looked up only for a candidate."""
+        with storage.transaction():
+            for d in storage.devices():
+                store, device = d["store"], d["device"]
+                cfg = self.stores.get(store)
+                h = health.kiosk_health(
+                    now, state=d["state"], since=d["since"], telemetry_at=d["telemetry_at"],
+                    interval_s=d["interval_s"], refused_at=d["refused_at"],
+                )  # fmt: skip
+                if health.offline_alert(cfg, store, device, h, now, None) is not None:
+                    last = storage.last_kiosk_alert_at(store, device, "kiosk_offline")
+                    alert = health.offline_alert(cfg, store, device, h, now, last)
+                    if alert is not None:
+                        self.raise_alert(storage, alert)
+                t = d["telemetry"] or {}
+                outbox, size, at = t.get("outbox"), t.get("outbox_max"), d["telemetry_at"]
+                if h.state != "online" or not isinstance(outbox, int) or at is None:
+                    continue
+                size = size if isinstance(size, int) else None
+                if health.outbox_alert(store, device, outbox, size, at, None) is not None:
+                    last = storage.last_kiosk_alert_at(store, device, "outbox_filling")
+                    alert = health.outbox_alert(store, device, outbox, size, at, last)
+                    if alert is not None:
+                        self.raise_alert(storage, alert)
 
     def stream_alerts(self, storage: Store, stores: Iterable[str]) -> None:
         """Negative surge and praise for stores with new ratings, timed by the latest rating
@@ -255,7 +306,18 @@ class Engine:
                 ]
                 for alert in found:
                     if alert is not None:
-                        storage.add_alert(alert)
+                        self.raise_alert(storage, alert)
+
+
+def in_language(alert: Alert, cfg: StoreConfig) -> Alert:
+    """The alert with its text in the store's language (the contract's `text`): the rules
+    write English; another language takes the line its e-mails are headed with (the
+    subject, less the store's name), times in the store's zone."""
+    if language_of(cfg.language) == DEFAULT_LANGUAGE:
+        return alert
+    subject = render(alert.to_payload(), cfg.language, cfg.tz, None).subject
+    text = subject.removeprefix(f"[{alert.store}]").strip()
+    return replace(alert, text=clip_text(text))
 
 
 def _ev(e: EventRow) -> tuple[str, int]:

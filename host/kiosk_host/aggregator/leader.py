@@ -79,10 +79,12 @@ class Alone:
         return None
 
 
-def leader_for(db: str) -> Leader:
-    """The leadership of the aggregators on `db`: the advisory lock on PostgreSQL, else sole."""
+def leader_for(db: str, role: str = "clock") -> Leader:
+    """The leadership of the aggregators on `db`: the advisory lock on PostgreSQL, else sole.
+    The `clock` (ticks, alerts, views) and the `sender` of deliveries each have a lock of
+    their own, so that one aggregator's slow mail server never holds up the views."""
     if not is_postgres(db):
         return Alone()
-    from kiosk_host.storage.postgres_leader import Advisory  # psycopg only for PostgreSQL
+    from kiosk_host.storage.postgres_leader import LEADER_KEY, SENDER_KEY, Advisory
 
-    return Advisory(db)
+    return Advisory(db, SENDER_KEY if role == "sender" else LEADER_KEY)

@@ -13,8 +13,9 @@ from typing import Any
 from kiosk_host.rules import health
 from kiosk_host.rules.recognition import Rating, attribute, board, to_payload
 from kiosk_host.rules.recovery import Case
-from kiosk_host.rules.stores import StoreConfig, Stores, local_day
+from kiosk_host.rules.stores import DAY_S, StoreConfig, Stores, is_open, local_day
 from kiosk_host.storage.protocol import Store
+from kiosk_host.storage.sqlite import QUARTER_S, whole_quarters
 
 
 def day_bounds(cfg: StoreConfig, now: int) -> tuple[int, int]:
@@ -102,14 +103,72 @@ def recognition(
     storage: Store, cfg: StoreConfig, store: str, now: int, days: int = 7
 ) -> dict[str, Any]:
     """The payload of kiosk/v1/{store}/recognition for the last `days` days: each rating
-    credited to whoever was signed in at the kiosk, else to the roster."""
+    credited to whoever was signed in at the kiosk, else to the roster. The whole quarters of
+    the period are read as tallies from the roll-ups, credited by the roster at each
+    quarter's start; the parts of quarters at its edges, and any quarter in which the store's
+    hours or its roster change (at a time not on a quarter hour), rating by rating from the
+    events."""
     since = now - days * 86400
+    first, end, edges = whole_quarters(since, now)
+    uneven = uneven_quarters(cfg, first, end)
     ratings = [
         Rating(staff or attribute((), cfg, station, at), score, at, scale)
-        for at, score, staff, station, scale in storage.rating_credits(store, since, now)
+        for a, b in [*edges, *_spans(uneven)]
+        for at, score, staff, station, scale in storage.rating_credits(store, a, b)
+    ]
+    # The board counts what falls in the period while the store is open: the whole
+    # quarters' tallies of open quarters add up per person, score and scale into one Rating
+    # each, at the first such quarter's start.
+    opened: dict[int, bool] = {}
+    rostered: dict[tuple[str, int], str | None] = {}
+    tallies: dict[tuple[str | None, int, int], list[int]] = {}
+    for quarter, station, staff, scale, score, n in storage.rollup_credits(store, first, end):
+        if quarter not in opened:
+            opened[quarter] = quarter not in uneven and is_open(cfg, quarter * QUARTER_S)
+        if not opened[quarter]:
+            continue
+        if staff is None and cfg.roster:
+            if (station, quarter) not in rostered:
+                rostered[station, quarter] = attribute((), cfg, station, quarter * QUARTER_S)
+            staff = rostered[station, quarter]
+        tally = tallies.setdefault((staff, score, scale), [quarter * QUARTER_S, 0])
+        tally[1] += n
+    ratings += [
+        Rating(staff, score, at, scale, count=n)
+        for (staff, score, scale), (at, n) in tallies.items()
     ]
     cases = storage.recovered_between(store, since, now)
     return to_payload(board(cfg, ratings, cases, since, now), store, now)
+
+
+def uneven_quarters(cfg: StoreConfig, first: int, end: int) -> set[int]:
+    """The quarters in [first, end) (numbered at // 900) in which the store's opening hours or
+    a roster entry begin or end: those whose hours or roster are not one for the whole
+    quarter. Times of day are HH:MM, so a quarter is uneven only when one is not on a
+    quarter hour (a conservative test: at that time of day on any weekday)."""
+    times = [s for day in cfg.hours or () for span in day for s in (span.start, span.end)]
+    times += [s for entry in cfg.roster for s in (entry.span.start, entry.span.end)]
+    slots = {t % DAY_S // QUARTER_S for t in times if t % QUARTER_S}
+    if not slots:
+        return set()
+    found = set()
+    for quarter in range(first, end):
+        local = datetime.fromtimestamp(quarter * QUARTER_S, cfg.tz)
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        if second // QUARTER_S in slots:
+            found.add(quarter)
+    return found
+
+
+def _spans(quarters: set[int]) -> list[tuple[int, int]]:
+    """Quarters as spans of unix seconds [since, until), neighbours joined."""
+    spans: list[tuple[int, int]] = []
+    for q in sorted(quarters):
+        if spans and spans[-1][1] == q * QUARTER_S:
+            spans[-1] = (spans[-1][0], (q + 1) * QUARTER_S)
+        else:
+            spans.append((q * QUARTER_S, (q + 1) * QUARTER_S))
+    return spans
 
 
 def report(
@@ -127,7 +186,7 @@ def report(
     since, until = local_bounds(cfg, first, today)
     per_day: dict[date, _Day] = {first + timedelta(days=n): _Day() for n in range(days)}
     for quarter, outside, score, n in storage.rating_quarters(store, since, until):
-        local = datetime.fromtimestamp(since + quarter * 900, cfg.tz)
+        local = datetime.fromtimestamp(max(since, quarter * QUARTER_S), cfg.tz)
         tally = per_day[local.date()]
         if outside:
             tally.outside += n

@@ -104,6 +104,7 @@ class Writer:
     """Stores batches and runs the clock of the cases, alerts and retained views."""
 
     TICK_S = 1.0  # deadlines are checked, and retained views refreshed, this often
+    KIOSKS_S = 30  # kiosks offline too long, or with their outbox filling, checked this often
 
     def __init__(
         self, storage: Store, stores: Stores = NO_STORES, leader: Leader | None = None
@@ -119,6 +120,7 @@ class Writer:
         self.leader.outside(storage.outside_changes())  # the changes so far: seen
         self.broker_log = BrokerLog()
         self._next_tick = 0.0
+        self._kiosks_due = 0
         # Each kiosk's high-water mark waiting to go out, and when (monotonic) and what it
         # last was: a kiosk's outbox lets go of what its mark covers.
         self.marks_due: dict[tuple[str, str], int] = {}
@@ -175,7 +177,7 @@ class Writer:
                 " back. Its events are kept; check the kiosk."
             )
             alert = Alert("seq_regression", "critical", store, None, device, None, text, at)
-            storage.add_alert(alert)
+            self.engine.raise_alert(storage, alert)
 
     def write(self, batch: list[Raw]) -> Reply:
         events: list[EventRow] = []
@@ -309,6 +311,9 @@ class Writer:
         self._guarded(
             "the cases' deadlines", lambda: self.dirty.update(self.engine.tick(self.storage))
         )
+        if now >= self._kiosks_due:
+            self._kiosks_due = now + self.KIOSKS_S
+            self._guarded("the kiosks' alerts", lambda: self.engine.kiosk_alerts(self.storage, now))
         rated, self.rated = self.rated, set()
         self._guarded("the stream alerts", lambda: self.engine.stream_alerts(self.storage, rated))
         out: list[Publication] = []

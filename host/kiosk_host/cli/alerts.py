@@ -1,14 +1,23 @@
 """`kiosk-host alerts`: list a store's alerts, acknowledge one and comment on one, each named by
-its id or a short prefix of it that is unique."""
+its id or a short prefix of it that is unique; and what was sent to people about them."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 
-from kiosk_host.cli.common import identifier, known_store, storage, storage_and_stores
+from kiosk_host.aggregator.sender import alerts_sent, delivery_json, shown_recipient
+from kiosk_host.cli.common import (
+    identifier,
+    known_store,
+    storage,
+    storage_and_stores,
+    whole_number,
+)
 from kiosk_host.errors import UserError
 from kiosk_host.storage.protocol import Store
+from kiosk_host.storage.sqlite import Delivery
 
 COMMENT_MAX = 500  # as the dashboard's comment field
 SHOWN_ID = 8  # characters of an id that `alerts list` shows, more where two share them
@@ -28,6 +37,13 @@ def add_parsers(
         "list", parents=[store], help="the store's alerts, newest first, with their short ids"
     )
     listing.set_defaults(run=list_alerts)
+    sent = alerts.add_parser(
+        "deliveries",
+        parents=[store],
+        help="what was sent (or is waiting to be) by e-mail and webhook, newest first",
+    )
+    sent.add_argument("--limit", type=whole_number, default=100, help="the latest N (default 100)")
+    sent.set_defaults(run=list_deliveries)
     named = argparse.ArgumentParser(add_help=False, parents=[db])
     named.add_argument(
         "id", help="the alert's id, or the start of it that no other alert shares (alerts list)"
@@ -58,7 +74,7 @@ def _comment(value: str) -> str:
 
 def list_alerts(args: argparse.Namespace) -> int:
     db = storage(args)
-    alerts = db.alerts(args.store)
+    alerts = alerts_sent(db, args.store, 100)
     if args.json:
         print(json.dumps(alerts, indent=2))
         return 0
@@ -67,6 +83,38 @@ def list_alerts(args: argparse.Namespace) -> int:
         done = f" (acknowledged by {a['acked_by']})" if a["acked_by"] else ""
         print(f"{shown[a['id']]} {a['type']} {a['severity']}: {a['text']}{done}")
     return 0
+
+
+def list_deliveries(args: argparse.Namespace) -> int:
+    """The store's deliveries: to whom, about what, and how it went (delivered when; failed
+    and why; waiting, and until when)."""
+    db = storage(args)
+    rows = db.deliveries(args.store, args.limit)
+    if args.json:
+        print(json.dumps([delivery_json(d) for d in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"nothing sent for store {args.store}: see docs/alerts.md to have alerts sent")
+        return 0
+    for d in rows:
+        to = shown_recipient(d.recipient)
+        print(f"{_when(d.created_at)} {d.subject[:SHOWN_ID]} to {to}: {_how(d)}")
+    return 0
+
+
+def _when(at: int | None) -> str:
+    return "?" if at is None else time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
+
+
+def _how(d: Delivery) -> str:
+    tries = f"{d.attempts} tr{'y' if d.attempts == 1 else 'ies'}"
+    if d.state == "delivered":
+        return f"delivered {_when(d.delivered_at)} ({tries})"
+    if d.state == "failed":
+        return f"FAILED after {tries}: {d.last_error}"
+    if d.attempts:
+        return f"retrying at {_when(d.next_at)} after {tries}: {d.last_error}"
+    return f"waiting until {_when(d.next_at or d.not_before)}"
 
 
 def short_ids(ids: list[str]) -> dict[str, str]:

@@ -17,8 +17,11 @@ from kiosk_host import __version__
 from kiosk_host.aggregator import views as summary
 from kiosk_host.cli import alerts as alert_commands
 from kiosk_host.cli import cases as case_commands
+from kiosk_host.cli import digest as digest_command
 from kiosk_host.cli import fleet as fleet_commands
 from kiosk_host.cli import loadgen as loadgen_command
+from kiosk_host.cli import migrate as migrate_command
+from kiosk_host.cli import verify as verify_command
 from kiosk_host.cli.common import (
     PASSWORD_HELP,
     broker_options,
@@ -460,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("DEMO_HTTP_PORT") or None,
         help="the dashboard's port (default $DEMO_HTTP_PORT, or 8080 if free)",
     )
+    demo.add_argument(
+        "--smtp-port",
+        type=int,
+        default=os.environ.get("DEMO_SMTP_PORT") or None,
+        help="the port of the demo's mail server, which keeps what managers are sent "
+        "(default $DEMO_SMTP_PORT, or 2525 if free)",
+    )
     demo.set_defaults(run=_demo)
     _flashing_parsers(commands)
 
@@ -507,6 +517,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="the dashboard's token for changes (its first line; else $KIOSK_DASHBOARD_TOKEN; "
         "without either the dashboard is read-only)",
     )
+    mail = serve.add_argument_group(
+        "alerts to people (docs/alerts.md: the recipients are in stores.toml, [[notify]])"
+    )
+    mail.add_argument(
+        "--smtp",
+        metavar="URL",
+        help="the mail server: smtp://[USER@]HOST[:PORT] (STARTTLS), smtps:// (TLS), or "
+        "smtp+insecure://HOST for a local relay; USER's password from --smtp-password-file or "
+        "$KIOSK_SMTP_PASSWORD",
+    )
+    mail.add_argument("--smtp-password-file", help="the SMTP account's password (first line)")
+    mail.add_argument("--smtp-ca", help="the CA certificate (PEM) the mail server's is signed by")
+    mail.add_argument(
+        "--mail-from",
+        default="Kiosk alerts <kiosk-host@localhost>",
+        help="the sender of alert e-mails and digests (default %(default)s)",
+    )
+    mail.add_argument(
+        "--dashboard-url",
+        metavar="URL",
+        help="the dashboard as managers reach it (https://HOST/), linked from e-mails and chats",
+    )
     serve.set_defaults(run=_serve)
     dead = commands.add_parser("deadletter", parents=[db], help="messages refused, and why")
     dead.add_argument("--json", action="store_true")
@@ -521,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(run=_devices)
     _database_parsers(commands, db)
+    migrate_command.add_parser(commands)
+    verify_command.add_parser(commands, db)
     _fleet_parsers(commands)
     fleet_commands.add_broker_parsers(commands)
 
@@ -538,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--period", choices=("day", "week"), default="day")
     report.add_argument("--csv", action="store_true")
     report.set_defaults(run=_report)
+    digest_command.add_parser(commands, store)
     alert_commands.add_parsers(commands, store, db)
     return parser
 

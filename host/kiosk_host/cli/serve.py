@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from kiosk_host.aggregator.leader import leader_for
 from kiosk_host.aggregator.receiver import Ingest, IngestError, IngestRefused
+from kiosk_host.aggregator.sender import Channels, Sender
 from kiosk_host.cli.backup import serving
 from kiosk_host.cli.common import broker_url, keep_stores, storage
 from kiosk_host.errors import UserError
+from kiosk_host.notify.email import Mailer, read_account
 from kiosk_host.rules.stores import Stores
 from kiosk_host.storage import is_postgres, shown
+from kiosk_host.storage import open as open_storage
 from kiosk_host.wire.broker_url import public_url
 
 
@@ -60,8 +65,41 @@ def share_group(group: str | None, db: str) -> None:
         raise UserError(f"--share {group!r}: a group's name has no '/', '+' or '#'")
 
 
+def mailer(args: argparse.Namespace) -> Mailer | None:
+    """The mail server --smtp names, with its account; refused with the reason before anything
+    starts when it cannot work."""
+    if not args.smtp:
+        return None
+    account = read_account(args.smtp, args.smtp_password_file)
+    ca = Path(args.smtp_ca) if args.smtp_ca else None
+    return Mailer(args.smtp, account, args.mail_from, ca)
+
+
+def start_sender(
+    args: argparse.Namespace, stores: Stores, channels: Channels
+) -> threading.Event | None:
+    """Send the deliveries (alerts and digests to the stores' [[notify]] recipients) on a
+    thread of their own, with a database connection of its own; the event stops it. None
+    when no store names a recipient."""
+    if not any(cfg.notify for cfg in stores.configs.values()):
+        return None
+    sender = Sender(open_storage(str(args.db)), stores, channels, leader_for(args.db, "sender"))
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            sender.run(stop)
+        finally:
+            sender.leader.close()
+            sender.storage.close()
+
+    threading.Thread(target=run, name="kiosk-host-sender", daemon=True).start()
+    return stop
+
+
 def _serve(args: argparse.Namespace, url: str, stores: Stores) -> int:
     db = args.db if is_postgres(args.db) else Path(args.db)
+    channels = Channels(mailer(args), args.dashboard_url)  # a bad --smtp refused before all
     ingest = Ingest(url, db, args.client_id, stores, args.ca, args.share)
     asked: list[int] = []
 
@@ -100,7 +138,10 @@ def _serve(args: argparse.Namespace, url: str, stores: Stores) -> int:
         raise UserError(f"--broker {public_url(url)}: cannot connect: {text}") from None
     group = f" (group {args.share}, as {ingest.client_id})" if args.share else ""
     print(f"kiosk-host: serving {public_url(url)} into {shown(args.db)}{group}", file=sys.stderr)
+    sending = start_sender(args, stores, channels)
     ingest.stopped.wait()
+    if sending is not None:
+        sending.set()
     if web is not None:
         web.stop()
     ingest.stop()

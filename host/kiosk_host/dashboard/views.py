@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from kiosk_host.aggregator import views as summary
 from kiosk_host.aggregator.engine import Engine
+from kiosk_host.aggregator.sender import alerts_sent
 from kiosk_host.dashboard.live import Changes
 from kiosk_host.rules.recovery import LISTED, STATES, Case
 from kiosk_host.rules.stores import StoreConfig, Stores
@@ -164,13 +165,15 @@ class Views:
         return self._cached(("cases", store, key, limit), make)
 
     def alerts(self, store: str, limit: int = ALERTS_SHOWN) -> dict[str, Any]:
-        """The store's alerts, newest first, as `alerts list --json`."""
+        """The store's alerts, newest first, as `alerts list --json`, each with what was sent
+        to people about it (`deliveries`: to whom, and how it went)."""
+
         return self._cached(
             ("alerts", store, limit),
             lambda: {
                 "store": store,
                 "ts": int(self.now()),
-                "alerts": self.storage().alerts(store, limit),
+                "alerts": alerts_sent(self.storage(), store, limit),
             },
         )
 

@@ -20,10 +20,12 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Literal
 
 from kiosk_host.demo.broker import Mosquitto
+from kiosk_host.demo.mail import MailSink
 from kiosk_host.demo.processes import CLIENT_ID, KIOSK_HOST, Child, Kiosk, KioskProcess, Watcher
 from kiosk_host.errors import UserError
 from kiosk_host.rules.stores import parse_stores
@@ -34,6 +36,7 @@ from kiosk_host.wire import topics
 STORES_FILE = Path(__file__).with_name("stores.toml")
 MQTT_PORT = 1883
 HTTP_PORT = 8080
+SMTP_PORT = 2525  # the demo's mail server, where the managers' e-mails go
 
 # --- the stores, their kiosks and their customers -------------------------------------------
 
@@ -252,6 +255,9 @@ class Demo:
         self.mqtt_port = (
             0 if args.broker else pick_port(args.mqtt_port, MQTT_PORT, "DEMO_MQTT_PORT")
         )
+        self.mail = MailSink(
+            pick_port(args.smtp_port, SMTP_PORT, "DEMO_SMTP_PORT"), self.var / "mail", self.on_mail
+        )
         # the demo's own mosquitto, unless --broker names one (it says now if it is missing)
         self.broker = (
             None
@@ -269,6 +275,10 @@ class Demo:
     def on_alert(self, alert: dict[str, Any]) -> None:
         mark = {"critical": "!!", "warning": "! "}.get(str(alert.get("severity")), "  ")
         self.say(f"{mark}ALERT {alert.get('store')} {alert.get('type')}: {alert.get('text')}")
+
+    def on_mail(self, message: EmailMessage, path: Path) -> None:
+        subject = " ".join(str(message["Subject"]).split())
+        self.say(f"   MAIL to {message['To']}: {subject} ({self.shown(path)})")
 
     def shown(self, path: Path) -> str:
         """A path as the person running the demo would type it."""
@@ -330,11 +340,14 @@ class Demo:
             raise DemoError(f"no broker at {self.url}: {why}") from None
         watcher = self.watcher
         self.wait(watcher.subscribed.is_set, 30, "subscriptions confirmed by the broker")
+        self.mail.start()
         self.aggregator = Child(
             "aggregator",
             [*KIOSK_HOST, "serve", "--broker", self.url, "--db", str(self.db),
              "--stores", str(self.stores), "--client-id", CLIENT_ID,
-             "--http", f"127.0.0.1:{http_port}", "--token-file", str(self.token_file())],
+             "--http", f"127.0.0.1:{http_port}", "--token-file", str(self.token_file()),
+             "--smtp", self.mail.url, "--mail-from", "Kiosk alerts <alerts@demo.example>",
+             "--dashboard-url", f"http://127.0.0.1:{http_port}/"],
             self.logs / "aggregator.log",
         )  # fmt: skip
         self.aggregator.start()
@@ -356,6 +369,11 @@ class Demo:
             topic = topics.topic("config", store=k.store, device=k.device)
             watcher.client.publish(topic, json.dumps(config), qos=1, retain=True)
         self.wait(lambda: not port_free(http_port), 60, "dashboard")
+        self.say(
+            f"Mail: the managers' e-mails go to a mail server of the demo's own, which keeps "
+            f"each in {self.shown(self.mail.folder)}/ (open one in any mail program; "
+            f"{self.command(['alerts', 'deliveries', '--store', N])} lists what was sent)"
+        )
         self.say(
             f"Dashboard: http://127.0.0.1:{http_port}/ (the managers' token for changes is in "
             f"{self.shown(self.token_file())}); Ctrl-C stops the demo"
@@ -645,6 +663,7 @@ class Demo:
             watcher.close()
         if self.broker is not None:
             self.broker.stop()
+        self.mail.stop()
         self.say(
             f"Stopped. The data stays in {self.shown(self.var)}/; `make demo` carries on from "
             f"it (delete {self.shown(self.var)}/ to start afresh)."

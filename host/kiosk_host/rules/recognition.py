@@ -33,12 +33,14 @@ SignIn = tuple[str, str, int, int | None]  # (station, staff, from, to); to None
 @dataclass(frozen=True)
 class Rating:
     """One attributed rating: the staff member (None: nobody), the score and its event time.
-    `scale` is the kiosk's scale when it differs from the store's."""
+    `scale` is the kiosk's scale when it differs from the store's. `count` such ratings at
+    once: a tally of ratings given while the store was open, `at` the time of the first."""
 
     staff: str | None
     score: int
     at: int
     scale: int | None = None
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -135,17 +137,24 @@ def board(
     in the period. It lists only people with a reason to be recognised: a share of top
     ratings above the store's (`above_store`), or a recovery in time. At most 50 people,
     ordered by shrunk rate, then Wow!s, then recoveries."""
-    counted = [r for r in ratings if period_from <= r.at < period_to and is_open(cfg, r.at)]
+    opened: dict[int, bool] = {}  # a quarter's tallies share one time: look it up once
     per: dict[str, list[int]] = {}
-    team_smooth = 0
-    for r in counted:
-        top = int(r.score == (r.scale or cfg.scale))
+    team_ratings = team_smooth = 0
+    for r in ratings:
+        if not period_from <= r.at < period_to:
+            continue
+        if r.at not in opened:
+            opened[r.at] = is_open(cfg, r.at)
+        if not opened[r.at]:
+            continue
+        top = r.count if r.score == (r.scale or cfg.scale) else 0
+        team_ratings += r.count
         team_smooth += top
         if r.staff is not None:
             tally = per.setdefault(r.staff, [0, 0])
-            tally[0] += 1
+            tally[0] += r.count
             tally[1] += top
-    p = team_smooth / len(counted) if counted else None
+    p = team_smooth / team_ratings if team_ratings else None
 
     in_time = [
         c
@@ -161,7 +170,7 @@ def board(
         if c.fixed_by is not None:
             (wows if c.state == "wow" else fixes).setdefault(c.fixed_by, []).append(c.code)
     team = Team(
-        ratings=len(counted),
+        ratings=team_ratings,
         smooth=team_smooth,
         smooth_rate=p,
         wow_in_time=sum(1 for c in in_time if c.state == "wow"),

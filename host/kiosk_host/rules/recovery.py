@@ -44,8 +44,9 @@ IN_TIME: Final[tuple[State, ...]] = ("wow", "recovered")  # "recovered in time"
 Outcome = Literal["wow", "fixed", "not_fixed"]
 OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 AlertType = Literal[
-    "case_opened", "deadline_near", "breached", "negative_surge", "praise", "seq_regression"
-]
+    "case_opened", "deadline_near", "escalated", "breached", "unconfirmed", "negative_surge",
+    "praise", "seq_regression", "kiosk_offline", "outbox_filling",
+]  # fmt: skip
 Severity = Literal["info", "warning", "critical"]
 
 EARLIEST_PLAUSIBLE: Final = 1_577_836_800  # 2020-01-01T00:00:00Z: an unsynced clock is earlier
@@ -357,8 +358,10 @@ class Alert:
 
 
 def case_alerts(cfg: StoreConfig, before: Case | None, after: Case, now: int) -> list[Alert]:
-    """The alerts a change of a case raises: `case_opened` for a new case (`before` None) and
-    `breached` when it has just become breached (a late rating can do both at once)."""
+    """The alerts a change of a case raises: `case_opened` for a new case (`before` None),
+    `breached` when it has just become breached (a late rating can do both at once), and
+    `unconfirmed` when a fixed case reached its deadline without the customer's verdict (not
+    for a late fix: its breach was told already)."""
     alerts = []
     when = local_time(cfg, after.deadline)
     hours = _hours(after.deadline - after.opened_at)
@@ -377,12 +380,20 @@ def case_alerts(cfg: StoreConfig, before: Case | None, after: Case, now: int) ->
             n = after.escalations
             text += f" after {n} 'Not yet' answer{'s' if n != 1 else ''}"
         alerts.append(_case_alert("breached", "critical", after, text, now))
+    if after.state == "unconfirmed" and before is not None and before.state == "fixed":
+        text = (
+            f"Case {after.code} at {after.station}: fixed by {after.fixed_by}, but the customer"
+            f" did not confirm within {hours} ({when}); ask them"
+        )
+        alerts.append(_case_alert("unconfirmed", "warning", after, text, now))
     return alerts
 
 
 def near_alerts(cfg: StoreConfig, case: Case, now: int, already_sent: bool) -> list[Alert]:
     """A `deadline_near` alert once a waiting case is within the store's lead (`near_s`) of
-    its deadline; nothing when one was already sent for the case, or when the lead is 0."""
+    its deadline, and `escalated` (critical: for whoever must step in) beside it when the
+    case is not fixed yet; nothing when they were already sent for the case, or when the
+    lead is 0."""
     lead = cfg.near_s
     if already_sent or lead <= 0 or not case.waiting:
         return []
@@ -396,7 +407,14 @@ def near_alerts(cfg: StoreConfig, case: Case, now: int, already_sent: bool) -> l
         )
     else:
         text = f"Case {case.code} at {case.station}: {left} left to make it right"
-    return [_case_alert("deadline_near", "warning", case, text, now)]
+    alerts = [_case_alert("deadline_near", "warning", case, text, now)]
+    if case.state == "open":
+        text = (
+            f"Case {case.code} at {case.station} is not fixed yet, {left} before its deadline:"
+            " please step in"
+        )
+        alerts.append(_case_alert("escalated", "critical", case, text, now))
+    return alerts
 
 
 def surge_alert(
@@ -424,7 +442,7 @@ def surge_alert(
         f"{low} of {len(scores)} ratings in the last {cfg.surge_window_min} min were low "
         f"({round(100 * low / len(scores))}%) {where}"
     )
-    return Alert("negative_surge", "warning", store, None, device, None, _clip(text), now)
+    return Alert("negative_surge", "warning", store, None, device, None, clip_text(text), now)
 
 
 def praise_alert(
@@ -448,12 +466,12 @@ def praise_alert(
         return None
     where = f"at {device}" if device else "in the store"
     text = f"{run} top ratings in a row {where}: customers are happy"
-    return Alert("praise", "info", store, None, device, None, _clip(text), now)
+    return Alert("praise", "info", store, None, device, None, clip_text(text), now)
 
 
 def _case_alert(type_: AlertType, severity: Severity, case: Case, text: str, now: int) -> Alert:
     return Alert(
-        type_, severity, case.store, case.code, case.device, case.deadline, _clip(text), now
+        type_, severity, case.store, case.code, case.device, case.deadline, clip_text(text), now
     )
 
 
@@ -478,5 +496,6 @@ def duration(seconds: int) -> str:
     return f"{m} min" if m else "less than a minute"
 
 
-def _clip(text: str) -> str:
+def clip_text(text: str) -> str:
+    """`text` cut to the contract's 200 characters of an alert's text, "…" marking the cut."""
     return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1] + "…"

@@ -13,6 +13,7 @@ defaults (UTC, always open, the thresholds below)::
     surge_min_ratings = 10          # ... with at least this many ratings ...
     surge_share = 0.4               # ... of which more than this share are low
     praise_run = 10                 # praise: this many top ratings in a row
+    offline_alert_minutes = 15      # kiosk_offline: down this long in opening hours (0: never)
 
     [stores.store-12.hours]         # without this table the store is always open
     mon = "08:00-20:00"             # a day left out, or "closed", is closed
@@ -29,6 +30,15 @@ defaults (UTC, always open, the thresholds below)::
 
     [stores.store-12.names]         # names shown on the recognition board
     ana = "Ana"
+
+    [[stores.store-12.notify]]      # who is told of the store's alerts (docs/alerts.md)
+    to = "mailto:manager@store12.example"   # or an http(s):// webhook URL
+    kinds = ["case_opened", "deadline_near", "breached", "escalated"]   # default: all
+    quiet = "21:00-07:00"           # store-local; critical alerts are never held back
+    digests = ["week"]              # e-mail only; default ["day", "week"]
+
+`language` (en, de, fr, es or nl; default en) is the language of the store's alerts, e-mails
+and digests; `digest_hour` (default 7) the store-local hour at which the digests go out.
 
 `window_minutes` and `near_minutes` give the same to the minute (a store gives at most one of
 each pair), for a window shorter than hours: `kiosk-host demo`, whose customers come back
@@ -50,6 +60,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from kiosk_host.errors import UserError
@@ -59,6 +70,16 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.wee
 DAY_S = 86_400
 _CLOCK = re.compile(r"([01][0-9]|2[0-4]):([0-5][0-9])")
 _CLOCK_LIKE = re.compile(r"[0-9]{2}:[0-9]{2}")
+LANGUAGES = ("en", "de", "fr", "es", "nl")  # the kiosk's own languages
+# Every alert type (rules/recovery.py AlertType, mqtt_schemas/schemas/alert.json): what a
+# recipient's `kinds` may name.
+ALERT_KINDS = (
+    "case_opened", "deadline_near", "escalated", "breached", "unconfirmed", "negative_surge",
+    "praise", "seq_regression", "kiosk_offline", "outbox_filling",
+)  # fmt: skip
+DIGESTS = ("day", "week")
+WEBHOOK_FORMATS = ("plain", "slack", "teams")
+_MAILTO = re.compile(r"mailto:([^@\s<>,;:\"]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 
 
 @dataclass(frozen=True)
@@ -87,6 +108,26 @@ class RosterEntry:
 
 
 @dataclass(frozen=True)
+class Recipient:
+    """Who is told of a store's alerts, and how: an e-mail address (`mailto:`) or a webhook
+    URL; the alert types they get; the store-local span in which non-critical alerts wait;
+    the digests they get (e-mail); a webhook's `format` and where its signing secret is."""
+
+    to: str
+    kinds: frozenset[str] = frozenset(ALERT_KINDS)
+    quiet: Span | None = None
+    digests: frozenset[str] = frozenset()
+    format: str = "plain"
+    secret_env: str | None = None  # the environment variable holding the webhook's secret
+    secret_file: str | None = None  # or the file
+
+    @property
+    def email(self) -> str | None:
+        """The address of an e-mail recipient; None for a webhook."""
+        return self.to[len("mailto:") :] if self.to.startswith("mailto:") else None
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     """One store's settings. The defaults are the product's: UTC, always open, a 4-point scale."""
 
@@ -100,6 +141,10 @@ class StoreConfig:
     surge_min_ratings: int = 10
     surge_share: float = 0.4
     praise_run: int = 10
+    offline_alert_minutes: int = 15
+    language: str = "en"
+    digest_hour: int = 7
+    notify: tuple[Recipient, ...] = ()
     roster: tuple[RosterEntry, ...] = ()
     names: tuple[tuple[str, str], ...] = ()  # (staff, display name)
 
@@ -237,6 +282,10 @@ _KEYS = {
     "surge_min_ratings",
     "surge_share",
     "praise_run",
+    "offline_alert_minutes",
+    "language",
+    "digest_hour",
+    "notify",
     "roster",
     "names",
 }
@@ -284,9 +333,72 @@ class _Reader:
             ),
             surge_share=self.share(table, "surge_share", d.surge_share),
             praise_run=self.integer(table, "praise_run", d.praise_run, 1, 100_000),
+            offline_alert_minutes=self.integer(
+                table, "offline_alert_minutes", d.offline_alert_minutes, 0, 7 * 24 * 60
+            ),
+            language=self.language(table.get("language", d.language)),
+            digest_hour=self.integer(table, "digest_hour", d.digest_hour, 0, 23),
+            notify=self.recipients(table.get("notify", [])),
             roster=self.roster(table.get("roster", [])),
             names=self.names(table.get("names", {})),
         )
+
+    def language(self, value: object) -> str:
+        if value not in LANGUAGES:
+            raise self.fail("language", "one of " + ", ".join(LANGUAGES), value)
+        return str(value)
+
+    def recipients(self, value: object) -> tuple[Recipient, ...]:
+        if not isinstance(value, list):
+            raise self.fail("notify", "a list of [[notify]] entries", value)
+        return tuple(self.recipient(f"notify[{i}]", item) for i, item in enumerate(value))
+
+    def recipient(self, key: str, item: object) -> Recipient:
+        fields = {"to", "kinds", "quiet", "digests", "format", "secret_env", "secret_file"}
+        if not isinstance(item, dict):
+            raise self.fail(key, "a table with to, and optionally kinds and quiet", item)
+        for k in item:
+            if k not in fields:
+                raise self.unknown(f"{key}.{k}", fields)
+        to = item.get("to")
+        web = isinstance(to, str) and _web_url(to)
+        if not isinstance(to, str) or not (web or _MAILTO.fullmatch(to)):
+            what = "mailto:ADDRESS or an http:// or https:// webhook URL"
+            raise self.fail(f"{key}.to", what, to)
+        kinds = item.get("kinds", list(ALERT_KINDS))
+        if not isinstance(kinds, list) or not kinds or not all(k in ALERT_KINDS for k in kinds):
+            raise self.fail(
+                f"{key}.kinds", "a list of alert types: " + ", ".join(ALERT_KINDS), kinds
+            )
+        quiet = item.get("quiet")
+        span = None
+        if quiet is not None:
+            bounds = quiet.split("-") if isinstance(quiet, str) else []
+            if len(bounds) != 2 or not all(_CLOCK_LIKE.fullmatch(b.strip()) for b in bounds):
+                raise self.fail(f"{key}.quiet", 'store-local hours like "21:00-07:00"', quiet)
+            span = self.span(f"{key}.quiet", bounds[0], bounds[1])
+        digests = item.get("digests", [] if web else list(DIGESTS))
+        if not isinstance(digests, list) or not all(d in DIGESTS for d in digests):
+            raise self.fail(f"{key}.digests", 'a list of "day" and "week" (or [])', digests)
+        if digests and web:
+            raise self.fail(f"{key}.digests", "digests only for mailto: recipients", digests)
+        fmt = item.get("format", "plain")
+        if fmt not in WEBHOOK_FORMATS or (fmt != "plain" and not web):
+            what = "a webhook's format: " + ", ".join(WEBHOOK_FORMATS)
+            raise self.fail(f"{key}.format", what, fmt)
+        secrets = {}
+        for k in ("secret_env", "secret_file"):
+            v = item.get(k)
+            if v is not None and (not isinstance(v, str) or not v or not web):
+                raise self.fail(f"{key}.{k}", "a webhook's secret: a variable name or a file", v)
+            secrets[k] = v
+        if secrets["secret_env"] and secrets["secret_file"]:
+            raise StoresError(f"{self.source}: store {self.store!r}: {key}: give secret_env or"
+                              " secret_file, not both")  # fmt: skip
+        return Recipient(
+            to=to, kinds=frozenset(kinds), quiet=span, digests=frozenset(digests),
+            format=str(fmt), **secrets,
+        )  # fmt: skip
 
     def integer(self, table: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
         value = table.get(key, default)
@@ -413,3 +525,9 @@ class _Reader:
                 raise self.fail(f"names.{staff}", "a name of 1 to 24 characters", name)
             out.append((staff, name))
         return tuple(out)
+
+
+def _web_url(text: str) -> bool:
+    """Whether `text` is an http(s) URL with a host (a webhook)."""
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -8,6 +8,11 @@ returns on the broker's PUBACK, so thousands of connections need no thread each 
 written here. Events go out at QoS 1, each kiosk numbering its own from `seq_from`, with the
 time now; the mix (which kiosk, which score, which follow-up is accepted, which case gets a
 verdict) is drawn from the seed alone, so a run can be repeated.
+
+With `acks`, each kiosk also subscribes to its own `ack` topic, as the firmware does, and the
+report says how soon after each publish the host's mark covered it: publish, commit on the
+host, mark published and received, so an upper bound of publish to commit (the host sends a
+kiosk's mark at most once a second).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import heapq
 import json
 import random
 import ssl
+import statistics
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -27,6 +33,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from kiosk_host.errors import UserError
 from kiosk_host.wire import topics
@@ -49,6 +56,7 @@ OUTCOME_WEIGHTS = {"wow": 35, "fixed": 50, "not_fixed": 15}
 SEQ_MAX = 4294967295  # the contract's largest seq
 ACK_TIMEOUT_S = 30.0  # a PUBACK not back by then counts the event as failed
 CONNECT_TIMEOUT_S = 10.0
+ACK_WAIT_S = 30.0  # with acks: the run ends once no kiosk's mark has moved for this long
 INFLIGHT = 100  # QoS 1 messages in flight per connection (paho's default of 20 is a kiosk's)
 BURST_S = 0.05  # the token bucket holds this much of the rate: timer jitter costs no events
 # The firmware's code for a rating (firmware/wire.py, `case_code`): seq spread over 31**3.
@@ -84,6 +92,10 @@ class Kiosk:
     @property
     def topic(self) -> str:
         return topics.topic("event", store=self.store, device=self.device)
+
+    @property
+    def ack_topic(self) -> str:
+        return topics.topic("ack", store=self.store, device=self.device)
 
 
 Account = tuple[str, str]  # user name and password
@@ -257,6 +269,8 @@ class KioskFigures:
     last_seq: int | None = None
     sent: int = 0
     acked: int = 0
+    host_mark: int | None = None  # with acks: the last mark the host published for it
+    waiting: deque[tuple[int, float]] = field(default_factory=deque)  # (seq, published at)
 
 
 @dataclass
@@ -276,6 +290,9 @@ class Report:
     elapsed_s: float = 0.0  # from the first publish to the last PUBACK or failure
     kiosks: dict[str, KioskFigures] = field(default_factory=dict)  # by "store/device"
     errors: Counter[str] = field(default_factory=Counter)  # why events failed
+    acks: bool = False  # whether the kiosks heard the host's marks
+    host_acked: int = 0  # events a mark of the host covered
+    to_ack_s: list[float] = field(default_factory=list)  # publish -> mark received, each
 
     @property
     def total(self) -> int:
@@ -284,6 +301,15 @@ class Report:
     @property
     def achieved_rate(self) -> float:
         return self.acked / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def ack_ms(self, share: float) -> float | None:
+        """The publish-to-mark time (ms) that `share` of the covered events came within."""
+        if not self.to_ack_s:
+            return None
+        if share == 0.5:
+            return statistics.median(self.to_ack_s) * 1000
+        ordered = sorted(self.to_ack_s)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * share))] * 1000
 
     def per_store(self) -> dict[str, dict[str, int]]:
         stores: dict[str, dict[str, int]] = {}
@@ -294,6 +320,17 @@ class Report:
         return stores
 
     def as_json(self) -> dict[str, Any]:
+        out = self._json()
+        if self.acks:
+            p50, p99 = self.ack_ms(0.5), self.ack_ms(0.99)
+            out["host_acked"] = self.host_acked
+            out["ack_p50_ms"] = None if p50 is None else round(p50, 1)
+            out["ack_p99_ms"] = None if p99 is None else round(p99, 1)
+            for name, k in self.kiosks.items():
+                out["kiosks"][name]["host_mark"] = k.host_mark
+        return out
+
+    def _json(self) -> dict[str, Any]:
         return {
             "broker": self.broker,
             "seed": self.seed,
@@ -333,6 +370,14 @@ class Report:
             f"{self.achieved_rate:.0f} events/s acknowledged over {self.elapsed_s:.2f} s "
             f"(asked: {self.rate:g}/s for {self.duration_s:g} s; seed {self.seed})"
         )
+        if self.acks:
+            p50, p99 = self.ack_ms(0.5), self.ack_ms(0.99)
+            times = "" if p50 is None or p99 is None else f": p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+            yield (
+                f"host acknowledged {self.host_acked} of {self.total}{times} from publish to "
+                "the kiosk's ack received (publish -> commit -> ack received: an upper bound "
+                "of publish -> commit)"
+            )
         for store, s in self.per_store().items():
             yield f"{store}: sent {s['sent']}, acknowledged {s['acked']}"
         for name, k in self.kiosks.items():
@@ -352,6 +397,8 @@ class Options:
     prefix: str = "store"
     ca: str | None = None  # the CA certificate to trust, for mqtts://
     devices_dir: Path | None = None  # the kiosks' own accounts, as `provision` wrote them
+    acks: bool = False  # each kiosk hears its ack topic; the report times the host's marks
+    ack_wait_s: float = ACK_WAIT_S  # with acks: how long to wait for a mark that does not move
 
 
 def _check(opts: Options) -> int:
@@ -363,6 +410,8 @@ def _check(opts: Options) -> int:
         raise LoadError(f"--rate {opts.rate:g} for --duration {opts.duration_s:g} s is no event")
     if not 1 <= opts.seq_from <= SEQ_MAX - total:
         raise LoadError(f"--seq-from {opts.seq_from}: seqs run from 1 to {SEQ_MAX}")
+    if opts.ack_wait_s <= 0:
+        raise LoadError("--ack-wait must be above 0")
     if opts.ca is not None and not opts.broker.startswith("mqtts://"):
         raise BrokerUrlError("--ca is for a TLS broker: give --broker mqtts://HOST:PORT")
     return total
@@ -423,9 +472,45 @@ async def _disconnect(clients: Iterable[aiomqtt.Client]) -> None:
     await asyncio.gather(*(c.__aexit__(None, None, None) for c in clients), return_exceptions=True)
 
 
+async def _subscribe_acks(clients: dict[Kiosk, aiomqtt.Client], opts: Options) -> None:
+    """Subscribe every kiosk to its own ack topic (the host's mark comes retained at once);
+    a refusal is one line, as a kiosk whose account may not read it would never let go."""
+    results = await asyncio.gather(
+        *(c.subscribe(k.ack_topic, qos=1, timeout=CONNECT_TIMEOUT_S) for k, c in clients.items()),
+        return_exceptions=True,
+    )
+    for kiosk, granted in zip(clients, results, strict=True):
+        if isinstance(granted, BaseException) and not isinstance(granted, aiomqtt.MqttError):
+            raise granted
+        if isinstance(granted, BaseException) or any(_refused(q) for q in granted):
+            why = granted if isinstance(granted, BaseException) else "refused"
+            raise LoadError(
+                f"--acks: the broker at {public_url(opts.broker)} did not let {kiosk.client_id} "
+                f"subscribe to {kiosk.ack_topic} ({why})"
+            )
+
+
+def _refused(granted: int | ReasonCode) -> bool:
+    """A SUBACK's answer for one topic is a refusal (0x80 and up, in either MQTT version)."""
+    return granted.is_failure if isinstance(granted, ReasonCode) else granted >= 0x80
+
+
+def _mark(payload: object) -> int | None:
+    """The seq of a mark the host published, None for anything else."""
+    if not isinstance(payload, bytes | bytearray | str):
+        return None
+    try:
+        seq = json.loads(payload)["seq"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return seq if isinstance(seq, int) else None
+
+
 async def run(opts: Options, out: Callable[[str], None] | None = None) -> Report:
     """Connect every kiosk, publish `rate * duration` events paced evenly, wait for every
-    PUBACK (or its failure), disconnect, and report. `out` hears progress, once a second."""
+    PUBACK (or its failure), disconnect, and report. `out` hears progress, once a second.
+    With `acks`, every kiosk first subscribes to its ack topic, and after the last PUBACK the
+    run waits for the host's marks (`_await_marks`)."""
     total = _check(opts)
     kiosks = fleet(opts.stores, opts.kiosks_per_store, opts.prefix)
     accounts: dict[Kiosk, Account] = {}
@@ -437,6 +522,32 @@ async def run(opts: Options, out: Callable[[str], None] | None = None) -> Report
     clients = {k: _client(k, opts, accounts.get(k), tls) for k in kiosks}
     await _connect(clients, opts)
     loop = asyncio.get_running_loop()
+    listeners: list[asyncio.Task[None]] = []
+    moved = [loop.time()]  # when a mark of the host last covered a new event
+
+    async def listen(kiosk: Kiosk, figures: KioskFigures) -> None:
+        """The kiosk's ack topic: each mark lets go of the events it covers, timed."""
+        with contextlib.suppress(aiomqtt.MqttError):
+            async for message in clients[kiosk].messages:
+                mark = _mark(message.payload)
+                if mark is None:
+                    continue
+                now = loop.time()
+                figures.host_mark = max(mark, figures.host_mark or 0)
+                if figures.waiting and figures.waiting[0][0] <= mark:
+                    moved[0] = now
+                while figures.waiting and figures.waiting[0][0] <= mark:
+                    report.to_ack_s.append(now - figures.waiting.popleft()[1])
+                    report.host_acked += 1
+
+    if opts.acks:
+        report.acks = True
+        try:
+            await _subscribe_acks(clients, opts)
+        except BaseException:
+            await _disconnect(clients.values())
+            raise
+        listeners = [loop.create_task(listen(k, report.kiosks[k.client_id])) for k in clients]
     acked: set[tuple[str, str, int]] = set()  # accepted follow-ups the broker has
     pending: set[asyncio.Task[None]] = set()
     mix = Mix(kiosks, opts.seed, opts.seq_from, opts.rate)
@@ -471,6 +582,8 @@ async def run(opts: Options, out: Callable[[str], None] | None = None) -> Report
                 figures.first_seq = event.seq
             figures.last_seq = event.seq
             figures.sent += 1
+            if opts.acks:
+                figures.waiting.append((event.seq, now))
             report.sent[event.kind] += 1
             if event.kind == "rating":
                 report.scores[event.fields["score"]] += 1
@@ -484,10 +597,30 @@ async def run(opts: Options, out: Callable[[str], None] | None = None) -> Report
                 out(f"{index + 1} of {total} events sent, {report.acked} acknowledged")
         if pending:
             await asyncio.gather(*pending)
+        if opts.acks:
+            await _await_marks(report, opts, loop.time, moved, out)
     finally:
-        for task in pending:
+        for task in (*pending, *listeners):
             task.cancel()
         with contextlib.suppress(Exception):
             await _disconnect(clients.values())
     report.elapsed_s = last[0] - t0
     return report
+
+
+async def _await_marks(
+    report: Report,
+    opts: Options,
+    now: Callable[[], float],
+    moved: list[float],
+    out: Callable[[str], None] | None,
+) -> None:
+    """Wait until the host's marks cover every event sent, or none has moved for
+    `ack_wait_s` (an event the host never stored keeps its kiosk's mark below it)."""
+    moved[0] = max(moved[0], now())
+    said = now()
+    while report.host_acked < report.total and now() - moved[0] < opts.ack_wait_s:
+        await asyncio.sleep(0.1)
+        if out is not None and now() - said >= 1.0:
+            said = now()
+            out(f"{report.host_acked} of {report.total} events acknowledged by the host")

@@ -24,20 +24,50 @@ from kiosk_host.storage import shown
 from kiosk_host.storage.protocol import Store
 from kiosk_host.storage.sqlite import (
     _CASE_FIELDS,
+    _DELIVERY_FIELDS,
     DEAD_LETTER_BYTES,
+    DIFFERENCES,
     REFUSED,
+    ROLLUP_COLUMNS,
     SCHEMA_RELEASES,
     DeadLetter,
+    Delivery,
     DeviceStatus,
     EventRow,
     RatingLine,
+    RollupCheck,
     StorageError,
     Stored,
     _event_values,
     _regression,
+    credited_rows,
+    credited_staff,
+    credited_station,
+    differences,
+    rollup_deltas,
+    whole_quarters,
 )
-from kiosk_host.wire.identifiers import identifier_pattern
 
+# sqlite.ROLLUP_RECOUNT in PostgreSQL's dialect (the payload read once, as jsonb): migration 9
+# runs this text, never change it.
+PG_ROLLUP_RECOUNT = """SELECT store, at / 900,
+    CASE WHEN jsonb_typeof(j.p -> 'station') = 'string' THEN j.p ->> 'station' ELSE '?' END,
+    CASE WHEN jsonb_typeof(j.p -> 'staff') = 'string' THEN j.p ->> 'staff' ELSE '' END,
+    outside, score,
+    CASE WHEN jsonb_typeof(j.p -> 'scale') = 'number' AND j.p ->> 'scale' ~ '^[1-9][0-9]{0,2}$'
+        THEN (j.p ->> 'scale')::integer ELSE 0 END,
+    count(*)
+    FROM events CROSS JOIN LATERAL (SELECT payload::jsonb AS p) AS j
+    WHERE kind = 'rating' AND score IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6, 7"""
+# Rows written in key order lie together on disk: a view reads a store's week of them from
+# a few hundred pages rather than thousands (as SQLite's WITHOUT ROWID table keeps them).
+_IN_KEY_ORDER = " ORDER BY 1, 2, 3, 4, 5, 6, 7"
+# The recount's text in the table's collation, to be grouped with the table's rows.
+_KEY = "(store, quarter, station, staff, outside, score, scale, n)"
+_RECOUNT_C = (
+    'SELECT store, quarter, station COLLATE "C", staff COLLATE "C", outside, score, scale, n'
+    " FROM recount"
+)
 # The same schema versions as sqlite.MIGRATIONS, in PostgreSQL's dialect: a change to the
 # schema appends one migration to each tuple (tests/test_storage_backends.py holds them to
 # the same length).
@@ -152,6 +182,41 @@ PG_MIGRATIONS: Sequence[str] = (
     CREATE INDEX events_verdicts ON events (store, (payload::json ->> 'case'), at)
         WHERE kind = 'recovery_confirm';
     """,
+    """
+    CREATE TABLE rating_rollup (
+        store TEXT COLLATE "C" NOT NULL,
+        quarter BIGINT NOT NULL,
+        station TEXT COLLATE "C" NOT NULL,
+        staff TEXT COLLATE "C" NOT NULL,
+        outside INTEGER NOT NULL,
+        score INTEGER NOT NULL,
+        scale INTEGER NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (store, quarter, station, staff, outside, score, scale)
+    );
+    INSERT INTO rating_rollup (store, quarter, station, staff, outside, score, scale, n)
+    """
+    + PG_ROLLUP_RECOUNT
+    + _IN_KEY_ORDER
+    + ";\n",
+    """
+    CREATE TABLE deliveries (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        store TEXT COLLATE "C" NOT NULL,
+        subject TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        not_before BIGINT NOT NULL,
+        next_at BIGINT NOT NULL,
+        attempts INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        last_error TEXT,
+        delivered_at BIGINT
+    );
+    CREATE INDEX deliveries_due ON deliveries (state, next_at);
+    CREATE INDEX deliveries_by_store ON deliveries (store, created_at);
+    """,
 )
 MIGRATION_LOCK = 0x6B696F736B  # pg_advisory_xact_lock key: one migrating process at a time
 CONNECT_TIMEOUT_S = 10
@@ -161,6 +226,15 @@ _INSERT_EVENT = (
     "INSERT INTO events (store, device, seq, kind, at, device_ts, arrived, time_flagged,"
     " payload, score, outside) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT DO NOTHING"
+)
+
+# The batch's roll-up deltas as one array per column, in key order: rows are locked in that
+# order, so two aggregators adding to the same rows never wait on each other in a circle.
+_ADD_ROLLUPS = (
+    "INSERT INTO rating_rollup (store, quarter, station, staff, outside, score, scale, n)"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[], %s::integer[],"
+    " %s::integer[], %s::integer[], %s::bigint[]) ON CONFLICT (store, quarter, station, staff,"
+    " outside, score, scale) DO UPDATE SET n = rating_rollup.n + excluded.n"
 )
 
 
@@ -212,8 +286,10 @@ class PostgresStorage:
     def __init__(self, url: str, create: bool = True) -> None:
         self.url = url
         self.where = shown(url)
-        self._marks: dict[tuple[str, str], int] = {}
-        self._tops: dict[tuple[str, str], int] = {}
+        # the stores of the batch being stored, all locked at the first hold_stores of its
+        # transaction (then none is locked twice, and all in one order)
+        self._batch_stores: set[str] = set()
+        self._held: bool = False
         self._own = 0  # the changes this storage made itself
         try:  # one connection first: a wrong URL says why now, not after the pool's timeout
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as c:
@@ -306,8 +382,12 @@ class PostgresStorage:
         always sees the other's events (READ COMMITTED), and the cases come out as from one
         aggregator. Locks are taken in one order (by key), so two transactions never wait on
         each other; they are let go at the commit."""
-        for key in sorted({zlib.crc32(s.encode()) & 0x7FFFFFFF for s in stores}):
+        if self._held:
+            return  # the batch's stores, all of them, are held already
+        wanted = set(stores) | self._batch_stores
+        for key in sorted({zlib.crc32(s.encode()) & 0x7FFFFFFF for s in wanted}):
             self.db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (STORE_LOCKS, key))
+        self._held = bool(self._batch_stores)
 
     def outside_changes(self) -> int:
         """A number that changes whenever another process (the CLI) commits a change."""
@@ -334,36 +414,52 @@ class PostgresStorage:
         batch = events = list(events)
         devices = list(devices)
         self._begin()
+        self._batch_stores = {e.store for e in events} | {d.store for d in devices}
+        self._held = False
         try:
             letters = self._keep(dead)
             rest = [e for e in events if e.kind != "rating"] if apply is not None else []
             ratings = [e for e in events if e.kind == "rating"] if apply is not None else events
-            new = 0
+            fresh = []
             with db.cursor() as cur:
                 for e in ratings:
                     cur.execute(_INSERT_EVENT, _event_values(e))
-                    new += max(cur.rowcount, 0)
+                    if cur.rowcount > 0:
+                        fresh.append(e)
+            new = len(fresh)
             if rated is not None and ratings:
                 letters += self._keep(rated(self, ratings))
             for e in rest:
                 if self._insert_event(e):
                     new += 1
                     letters += self._keep(apply(self, e) if apply is not None else [])
+            # Every writer locks the batch's stores (here, unless the cases took them already:
+            # hold_stores), then the roll-up rows in key order: none waits on another in a
+            # circle. Holding the stores, it sees what the group's other members stored for
+            # them: the kiosks' marks below move past their events too.
+            self.hold_stores(())
+            self._add_rollups(fresh)
             late = self._regressions(batch) if new < len(batch) else []
             dup = len(batch) - new - len(late)
             letters += self._keep(_regression(e) for e in late)
             if late and regressed is not None:
                 regressed(self, late)
-            marks, tops = self._advance_marks(batch, devices)
+            marks = self._advance_marks(batch, devices)
             for s in devices:
                 self._device(s)
             db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
-        self._marks.update(marks)
-        self._tops.update(tops)
+        finally:
+            self._batch_stores, self._held = set(), False
         return Stored(new, dup, letters, marks, len(late))
+
+    def _add_rollups(self, fresh: list[EventRow]) -> None:
+        """Add the ratings newly stored to the roll-ups: one statement for the batch."""
+        deltas = rollup_deltas(fresh)
+        if deltas:
+            self.db.execute(_ADD_ROLLUPS, [[_text(d[i]) for d in deltas] for i in range(8)])
 
     def _keep(self, dead: Iterable[DeadLetter]) -> int:
         """Write dead letters (inside the batch's transaction); how many."""
@@ -408,8 +504,10 @@ class PostgresStorage:
 
     def _advance_marks(
         self, events: list[EventRow], devices: Iterable[DeviceStatus] = ()
-    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
-        """Each kiosk's high-water mark and highest seq, as sqlite.Storage moves them."""
+    ) -> dict[tuple[str, str], int]:
+        """Each kiosk's high-water mark, as sqlite.Storage moves it, but
+        read from the database in the transaction (with the stores held), never from what
+        this process saw before: another member of the group may have stored since."""
         seqs: dict[tuple[str, str], list[int]] = {}
         floors: dict[tuple[str, str], int] = {}
         for e in events:
@@ -421,12 +519,12 @@ class PostgresStorage:
                 floors[key] = max(floors.get(key, 0), kept - 1)
                 seqs.setdefault(key, [])
         marks: dict[tuple[str, str], int] = {}
-        tops: dict[tuple[str, str], int] = {}
         moved = []
+        stored_marks, stored_tops = self._marks_and_tops(list(seqs))
         for key, mine in seqs.items():
-            start = mark = self.mark(*key)
+            start = mark = stored_marks.get(key, 0)
             mark = max(mark, floors.get(key, 0))
-            top = self._top(key)
+            top = stored_tops.get(key, 0)
             for s in sorted(mine):
                 if s == mark + 1:
                     mark = s
@@ -446,33 +544,45 @@ class PostgresStorage:
             if mark != start:
                 moved.append((*key, mark))
             marks[key] = mark
-            tops[key] = max([top, *mine])
         if moved:
             with self.db.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO marks (store, device, seq) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (store, device) DO UPDATE SET seq = excluded.seq",
+                    " ON CONFLICT (store, device) DO UPDATE"
+                    " SET seq = greatest(marks.seq, excluded.seq)",
                     moved,
                 )
-        return marks, tops
+        return marks
 
-    def _top(self, key: tuple[str, str]) -> int:
-        if key not in self._tops:
-            row = self.db.execute(
-                "SELECT max(seq) FROM events WHERE store = %s AND device = %s", key
-            ).fetchone()
-            self._tops[key] = int(row[0]) if row and row[0] is not None else 0
-        return self._tops[key]
+    def _marks_and_tops(
+        self, keys: list[tuple[str, str]]
+    ) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """The stored marks and highest seqs of these kiosks, in two statements."""
+        if not keys:
+            return {}, {}
+        stores, devices = [k[0] for k in keys], [k[1] for k in keys]
+        wanted = "unnest(%s::text[], %s::text[]) AS k (store, device)"
+        marks = self.db.execute(
+            f"SELECT m.store, m.device, m.seq FROM marks AS m JOIN {wanted}"
+            " ON m.store = k.store AND m.device = k.device",
+            (stores, devices),
+        ).fetchall()
+        tops = self.db.execute(
+            f"SELECT k.store, k.device, (SELECT max(seq) FROM events AS e"
+            f" WHERE e.store = k.store AND e.device = k.device) FROM {wanted}",
+            (stores, devices),
+        ).fetchall()
+        return (
+            {(st, d): int(q) for st, d, q in marks},
+            {(st, d): int(q) for st, d, q in tops if q is not None},
+        )
 
     def mark(self, store: str, device: str) -> int:
         """The kiosk's high-water mark: every event of it with a seq up to this is stored."""
-        key = (store, device)
-        if key not in self._marks:
-            row = self.db.execute(
-                "SELECT seq FROM marks WHERE store = %s AND device = %s", key
-            ).fetchone()
-            self._marks[key] = int(row[0]) if row else 0
-        return self._marks[key]
+        row = self.db.execute(
+            "SELECT seq FROM marks WHERE store = %s AND device = %s", (store, device)
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def event(self, store: str, device: str, seq: int) -> EventRow | None:
         row = self.db.execute(
@@ -667,6 +777,48 @@ class PostgresStorage:
         )
         return cur.rowcount > 0
 
+    def add_deliveries(self, rows: Iterable[Delivery]) -> int:
+        new = 0
+        with self.db.cursor() as cur:
+            for d in rows:
+                cur.execute(
+                    "INSERT INTO deliveries (id, store, subject, recipient, payload, created_at,"
+                    " not_before, next_at, attempts, state)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, 'pending') ON CONFLICT DO NOTHING",
+                    (d.id, d.store, _text(d.subject), _text(d.recipient), _text(d.payload),
+                     d.created_at, d.not_before, d.not_before if d.next_at is None else d.next_at),
+                )  # fmt: skip
+                new += max(cur.rowcount, 0)
+        return new
+
+    def due_deliveries(self, now: int, limit: int, again: bool = False) -> list[Delivery]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(_DELIVERY_FIELDS)} FROM deliveries WHERE state = 'pending'"
+            " AND (next_at <= %s OR (%s AND attempts > 0 AND not_before <= %s))"
+            " ORDER BY next_at, id LIMIT %s",
+            (now, again, now, limit),
+        )
+        return [Delivery(*r) for r in rows]
+
+    def delivery_tried(
+        self, id_: str, state: str, at: int, error: str | None, next_at: int | None
+    ) -> bool:
+        cur = self.db.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, state = %s, last_error = %s,"
+            " delivered_at = CASE WHEN %s = 'delivered' THEN %s::bigint END,"
+            " next_at = coalesce(%s::bigint, next_at) WHERE id = %s AND state = 'pending'",
+            (state, None if error is None else _text(error), state, at, next_at, id_),
+        )
+        return cur.rowcount > 0
+
+    def deliveries(self, store: str, limit: int = 100) -> list[Delivery]:
+        rows = self.db.execute(
+            f"SELECT {', '.join(_DELIVERY_FIELDS)} FROM deliveries WHERE store = %s"
+            " ORDER BY created_at DESC, id LIMIT %s",
+            (store, _limit(limit)),
+        )
+        return [Delivery(*r) for r in rows]
+
     def unpublished_alerts(self) -> list[tuple[str, str, bytes]]:
         rows = self.db.execute(
             "SELECT id, store, payload FROM alerts WHERE published = 0 ORDER BY at, n"
@@ -741,16 +893,11 @@ class PostgresStorage:
     ) -> tuple[dict[int, int], int]:
         counts: dict[int, int] = {}
         outside = 0
-        rows = self.db.execute(
-            "SELECT outside, score, count(*) FROM events WHERE kind = 'rating' AND store = %s"
-            " AND outside IN (0, 1) AND at >= %s AND at < %s GROUP BY outside, score",
-            (store, since, until),
-        )
-        for out, score, n in rows:
+        for _, out, score, n in self.rating_quarters(store, since, until):
             if out:
                 outside += n
             else:
-                counts[int(score)] = int(n)
+                counts[score] = counts.get(score, 0) + n
         return counts, outside
 
     def case_figures(self, store: str, since: int, until: int, now: int) -> dict[str, int]:
@@ -783,18 +930,31 @@ class PostgresStorage:
         self, store: str, since: int, until: int
     ) -> list[tuple[int, int, str | None, str, int]]:
         rows = self.db.execute(
-            "SELECT at, score, payload::json -> 'staff', payload::json -> 'station',"
-            " payload::json -> 'scale' FROM events"
+            "SELECT at, score, CASE WHEN jsonb_typeof(j.p -> 'staff') = 'string'"
+            " THEN j.p ->> 'staff' ELSE '' END,"
+            " CASE WHEN jsonb_typeof(j.p -> 'station') = 'string'"
+            " THEN j.p ->> 'station' ELSE '?' END,"
+            " CASE WHEN jsonb_typeof(j.p -> 'scale') = 'number'"
+            " AND j.p ->> 'scale' ~ '^[1-9][0-9]{0,2}$' THEN (j.p ->> 'scale')::integer ELSE 0 END"
+            " FROM events CROSS JOIN LATERAL (SELECT payload::jsonb AS p) AS j"
             " WHERE store = %s AND kind = 'rating' AND at >= %s AND at < %s",
             (store, since, until),
         )
-        ok = identifier_pattern().fullmatch
         return [
-            (at, score, staff if isinstance(staff, str) and ok(staff) else None,
-             station if isinstance(station, str) and ok(station) else "?", scale)
+            (at, score, credited_staff(staff), credited_station(station), scale)
             for at, score, staff, station, scale in rows
-            if isinstance(score, int) and isinstance(scale, int)
-        ]  # fmt: skip
+            if isinstance(score, int) and scale
+        ]
+
+    def rollup_credits(
+        self, store: str, first: int, end: int
+    ) -> list[tuple[int, str, str | None, int, int, int]]:
+        rows = self.db.execute(
+            "SELECT quarter, station, staff, scale, score, n FROM rating_rollup"
+            " WHERE store = %s AND quarter >= %s AND quarter < %s AND scale > 0",
+            (store, first, end),
+        )
+        return credited_rows(rows)
 
     def recovered_between(self, store: str, since: int, until: int) -> list[Case]:
         found = self._cases(
@@ -826,13 +986,57 @@ class PostgresStorage:
     def rating_quarters(
         self, store: str, since: int, until: int
     ) -> list[tuple[int, bool, int, int]]:
+        first, end, edges = whole_quarters(since, until)
         rows = self.db.execute(
-            "SELECT (at - %s) / 900, outside, score, count(*) FROM events"
-            " WHERE kind = 'rating' AND store = %s AND outside IN (0, 1) AND at >= %s"
-            " AND at < %s GROUP BY 1, 2, 3",
-            (since, store, since, until),
-        )
+            "SELECT quarter, outside, score, sum(n) FROM rating_rollup"
+            " WHERE store = %s AND quarter >= %s AND quarter < %s"
+            " GROUP BY quarter, outside, score",
+            (store, first, end),
+        ).fetchall()
+        for a, b in edges:
+            rows += self.db.execute(
+                "SELECT at / 900, outside, score, count(*) FROM events"
+                " WHERE kind = 'rating' AND store = %s AND outside IN (0, 1) AND at >= %s"
+                " AND at < %s AND score IS NOT NULL GROUP BY 1, 2, 3",
+                (store, a, b),
+            ).fetchall()
         return [(int(q), bool(out), int(score), int(n)) for q, out, score, n in rows]
+
+    # -- the roll-ups, checked against the events ----------------------------------------------
+
+    def rollup_check(self, limit: int = 20) -> RollupCheck:
+        """As sqlite.Storage.rollup_check: one snapshot (REPEATABLE READ) for both reads."""
+        self.db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            held = self.db.execute(
+                "SELECT coalesce(sum(n), 0), count(*) FROM rating_rollup"
+            ).fetchone()
+            found = self.db.execute(
+                f"WITH recount {_KEY} AS ({PG_ROLLUP_RECOUNT}), {ROLLUP_COLUMNS} AS ({_RECOUNT_C})"
+                f" SELECT {DIFFERENCES} LIMIT %s",
+                (limit,),
+            ).fetchall()
+        finally:
+            self._rollback()
+        assert held is not None
+        return RollupCheck(int(held[0]), int(held[1]), *differences(found))
+
+    def rebuild_rollups(self) -> RollupCheck:
+        """As sqlite.Storage.rebuild_rollups. Writers wait at their roll-ups meanwhile (the
+        table is locked against writes, not reads), so a batch committed before the rebuild
+        counts in it and one committed after adds to it."""
+        with self.transaction():
+            self.db.execute("LOCK TABLE rating_rollup IN EXCLUSIVE MODE")
+            self.db.execute("DELETE FROM rating_rollup")
+            self.db.execute(
+                "INSERT INTO rating_rollup (store, quarter, station, staff, outside, score,"
+                f" scale, n) {PG_ROLLUP_RECOUNT}{_IN_KEY_ORDER}"
+            )
+            held = self.db.execute(
+                "SELECT coalesce(sum(n), 0), count(*) FROM rating_rollup"
+            ).fetchone()
+        assert held is not None
+        return RollupCheck(int(held[0]), int(held[1]), 0, [])
 
     def ratings_page(
         self, store: str, since: int, until: int, after: tuple[int, str, int] | None, limit: int

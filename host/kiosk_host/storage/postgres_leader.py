@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 
 LEADER_KEY = 0x6B696F736B6C64  # pg_try_advisory_lock key of the group's leader
+SENDER_KEY = 0x6B696F736B7364  # and of the group's one sender of e-mails and webhooks
 CHANNEL = "kiosk_host_stored"  # the notification channel: what the others stored
 RETRY_S = 1.0  # a follower tries for the lock this often
 CONNECT_TIMEOUT_S = 10

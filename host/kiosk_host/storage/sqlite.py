@@ -23,6 +23,21 @@ from kiosk_host.rules.recovery import Alert, Case
 from kiosk_host.wire import topics
 from kiosk_host.wire.identifiers import identifier_pattern
 
+QUARTER_S = 900  # a roll-up's quarter of an hour: every time zone's offset is a multiple of it
+# The roll-up rows as counted from the events: what migration 9 filled the table with, what
+# `kiosk-host verify` compares it to and rebuilds it from. The rules are rollup_key's; never
+# change this text (migration 9 runs it): new rules are a new migration.
+ROLLUP_RECOUNT = """SELECT store, at / 900,
+    CASE json_type(payload, '$.station') WHEN 'text'
+        THEN json_extract(payload, '$.station') ELSE '?' END,
+    CASE json_type(payload, '$.staff') WHEN 'text'
+        THEN json_extract(payload, '$.staff') ELSE '' END,
+    outside, score,
+    CASE WHEN json_type(payload, '$.scale') = 'integer'
+        AND json_extract(payload, '$.scale') BETWEEN 1 AND 999
+        THEN json_extract(payload, '$.scale') ELSE 0 END,
+    count(*)
+    FROM events WHERE kind = 'rating' AND score IS NOT NULL GROUP BY 1, 2, 3, 4, 5, 6, 7"""
 # Each migration runs once, in order, in its own transaction; the version is kept in the
 # database so that a newer host upgrades an older file at start.
 MIGRATIONS: Sequence[str] = (
@@ -134,17 +149,63 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX events_verdicts ON events (store, json_extract(payload, '$.case'), at)
         WHERE kind = 'recovery_confirm';
     """,
+    """
+    -- the ratings counted per quarter of an hour (at / 900), station, staff signed in ('' for
+    -- nobody), outside hours, score and scale (0 when not a whole number 1 to 999): a pure
+    -- function of the events, kept in the storing transaction, read by the views
+    CREATE TABLE rating_rollup (
+        store TEXT NOT NULL,
+        quarter INTEGER NOT NULL,
+        station TEXT NOT NULL,
+        staff TEXT NOT NULL,
+        outside INTEGER NOT NULL,
+        score INTEGER NOT NULL,
+        scale INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (store, quarter, station, staff, outside, score, scale)
+    ) WITHOUT ROWID;
+    INSERT INTO rating_rollup (store, quarter, station, staff, outside, score, scale, n)
+    """
+    + "\n"
+    + ROLLUP_RECOUNT
+    + "\n",
+    """
+    -- what is sent to people (rules/routing.py): one row per alert or digest and recipient,
+    -- written in the transaction that keeps the alert, `id` its idempotency key
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        store TEXT NOT NULL,
+        subject TEXT NOT NULL,          -- the alert's id, or the digest's name
+        recipient TEXT NOT NULL,        -- mailto:ADDRESS or the webhook's URL
+        payload TEXT NOT NULL,          -- the alert's payload, or the digest's period (JSON)
+        created_at INTEGER NOT NULL,
+        not_before INTEGER NOT NULL,    -- held until then: the recipient's quiet hours
+        next_at INTEGER NOT NULL,       -- when it is tried (again)
+        attempts INTEGER NOT NULL,
+        state TEXT NOT NULL,            -- pending, delivered, failed (refused for good)
+        last_error TEXT,
+        delivered_at INTEGER
+    );
+    CREATE INDEX deliveries_due ON deliveries (state, next_at);
+    CREATE INDEX deliveries_by_store ON deliveries (store, created_at);
+    """,
 )
 # The kiosk-host release that introduced each schema version: a file of a newer schema is
 # refused (old code would write it wrongly), naming the release it needs.
 SCHEMA_RELEASES: dict[int, str] = {
     1: "0.1.0", 2: "0.1.0", 3: "0.1.0", 4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 7: "0.1.0",
-    8: "0.1.0",
+    8: "0.1.0", 9: "0.1.0", 10: "0.1.0",
 }  # fmt: skip
 DEAD_LETTER_BYTES = 2048
 _INSERT_EVENT = (
     "INSERT OR IGNORE INTO events (store, device, seq, kind, at, device_ts, arrived,"
     " time_flagged, payload, score, outside) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+_ADD_ROLLUP = (
+    "INSERT INTO rating_rollup (store, quarter, station, staff, outside, score, scale, n)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (store, quarter, station, staff, outside,"
+    " score, scale) DO UPDATE SET n = n + excluded.n"
 )
 
 
@@ -167,6 +228,113 @@ def _event_values(e: EventRow) -> tuple[Any, ...]:
     score = e.payload.get("score") if e.kind == "rating" else None
     return (e.store, e.device, e.seq, e.kind, e.at, e.device_ts, e.arrived, int(e.time_flagged),
             raw, score, int(e.outside))  # fmt: skip
+
+
+RollupKey = tuple[str, int, str, str, int, int, int]  # store, quarter, station, staff, outside,
+# score, scale: a rating_rollup row's key
+
+
+def rollup_key(e: EventRow) -> RollupKey | None:
+    """The roll-up row a stored event counts in, by ROLLUP_RECOUNT's rules; None for none (not
+    a rating, or no score)."""
+    found = rollup_deltas([e])
+    return found[0][:-1] if found else None
+
+
+def rollup_deltas(new: Iterable[EventRow]) -> list[tuple[Any, ...]]:
+    """The roll-up rows to add for events newly stored, by ROLLUP_RECOUNT's rules, with how
+    many each: grouped, in key order (two writers add to rows in the same order, so neither
+    waits on the other). Run for every batch stored: written for speed."""
+    counts: dict[tuple[Any, ...], int] = {}
+    get = counts.get
+    for e in new:
+        if e.kind != "rating":
+            continue
+        p = e.payload
+        score = p.get("score")
+        if score is None:
+            continue
+        station, staff, scale = p.get("station"), p.get("staff"), p.get("scale")
+        key = (e.store, e.at // QUARTER_S,
+               station if station.__class__ is str else "?",
+               staff if staff.__class__ is str else "", 1 if e.outside else 0, score,
+               scale if scale.__class__ is int and 0 < scale < 1000 else 0)  # fmt: skip
+        counts[key] = get(key, 0) + 1
+    if len(counts) > 1:
+        return [(*k, n) for k, n in sorted(counts.items(), key=_order)]
+    return [(*k, n) for k, n in counts.items()]
+
+
+def _order(item: tuple[tuple[Any, ...], int]) -> tuple[Any, ...]:
+    """A roll-up key's place in the order rows are added: any score (a legacy row's may be
+    text) sorts."""
+    k = item[0]
+    return (k[0], k[1], k[2], k[3], k[4], str(k[5]), k[6])
+
+
+def whole_quarters(since: int, until: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """[since, until) as the whole quarters inside it, [first, end) by number, and the spans
+    at its edges that are parts of quarters (read from the events): all of it when it holds
+    no whole quarter."""
+    first, end = -(-since // QUARTER_S), until // QUARTER_S
+    if first >= end:
+        return first, first, [(since, until)] if since < until else []
+    edges = [(since, first * QUARTER_S), (end * QUARTER_S, until)]
+    return first, end, [(a, b) for a, b in edges if a < b]
+
+
+def credited_staff(staff: object) -> str | None:
+    """Who a stored rating credits: a staff id, else nobody. Rows stored before payloads were
+    canonical may hold what the contract never let through (a staff that is a number): such
+    a staff reads as no one rather than break the board or reach its view."""
+    return staff if isinstance(staff, str) and identifier_pattern().fullmatch(staff) else None
+
+
+def credited_station(station: object) -> str:
+    """A stored rating's station, or "?" for one the contract never let through (a formula)."""
+    ok = isinstance(station, str) and identifier_pattern().fullmatch(station)
+    return station if ok and isinstance(station, str) else "?"
+
+
+def credited_rows(
+    rows: Iterable[tuple[int, str, str, int, int, int]],
+) -> list[tuple[int, str, str | None, int, int, int]]:
+    """Roll-up rows with their station and staff read as `rating_credits` reads them (each
+    value checked once: a week holds thousands of rows and a few dozen names)."""
+    stations: dict[str, str] = {}
+    staffs: dict[str, str | None] = {}
+    out = []
+    for q, station, staff, scale, score, n in rows:
+        if station not in stations:
+            stations[station] = credited_station(station)
+        if staff not in staffs:
+            staffs[staff] = credited_staff(staff)
+        if isinstance(score, int):
+            out.append((int(q), stations[station], staffs[staff], scale, score, int(n)))
+    return out
+
+
+# Both ways, as one statement over `counted` (ROLLUP_COLUMNS: ROLLUP_RECOUNT) and the table:
+# every row whose count differs, in key order, with how many differ in all. One GROUP BY over
+# both (a join of two unindexed sets would compare every row with every other).
+ROLLUP_COLUMNS = "counted (store, quarter, station, staff, outside, score, scale, n)"
+DIFFERENCES = """store, quarter, station, staff, outside, score, scale, sum(stored), sum(counted),
+    count(*) OVER ()
+    FROM (SELECT store, quarter, station, staff, outside, score, scale, n AS stored,
+            0 AS counted FROM rating_rollup
+        UNION ALL SELECT store, quarter, station, staff, outside, score, scale, 0, n
+            FROM counted) AS both_sides
+    GROUP BY store, quarter, station, staff, outside, score, scale
+    HAVING sum(stored) <> sum(counted)
+    ORDER BY store, quarter, station, staff, outside, score, scale"""
+
+
+def differences(rows: list[tuple[Any, ...]]) -> tuple[int, list[RollupDifference]]:
+    total = int(rows[0][-1]) if rows else 0
+    return total, [
+        RollupDifference(st, int(q), sta, sf, bool(o), int(sc), int(scale), int(a), int(b))
+        for st, q, sta, sf, o, sc, scale, a, b, _ in rows
+    ]
 
 
 _CASE_FIELDS = (
@@ -205,6 +373,30 @@ REFUSED = "refused"  # a DeviceStatus state of the host's own: the broker refuse
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One alert or digest to send to one recipient (rules/routing.py), and how it went."""
+
+    id: str
+    store: str
+    subject: str  # the alert's id, or the digest's name
+    recipient: str  # mailto:ADDRESS or a webhook URL
+    payload: str  # JSON: the alert's payload, or the digest's period
+    created_at: int
+    not_before: int
+    attempts: int = 0
+    state: str = "pending"  # pending, delivered, failed
+    last_error: str | None = None
+    delivered_at: int | None = None
+    next_at: int | None = None  # None: at not_before
+
+
+_DELIVERY_FIELDS = (
+    "id", "store", "subject", "recipient", "payload", "created_at", "not_before", "attempts",
+    "state", "last_error", "delivered_at", "next_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
 class DeviceStatus:
     """What a kiosk's status or telemetry said, its config's telemetry interval (a payload
     with `telemetry_interval_s`), or a refusal the broker logged (state `refused`)."""
@@ -229,6 +421,32 @@ class RatingLine:
     scale: int
     outside: bool  # outside opening hours: kept, left out of the figures
     time_flagged: bool  # `at` is the arrival time, not the kiosk's
+
+
+@dataclass(frozen=True)
+class RollupDifference:
+    """A roll-up row that differs from the recount: how many it holds and how many there are."""
+
+    store: str
+    quarter: int
+    station: str
+    staff: str  # '' for nobody signed in
+    outside: bool
+    score: int
+    scale: int
+    stored: int
+    counted: int
+
+
+@dataclass(frozen=True)
+class RollupCheck:
+    """The roll-ups against a recount from the events: the ratings and rows they hold, how
+    many rows differ, and the first of those."""
+
+    ratings: int
+    rows: int
+    differing: int = 0
+    first: list[RollupDifference] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -416,8 +634,7 @@ class Storage:
             # case from its rating's time and station, as when they come one by one.
             rest = [e for e in events if e.kind != "rating"] if apply is not None else []
             ratings = [e for e in events if e.kind == "rating"] if apply is not None else events
-            cur = db.executemany(_INSERT_EVENT, [_event_values(e) for e in ratings])
-            new = max(cur.rowcount, 0)
+            new = self._insert_ratings(ratings)
             if rated is not None and ratings:
                 letters += self._keep(rated(self, ratings))
             for e in rest:
@@ -439,6 +656,24 @@ class Storage:
         self._marks.update(marks)  # only once committed: a rolled-back batch moved nothing
         self._tops.update(tops)
         return Stored(new, dup, letters, marks, len(late))
+
+    def _insert_ratings(self, ratings: list[EventRow]) -> int:
+        """Insert the batch's ratings (and other events when no `apply` takes them one by one)
+        and add the new ones to the roll-ups; how many were new. One statement inserts them
+        all, and its count says how many were new but not which: when every one was (the
+        common case) they all count; else they are inserted again one by one, after rolling
+        back to before the first, to learn which."""
+        db = self.db
+        db.execute("SAVEPOINT ratings")
+        new = max(db.executemany(_INSERT_EVENT, [_event_values(e) for e in ratings]).rowcount, 0)
+        fresh = ratings
+        if new < len(ratings):
+            db.execute("ROLLBACK TO ratings")
+            fresh = [e for e in ratings if self._insert_event(e)]
+            new = len(fresh)
+        db.execute("RELEASE ratings")
+        db.executemany(_ADD_ROLLUP, rollup_deltas(fresh))
+        return new
 
     def _keep(self, dead: Iterable[DeadLetter]) -> int:
         """Write dead letters (inside the batch's transaction); how many."""
@@ -669,6 +904,51 @@ class Storage:
         )
         return cur.rowcount > 0
 
+    def add_deliveries(self, rows: Iterable[Delivery]) -> int:
+        """Keep deliveries to make (inside the alert's transaction); a delivery kept before
+        (the same id) is left as it is. How many are new."""
+        cur = self.db.executemany(
+            "INSERT OR IGNORE INTO deliveries (id, store, subject, recipient, payload,"
+            " created_at, not_before, next_at, attempts, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 'pending')",
+            [(d.id, d.store, d.subject, d.recipient, d.payload, d.created_at, d.not_before,
+              d.not_before if d.next_at is None else d.next_at) for d in rows],
+        )  # fmt: skip
+        return max(cur.rowcount, 0)
+
+    def due_deliveries(self, now: int, limit: int, again: bool = False) -> list[Delivery]:
+        """Pending deliveries whose time has come, the longest waiting first; `again`: also
+        those tried before and waiting to be tried again (a sender just started)."""
+        rows = self.db.execute(
+            f"SELECT {', '.join(_DELIVERY_FIELDS)} FROM deliveries WHERE state = 'pending'"
+            " AND (next_at <= ? OR (? AND attempts > 0 AND not_before <= ?))"
+            " ORDER BY next_at, id LIMIT ?",
+            (now, again, now, limit),
+        )
+        return [Delivery(*r) for r in rows]
+
+    def delivery_tried(
+        self, id_: str, state: str, at: int, error: str | None, next_at: int | None
+    ) -> bool:
+        """Record a try of a pending delivery: `delivered`, `failed` for good, or `pending`
+        again at `next_at`; False when it was no longer pending (another sender had it)."""
+        cur = self.db.execute(
+            "UPDATE deliveries SET attempts = attempts + 1, state = ?, last_error = ?,"
+            " delivered_at = CASE WHEN ? = 'delivered' THEN ? END, next_at = coalesce(?, next_at)"
+            " WHERE id = ? AND state = 'pending'",
+            (state, error, state, at, next_at, id_),
+        )
+        return cur.rowcount > 0
+
+    def deliveries(self, store: str, limit: int = 100) -> list[Delivery]:
+        """The store's deliveries, newest first."""
+        rows = self.db.execute(
+            f"SELECT {', '.join(_DELIVERY_FIELDS)} FROM deliveries WHERE store = ?"
+            " ORDER BY created_at DESC, id LIMIT ?",
+            (store, limit),
+        )
+        return [Delivery(*r) for r in rows]
+
     def unpublished_alerts(self) -> list[tuple[str, str, bytes]]:
         rows = self.db.execute(
             "SELECT id, store, payload FROM alerts WHERE published = 0 ORDER BY at, rowid"
@@ -681,19 +961,16 @@ class Storage:
     def score_counts_between(
         self, store: str, since: int, until: int
     ) -> tuple[dict[int, int], int]:
-        """Ratings per score in [since, until) inside opening hours, and how many were outside."""
+        """Ratings per score in [since, until) inside opening hours, and how many were outside:
+        the whole quarters read from the roll-ups, the parts of quarters at the edges from the
+        events."""
         counts: dict[int, int] = {}
         outside = 0
-        rows = self.db.execute(
-            "SELECT outside, score, count(*) FROM events WHERE kind = 'rating' AND store = ?"
-            " AND outside IN (0, 1) AND at >= ? AND at < ? GROUP BY outside, score",
-            (store, since, until),
-        )
-        for out, score, n in rows:
+        for _, out, score, n in self.rating_quarters(store, since, until):
             if out:
                 outside += n
             else:
-                counts[int(score)] = int(n)
+                counts[score] = counts.get(score, 0) + n
         return counts, outside
 
     def case_figures(self, store: str, since: int, until: int, now: int) -> dict[str, int]:
@@ -726,23 +1003,38 @@ class Storage:
         self, store: str, since: int, until: int
     ) -> list[tuple[int, int, str | None, str, int]]:
         """(at, score, staff signed in, station, scale) of the store's ratings in [since,
-        until): what recognition needs, read without parsing whole payloads."""
+        until): what recognition needs, read without parsing whole payloads. Station, staff and
+        scale are read by the roll-ups' rules (ROLLUP_RECOUNT), so that a period reads the same
+        from either; a rating without a whole-number scale is left out."""
         rows = self.db.execute(
-            "SELECT at, score, json_extract(payload, '$.staff'), json_extract(payload,"
-            " '$.station'), json_extract(payload, '$.scale') FROM events"
+            "SELECT at, score, CASE json_type(payload, '$.staff') WHEN 'text'"
+            " THEN json_extract(payload, '$.staff') ELSE '' END,"
+            " CASE json_type(payload, '$.station') WHEN 'text'"
+            " THEN json_extract(payload, '$.station') ELSE '?' END,"
+            " CASE WHEN json_type(payload, '$.scale') = 'integer'"
+            " AND json_extract(payload, '$.scale') BETWEEN 1 AND 999"
+            " THEN json_extract(payload, '$.scale') ELSE 0 END FROM events"
             " WHERE store = ? AND kind = 'rating' AND at >= ? AND at < ?",
             (store, since, until),
         )
-        # Rows stored before payloads were canonical may hold what the contract never let
-        # through (a staff that is a number, a formula as the station): such a staff reads as
-        # no one, such a station as "?", rather than break the board or reach its view.
-        ok = identifier_pattern().fullmatch
         return [
-            (at, score, staff if isinstance(staff, str) and ok(staff) else None,
-             station if isinstance(station, str) and ok(station) else "?", scale)
+            (at, score, credited_staff(staff), credited_station(station), scale)
             for at, score, staff, station, scale in rows
-            if isinstance(score, int) and isinstance(scale, int)
-        ]  # fmt: skip
+            if isinstance(score, int) and scale
+        ]
+
+    def rollup_credits(
+        self, store: str, first: int, end: int
+    ) -> list[tuple[int, str, str | None, int, int, int]]:
+        """(quarter, station, staff signed in, scale, score, ratings) of the store's ratings in
+        the whole quarters [first, end), read from the roll-ups by `rating_credits`' rules, in
+        quarter order (a key may come twice: inside and outside opening hours)."""
+        rows = self.db.execute(
+            "SELECT quarter, station, staff, scale, score, n FROM rating_rollup"
+            " WHERE store = ? AND quarter >= ? AND quarter < ? AND scale > 0",
+            (store, first, end),
+        )
+        return credited_rows(rows)
 
     def recovered_between(self, store: str, since: int, until: int) -> list[Case]:
         """The store's recovered cases (wow or recovered) whose verdict fell in [since, until)."""
@@ -945,15 +1237,56 @@ class Storage:
         self, store: str, since: int, until: int
     ) -> list[tuple[int, bool, int, int]]:
         """The store's ratings in [since, until) as (quarter, outside, score, count): counted
-        per quarter of an hour from `since`, per score, apart when outside opening hours.
-        Every time zone's hours begin on a quarter hour, so quarters add up to local hours."""
+        per quarter of an hour (at // 900), per score, apart when outside opening hours.
+        Every time zone's offset is a multiple of a quarter hour, so quarters add up to local
+        hours. Whole quarters are read from the roll-ups, the parts at the edges from the
+        events."""
+        first, end, edges = whole_quarters(since, until)
         rows = self.db.execute(
-            "SELECT (at - ?) / 900, outside, score, count(*) FROM events INDEXED BY events_ratings"
-            " WHERE kind = 'rating' AND store = ? AND outside IN (0, 1) AND at >= ? AND at < ?"
-            " GROUP BY 1, 2, 3",
-            (since, store, since, until),
-        )
+            "SELECT quarter, outside, score, sum(n) FROM rating_rollup"
+            " WHERE store = ? AND quarter >= ? AND quarter < ? GROUP BY quarter, outside, score",
+            (store, first, end),
+        ).fetchall()
+        for a, b in edges:
+            rows += self.db.execute(
+                "SELECT at / 900, outside, score, count(*) FROM events INDEXED BY events_ratings"
+                " WHERE kind = 'rating' AND store = ? AND outside IN (0, 1) AND at >= ?"
+                " AND at < ? AND score IS NOT NULL GROUP BY 1, 2, 3",
+                (store, a, b),
+            ).fetchall()
         return [(int(q), bool(out), int(score), int(n)) for q, out, score, n in rows]
+
+    # -- the roll-ups, checked against the events -------------------------------------------
+
+    def rollup_check(self, limit: int = 20) -> RollupCheck:
+        """The roll-ups compared with a recount from the events, both ways, as of one moment
+        (one read transaction, while others write): what they hold, and up to `limit` rows
+        that differ with how many do."""
+        self.db.execute("BEGIN")
+        try:
+            ratings, rows = self.db.execute(
+                "SELECT coalesce(sum(n), 0), count(*) FROM rating_rollup"
+            ).fetchone()
+            found = self.db.execute(
+                f"WITH {ROLLUP_COLUMNS} AS ({ROLLUP_RECOUNT}) SELECT {DIFFERENCES} LIMIT ?",
+                (limit,),
+            ).fetchall()
+        finally:
+            self.db.execute("COMMIT")
+        return RollupCheck(int(ratings), int(rows), *differences(found))
+
+    def rebuild_rollups(self) -> RollupCheck:
+        """The roll-ups made again from the events, in one transaction; what they now hold."""
+        with self.transaction():
+            self.db.execute("DELETE FROM rating_rollup")
+            self.db.execute(
+                "INSERT INTO rating_rollup (store, quarter, station, staff, outside, score,"
+                f" scale, n) {ROLLUP_RECOUNT}"
+            )
+            ratings, rows = self.db.execute(
+                "SELECT coalesce(sum(n), 0), count(*) FROM rating_rollup"
+            ).fetchone()
+        return RollupCheck(int(ratings), int(rows), 0, [])
 
     def ratings_page(
         self, store: str, since: int, until: int, after: tuple[int, str, int] | None, limit: int

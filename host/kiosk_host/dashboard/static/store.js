@@ -38,6 +38,39 @@
     const today = r.days[r.days.length - 1];
     if (today) Charts.byHour($("by-hour"), today.ratings_by_hour, r.scale);
     Charts.heatmap($("heatmap"), r.days);
+    risk();
+  }
+
+  // -- next week's riskiest hours ----------------------------------------------------------
+
+  // Eight weeks hardly move with one more rating: fetched apart from the live stream, when
+  // the week's report changes, at most once a minute.
+  const RISK_EVERY_MS = 60_000;
+  let riskAt = -Infinity;
+
+  async function risk() {
+    if (Date.now() - riskAt < RISK_EVERY_MS) return;
+    riskAt = Date.now();
+    let view;
+    try {
+      const response = await fetch(`${api}/risk`, { headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      view = await response.json();
+    } catch (err) {
+      riskAt = -Infinity; // asked again with the next report
+      set("risk-summary", `Next week's forecast cannot be read now (${err.message}).`);
+      return;
+    }
+    const items = view.top.map((t) => {
+      const [hours, ...rest] = t.reason.split(": ");
+      return el("li", { class: "risky", "data-weekday": t.weekday, "data-hour": t.hour },
+        el("span", { class: "when", text: hours }), `: ${rest.join(": ")}`);
+    });
+    $("risk").replaceChildren(...items);
+    $("risk").hidden = items.length === 0;
+    set("risk-note", `${view.from} to ${view.to}, from ${view.weeks} week${view.weeks === 1 ? "" : "s"} of history`);
+    set("risk-summary", view.summary);
+    $("risk-summary").title = view.method;
   }
 
   // -- cases -----------------------------------------------------------------------------
@@ -269,6 +302,7 @@
       el("div", { class: "head" }, el("span", { class: "badge severity" }), el("span", { class: "type" }), el("time", { class: "at" })),
       el("p", { class: "text" }),
       el("p", { class: "done" }),
+      el("ul", { class: "sent" }),
       el("div", { class: "actions" }, ack, form, status),
     );
     return item;
@@ -287,6 +321,17 @@
     item.querySelector(".done").textContent = done.join(" · ");
     item.querySelector(".ack").hidden = Boolean(a.acked_by);
     item.classList.toggle("acked", Boolean(a.acked_by));
+    const sent = item.querySelector(".sent");
+    sent.replaceChildren(...(a.deliveries || []).map((d) => el("li", { class: `delivery ${d.state}`, text: deliveryLine(d) })));
+  }
+
+  // What was sent to people about an alert: by e-mail or webhook, and how it went.
+  function deliveryLine(d) {
+    const tries = `${d.attempts} ${d.attempts === 1 ? "try" : "tries"}`;
+    if (d.state === "delivered") return `Sent to ${d.to} at ${when(tz, d.delivered_at)}`;
+    if (d.state === "failed") return `Not sent to ${d.to}: ${d.last_error} (${tries})`;
+    if (d.attempts) return `Retrying ${d.to} at ${when(tz, d.next_at)} (${tries}): ${d.last_error}`;
+    return `Waiting to be sent to ${d.to} at ${when(tz, d.next_at)}`;
   }
 
   function showAlerts() {
