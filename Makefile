@@ -107,10 +107,13 @@ test: setup lint typecheck build
 # (load and soak), browser (Chromium) or e2e (several processes end to end), which `make test`
 # and CI run. Timed as a whole.
 CHECK_MARKERS := not slow and not browser and not e2e
+# Three workers on two cores: a good part of this tier waits on brokers, the VM and servers of
+# its own, and a third worker fills those waits.
+CHECK_WORKERS ?= 3
 check: setup
 	@start=$$(date +%s); \
 	$(MAKE) --no-print-directory lint typecheck build \
-	&& $(BIN)/pytest -n 2 -m "$(CHECK_MARKERS)" $(PYTEST_ARGS); \
+	&& $(BIN)/pytest -n $(CHECK_WORKERS) -m "$(CHECK_MARKERS)" $(PYTEST_ARGS); \
 	status=$$?; \
 	echo "make check: $$(( $$(date +%s) - start )) s"; \
 	exit $$status

@@ -256,7 +256,7 @@ def test_the_demos_printed_commands_work_as_printed(
     from kiosk_host.demo.run import STORES_FILE, Demo, Fix, N, scaled_stores
 
     args = Namespace(speed=1.0, minutes=0.0, var=str(tmp_path / "var"), http_port=None,
-                     mqtt_port=None, broker="mqtt://127.0.0.1:1")  # fmt: skip
+                     mqtt_port=None, smtp_port=None, broker="mqtt://127.0.0.1:1")  # fmt: skip
     demo = Demo(args)
     demo.var.mkdir(parents=True)
     text = scaled_stores(STORES_FILE.read_text(), 1.0)

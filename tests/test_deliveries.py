@@ -55,18 +55,27 @@ def stores_for(hook: WebhookReceiver) -> Stores:
     )
 
 
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    s = SmtpSink().start()
-    yield s
+@pytest.fixture(scope="module")
+def receivers() -> Iterator[tuple[SmtpSink, WebhookReceiver]]:
+    """A mail server and a webhook receiver for the module's tests (stopping aiosmtpd takes
+    half a second): each test finds them empty and answering 200."""
+    s, h = SmtpSink().start(), WebhookReceiver().start()
+    yield s, h
     s.stop()
+    h.stop()
 
 
 @pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    h = WebhookReceiver().start()
-    yield h
-    h.stop()
+def sink(receivers: tuple[SmtpSink, WebhookReceiver]) -> SmtpSink:
+    receivers[0].inbox.clear()
+    return receivers[0]
+
+
+@pytest.fixture
+def hook(receivers: tuple[SmtpSink, WebhookReceiver]) -> WebhookReceiver:
+    receivers[1].posted.clear()
+    receivers[1].status = 200
+    return receivers[1]
 
 
 def event(device: str, seq: int, kind: str, at: int, **fields: object) -> Raw:

@@ -28,6 +28,7 @@ def plan(events: int, seed: int, stores: int = 3, per_store: int = 4) -> list[Ev
     return [mix.next(i, lambda _: True) for i in range(events)]
 
 
+@pytest.mark.e2e  # loadgen's kiosks, the broker and the aggregator, each a process
 def test_a_short_run_is_stored_event_for_event_as_reported(
     mosquitto: Mosquitto, tmp_path: Path, contract: Contract
 ) -> None:
@@ -132,6 +133,7 @@ def test_over_tls_the_broker_is_trusted_only_by_the_ca_given(tmp_path: Path) -> 
     assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr
 
 
+@pytest.mark.e2e  # loadgen's kiosks, the broker and the aggregator, each a process
 def test_with_acks_each_kiosk_hears_the_host_cover_every_event_it_sent(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
