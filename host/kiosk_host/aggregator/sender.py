@@ -7,9 +7,10 @@ process. A delivery is marked once, after its channel said it has it (the SMTP s
 to DATA, the webhook's 2xx): a sender killed between the two sends it again when it comes
 back, under the same idempotency key and Message-ID, which is how the recipient knows it.
 A temporary failure is tried again after 30 s, doubling up to an hour, for as long as it
-fails; a refusal that only a person can mend (an address the server refuses, a 404) is
-marked failed with its reason. Both show in `kiosk-host alerts deliveries` and on the
-dashboard.
+fails, and so is a setup mistake (a refused login, a webhook's 404), so that it goes once a
+person mends it; a refusal no try can mend (an address the mail server refuses for good, an
+HTTP 400) is marked failed with its reason. All show in `kiosk-host alerts deliveries` and
+on the dashboard.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Sender:
     BATCH = 20  # deliveries read per pass
     AGAIN = 1000  # those that failed before, tried again at once by a sender that starts
     IDLE_S = 1.0  # between passes when nothing was due
+    DIGESTS_S = 60  # the digests due are looked for this often
 
     def __init__(
         self,
@@ -103,8 +105,6 @@ class Sender:
                 sent = 0
             if not sent:
                 stop.wait(self.IDLE_S)
-
-    DIGESTS_S = 60  # the digests due are looked for this often
 
     def once(self) -> int:
         """One pass: the digests due kept as deliveries, then every delivery due now (up to
