@@ -240,17 +240,23 @@ class Engine:
                     storage.save_case(case, near_sent=True)
         return changed
 
-    def kiosk_alerts(self, storage: Store, now: int) -> None:
+    def kiosk_alerts(self, storage: Store, now: int, listening_since: int) -> None:
         """`kiosk_offline` for kiosks down too long inside opening hours, and `outbox_filling`
         for online kiosks whose last telemetry says their outbox is more than half full
-        (rules/health.py); the alerts already sent are looked up only for a candidate."""
+        (rules/health.py); the alerts already sent are looked up only for a candidate.
+
+        Telemetry goes at QoS 0, so what a kiosk sent while this host was not listening is
+        lost, not late: a kiosk counts as heard of at `listening_since` at the latest, so that
+        a host back from an outage does not report every kiosk down at once."""
         with storage.transaction():
             for d in storage.devices():
                 store, device = d["store"], d["device"]
                 cfg = self.stores.get(store)
+                heard = d["telemetry_at"]
                 h = health.kiosk_health(
-                    now, state=d["state"], since=d["since"], telemetry_at=d["telemetry_at"],
-                    interval_s=d["interval_s"], refused_at=d["refused_at"],
+                    now, state=d["state"], since=d["since"], interval_s=d["interval_s"],
+                    telemetry_at=None if heard is None else max(heard, listening_since),
+                    refused_at=d["refused_at"],
                 )  # fmt: skip
                 if health.offline_alert(cfg, store, device, h, now, None) is not None:
                     last = storage.last_kiosk_alert_at(store, device, "kiosk_offline")

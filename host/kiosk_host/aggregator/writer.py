@@ -121,6 +121,8 @@ class Writer:
         self.broker_log = BrokerLog()
         self._next_tick = 0.0
         self._kiosks_due = 0
+        self._took_over_at = 0  # the second this aggregator became its group's leader
+        self._listening_since = int(time.time())  # kiosks' telemetry is heard from now on
         # Each kiosk's high-water mark waiting to go out, and when (monotonic) and what it
         # last was: a kiosk's outbox lets go of what its mark covers.
         self.marks_due: dict[tuple[str, str], int] = {}
@@ -308,12 +310,16 @@ class Writer:
             everything = set(self.storage.store_ids())
             self.dirty |= everything
             self.rated |= everything
+            self._took_over_at = now
         self._guarded(
             "the cases' deadlines", lambda: self.dirty.update(self.engine.tick(self.storage))
         )
         if now >= self._kiosks_due:
             self._kiosks_due = now + self.KIOSKS_S
-            self._guarded("the kiosks' alerts", lambda: self.engine.kiosk_alerts(self.storage, now))
+            self._guarded(
+                "the kiosks' alerts",
+                lambda: self.engine.kiosk_alerts(self.storage, now, self._listening_since),
+            )
         rated, self.rated = self.rated, set()
         self._guarded("the stream alerts", lambda: self.engine.stream_alerts(self.storage, rated))
         out: list[Publication] = []
@@ -329,6 +335,10 @@ class Writer:
         for _, store, payload in alerts:
             self.dirty.add(store)
             out.append((topics.topic("alerts", store=store), payload, False))
+        if now <= self._took_over_at:
+            # The last leader may have sent views in this very second: a view is known by its
+            # store and `ts`, so this one's wait for the next (the stores stay dirty till then).
+            return out
         for store in sorted(self.dirty):
             for name in ("cases", "summary", "recognition"):
                 try:

@@ -414,7 +414,11 @@ class PostgresStorage:
         batch = events = list(events)
         devices = list(devices)
         self._begin()
-        self._batch_stores = {e.store for e in events} | {d.store for d in devices}
+        # the stores whose kiosks' marks this batch may move: of its events, and of statuses
+        # saying what a kiosk let go (telemetry alone takes no lock)
+        self._batch_stores = {e.store for e in events} | {
+            d.store for d in devices if not d.telemetry and "kept_from" in d.payload
+        }
         self._held = False
         try:
             letters = self._keep(dead)
