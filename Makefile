@@ -18,6 +18,10 @@ FIRMWARE_MPY := $(patsubst $(FIRMWARE_DIR)/%.py,$(BUILD_DIR)/%.mpy,$(FIRMWARE_SR
 # Each board file goes to the kiosk too, as board.py: compiled beside the firmware.
 BOARDS_BUILD_DIR ?= build/boards
 BOARD_MPY := $(patsubst boards/%.py,$(BOARDS_BUILD_DIR)/%.mpy,$(wildcard boards/*.py))
+# The firmware's modules as one ROMFS image: from a kiosk's ROMFS partition they run in place,
+# their code out of the RAM (docs/architecture.md, "Memory"). Written beside and renamed, as
+# the tests' workers may build at once.
+FIRMWARE_ROMFS := build/firmware.romfs
 # The scripts `kiosk-host deploy` runs on the kiosk: compiled only to prove that they compile
 # (the host sends their source, which the kiosk compiles itself).
 DEVICE_SCRIPTS_DIR := host/kiosk_host/fleet/device
@@ -68,7 +72,11 @@ $(STUBS)/.ready: constraints.txt | $(VENV)/.ready
 
 setup: $(VENV)/.ready node_modules/.ready $(STUBS)/.ready
 
-build: $(FIRMWARE_MPY) $(BOARD_MPY) $(DEVICE_SCRIPT_MPY)
+build: $(FIRMWARE_MPY) $(BOARD_MPY) $(DEVICE_SCRIPT_MPY) $(FIRMWARE_ROMFS)
+
+$(FIRMWARE_ROMFS): $(FIRMWARE_MPY)
+	part=$@.$$$$.part && $(BIN)/mpremote romfs --no-mpy -o $$part build $(BUILD_DIR) >/dev/null \
+		&& mv $$part $@
 
 $(BUILD_DIR)/%.mpy: $(FIRMWARE_DIR)/%.py | $(VENV)/.ready
 	@mkdir -p $(@D)

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,15 @@ SHIPPED_ACL = BROKER_DIR / "acl"
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+
+
+def fresh_session(name: str) -> str:
+    """A client id of `name` no earlier test used: a persistent session (an aggregator's)
+    stays subscribed on the session's broker after its client leaves and keeps queueing
+    what later tests publish, which a test re-using the id, such as the other back-end's run
+    of the same test, would be handed as its own."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
 
 # The shipped lines whose values say where the broker runs and who may connect: the test broker
 # substitutes their values, in place. Every one of them must be in the shipped file, so that

@@ -22,9 +22,15 @@ from kiosk_host import __version__
 from kiosk_host.fleet.deploy import Options, deploy
 from kiosk_host.fleet.deploy_errors import FlashFull
 from kiosk_host.fleet.device_scripts import DEVICE_MAIN, FLAG
-from kiosk_host.fleet.firmware_image import device_files, firmware_version, load_provisioning
-from kiosk_host.fleet.mpremote import Mpremote, copy_files
-from kiosk_host.sim.serial_kiosk import SerialKiosk
+from kiosk_host.fleet.firmware_image import (
+    Build,
+    device_files,
+    firmware_romfs,
+    firmware_version,
+    load_provisioning,
+)
+from kiosk_host.fleet.mpremote import Mpremote, copy_files, kb
+from kiosk_host.sim.serial_kiosk import ROMFS_FILE, SerialKiosk, romfs_partition
 from tests.broker import Mosquitto, free_port
 from tests.vm.mpvm import ROOT
 
@@ -221,6 +227,12 @@ def test_make_deploy_builds_and_deploys_and_says_when_no_broker_can_confirm(
         verdict = done.stdout.strip().splitlines()[-1]
         every = first_copy(devdir)  # counted from the build that `make deploy` made
         assert verdict.startswith(f"deployed till-1 (store-12): {every} files copied"), verdict
+        code = sum(p.stat().st_size for p in (BUILD / "firmware").glob("*.mpy"))
+        assert (
+            "till-1 (store-12): this kiosk's MicroPython has no ROMFS partition, so the firmware "
+            f"goes to /lib and is loaded into RAM when it runs ({kb(code)} of .mpy code in the "
+            "heap); a MicroPython built with ROMFS keeps it in flash"
+        ) in done.stdout
         assert "not confirmed online: no broker reachable at 127.0.0.1:" in verdict
         assert (flash / "lib" / "main.mpy").exists() and (flash / "main.py").exists()
         idle_after(kiosk, mark)
@@ -288,6 +300,102 @@ def test_deploy_sees_the_kiosk_online_with_the_fleet_account_and_refuses_to_swap
         fleet_password = json.loads((tmp_path / "broker" / "fleet.json").read_text())["password"]
         for secret in [*secrets_of(till_1), *secrets_of(till_2), fleet_password]:
             assert secret not in first.stdout + swap.stdout + swap.stderr + replaced.stdout
+
+
+# -- the firmware in a ROMFS partition -----------------------------------------------------------
+
+
+def flash_files(flash: Path) -> dict[str, bytes]:
+    """Every file in the serial kiosk's flash folder (its ROMFS partition among them)."""
+    return {
+        p.relative_to(flash).as_posix(): p.read_bytes() for p in flash.rglob("*") if p.is_file()
+    }
+
+
+def test_the_firmware_romfs_image_is_what_mpremote_makes_of_the_build(
+    tmp_path: Path, built_firmware: None
+) -> None:
+    out = tmp_path / "firmware.romfs"
+    done = run(str(MPREMOTE), "romfs", "--no-mpy", "-o", str(out), "build", str(BUILD / "firmware"))
+    assert done.returncode == 0, done.stderr
+    image = firmware_romfs()
+    assert image == out.read_bytes() and image == firmware_romfs()
+    assert image.startswith(b"\xd2\xcd\x31")  # ROMFS's header
+
+
+@pytest.mark.slow
+def test_deploy_to_a_kiosk_whose_romfs_holds_the_firmware_leaves_only_the_board_in_lib(
+    tmp_path: Path, built_firmware: None
+) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto", auth_dir=tmp_path / "broker")
+    devdir = provision(tmp_path, broker.port)
+    flash = tmp_path / "flash"
+    image = firmware_romfs()
+    romfs_partition(flash, image)
+    # An earlier deployment to a MicroPython without ROMFS left the firmware in /lib.
+    (flash / "lib").mkdir()
+    old = sorted((BUILD / "firmware").glob("*.mpy"))
+    for mpy in old:
+        (flash / "lib" / mpy.name).write_bytes(mpy.read_bytes())
+    env = {"KIOSK_BROKER": fleet_url(tmp_path, broker.port)}
+    with broker, SerialKiosk(flash) as kiosk:
+        mark = kiosk.mark()
+        done = deploy_cli(kiosk.port, devdir, "--no-build", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        version = firmware_version()
+        verdict = done.stdout.strip().splitlines()[-1]
+        assert verdict.startswith(f"deployed till-1 (store-12): online with firmware {version}")
+        assert f"{len(old)} removed, the firmware in ROMFS (unchanged)" in verdict, verdict
+        assert f"its ROMFS partition holds this firmware already ({kb(len(image))})" in done.stdout
+        assert "no ROMFS partition" not in done.stdout
+        assert "  removing lib/main.mpy (no longer in the firmware)" in done.stdout
+        # The kiosk came online from /rom: /lib holds the board alone.
+        assert sorted(p.name for p in (flash / "lib").iterdir()) == ["board.mpy"]
+        assert (flash / ROMFS_FILE).read_bytes() == image
+        assert (flash / "main.py").read_text() == DEVICE_MAIN
+        assert json.loads((flash / "identity.json").read_text())["fw"] == version
+        assert idle_after(kiosk, mark) == "SCREEN idle: How did we do today?"
+
+
+@pytest.mark.slow
+def test_deploy_to_a_romfs_partition_that_is_too_small_or_cannot_be_written_leaves_the_kiosk(
+    tmp_path: Path, kiosk_dirs: tuple[Path, Path], built_firmware: None
+) -> None:
+    """This VM's partition is read-only: deploy tries to write it, and reads back that it
+    could not. A partition too small for the image is refused before the attempt."""
+    flash, devdir = kiosk_dirs
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "old.mpy").write_bytes(b"M\x06\x00\x1f")
+    old_image = firmware_romfs(Build(other, other, "mpy-cross", "compile it"))
+    image = firmware_romfs()
+    romfs_partition(flash, old_image)
+    (flash / "lib").mkdir(parents=True)
+    (flash / "lib" / "app.mpy").write_bytes((BUILD / "firmware" / "app.mpy").read_bytes())
+    (flash / "note.txt").write_text("kept")
+    before = flash_files(flash)
+    with SerialKiosk(flash) as kiosk:
+        small = deploy_cli(kiosk.port, devdir, "--no-build")
+    assert small.returncode == 2, small.stdout
+    assert small.stderr.startswith(
+        f"kiosk-host: the firmware's ROMFS image ({len(image)} bytes) is larger than the "
+        f"kiosk's ROMFS partition 0 ({len(old_image)} bytes)"
+    )
+    assert flash_files(flash) == before  # not even the deployment's flag is left
+
+    romfs_partition(flash, old_image, size=len(image) + 4096)
+    before = flash_files(flash)
+    with SerialKiosk(flash) as kiosk:
+        done = deploy_cli(kiosk.port, devdir, "--no-build")
+    assert done.returncode == 2, done.stdout
+    assert "its ROMFS partition 0 (" in done.stdout and "holds another image" in done.stdout
+    assert f"  writing the ROMFS image into partition 0 ({kb(len(image))})" in done.stdout
+    assert done.stderr.startswith(
+        "kiosk-host: the kiosk's ROMFS partition 0 could not be written"
+    ), done.stderr
+    assert "the kiosk runs as before" in done.stderr
+    assert "copying" not in done.stdout
+    assert flash_files(flash) == before
 
 
 # -- refusals: each says what to do ------------------------------------------------------------

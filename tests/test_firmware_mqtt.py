@@ -257,10 +257,10 @@ print(h(w.out))
     assert out[9] == hexs(b"\x82\x18\x00\x04" + utf8("kiosk/v1/s/d/config") + b"\x01")
 
 
-def test_remaining_length_at_the_varint_boundaries(mpvm: MicroPythonVM) -> None:
+def test_remaining_length_at_the_varint_boundaries() -> None:
     sizes = [0, 127, 128, 16383, 16384, 2097151, 2097152]
     out = vm(
-        mpvm,
+        MicroPythonVM(heapsize=12 * 1024 * 1024),  # packets of 2 MB, twice over
         f"""
 for n in {sizes!r}:
     p = mqtt.packet(0x30, [bytearray(n)])

@@ -27,7 +27,7 @@ from kiosk_host.storage.protocol import Store
 from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus, EventRow, Storage
 from kiosk_host.wire.contract import Cleared, Contract, Message
 from kiosk_host.wire.identifiers import check_character
-from tests.broker import Mosquitto
+from tests.broker import Mosquitto, fresh_session
 from tests.virtual_kiosks import Watcher, suback, wait_until
 
 KIOSK_HOST = ROOT / ".venv" / "bin" / "kiosk-host"
@@ -242,7 +242,7 @@ def test_bad_messages_are_dead_lettered_and_ingest_carries_on(
     mosquitto: Mosquitto, store_url: str
 ) -> None:
     storage = open_storage(store_url)
-    ingest = Ingest(mosquitto.url, store_url, "agg-bad")
+    ingest = Ingest(mosquitto.url, store_url, fresh_session("agg-bad"))
     subscribed = suback(ingest.client)
     ingest.start()
     pub = publisher(mosquitto, "bad-publisher")
@@ -351,7 +351,7 @@ def next_tick(pub: paho.Client, watcher: Watcher, store: str) -> None:
 def test_a_run_of_top_ratings_is_praised_and_a_surge_of_low_ones_raised_once(
     mosquitto: Mosquitto, store_url: str
 ) -> None:
-    ingest = Ingest(mosquitto.url, store_url, "agg-alerts")
+    ingest = Ingest(mosquitto.url, store_url, fresh_session("agg-alerts"))
     subscribed = suback(ingest.client)
     ingest.start()
     # the alerts and the stores' views on one subscription: they come in the order published

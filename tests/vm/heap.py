@@ -1,7 +1,10 @@
 """The firmware's live heap on the MicroPython VM while it serves thousands of customers.
 
-The figure is what the kiosk itself holds: its code (loaded from the compiled .mpy, as
-deployed), the board module, display buffers and every object of the running kiosk; with
+The figure is what the kiosk itself holds: its code's objects (the firmware run from its
+ROMFS image, as `kiosk-host deploy` puts it on a kiosk with a ROMFS partition, so that the
+bytecode stays in flash; or, with `rom=False`, loaded from .mpy files into the heap, as on a
+MicroPython without ROMFS), the board module, display buffers and every object of the
+running kiosk; with
 `link`, its link to the host too, connected to a real mosquitto through the VM's simulated
 Wi-Fi (the host's TCP sockets, `hostnet`), after a config and a command have come in, with
 events drained by the broker's PUBACKs, and each figure taken with a whole window of events
@@ -32,6 +35,7 @@ from tests.vm.mpvm import (
     MicroPythonVM,
     board_buttons,
     firmware_modules,
+    firmware_romfs,
     vm_files,
 )
 
@@ -165,23 +169,26 @@ RELEASE = "kioskhost.hold(False)\n" + DRAINED
 
 
 def heap_by_customers(
-    mpvm: MicroPythonVM, board: str, marks: list[int], link: bool = False
+    mpvm: MicroPythonVM, board: str, marks: list[int], link: bool = False, rom: bool = True
 ) -> dict[int, int]:
     """The live heap in bytes after 0 customers, and after each count in `marks` plus each
-    of SAMPLES; connected to a mosquitto of its own when `link`."""
+    of SAMPLES; connected to a mosquitto of its own when `link`; the firmware run from its
+    ROMFS image when `rom`, else from .mpy files in /lib."""
     if not link:
-        return _run(mpvm, board, marks, None)
+        return _run(mpvm, board, marks, None, rom)
     with tempfile.TemporaryDirectory(prefix="heap-broker-") as tmp, Mosquitto(Path(tmp)) as broker:
         n = board_buttons(board)
         _prime(broker, {**_rig_config(), "scale": n, "low_threshold": 1 if n == 3 else 2})
         host = Host(broker)
         try:
-            return _run(mpvm, board, marks, broker.port)
+            return _run(mpvm, board, marks, broker.port, rom)
         finally:
             host.close()
 
 
-def _run(mpvm: MicroPythonVM, board: str, marks: list[int], port: int | None) -> dict[int, int]:
+def _run(
+    mpvm: MicroPythonVM, board: str, marks: list[int], port: int | None, rom: bool
+) -> dict[int, int]:
     connected = port is not None
     steps = [SIM + (NET if connected else ""), BASE, KIOSK]
     if connected:
@@ -206,7 +213,13 @@ def _run(mpvm: MicroPythonVM, board: str, marks: list[int], port: int | None) ->
     files = vm_files(RIG, POLLNET) if connected else vm_files(RIG)
     files["/lib/board.py"] = (BOARDS_DIR / f"{board}.py").read_text()
     out = mpvm.run(
-        steps, firmware_modules(), compiled=True, files=files, run_async=connected, net=connected
+        steps,
+        [] if rom else firmware_modules(),
+        compiled=True,
+        files=files,
+        run_async=connected,
+        net=connected,
+        romfs=firmware_romfs() if rom else None,
     ).ok()
     return {
         int(line.split()[1]): int(line.split()[2])

@@ -1,6 +1,6 @@
 // Runs one MicroPython program on MicroPython's WebAssembly port and reports what happened.
-// Request on stdin (JSON): {files: {"/lib/x.py": {text} | {b64}}, code (one program, or a
-// list of steps run in turn in the same interpreter), async, heapsize, net (the host's TCP
+// Request on stdin (JSON): {files: {"/lib/x.py": {text} | {b64}}, romfs (an image, b64), code
+// (one program, or a list of steps run in turn in the same interpreter), async, heapsize, net (the host's TCP
 // sockets as `kioskhost`, see sockets.mjs), echo (the program's output also streamed on
 // standard error as it comes, so that a test can follow a long run)}.
 // Reply on stdout (JSON): {stdout, error: null | {type, traceback}}.
@@ -14,6 +14,9 @@ const request = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 const out = [];
 const mp = await loadMicroPython({
   heapsize: request.heapsize ?? 1024 * 1024,
+  // A ROMFS image, mounted at /rom (on sys.path before /lib): its .mpy code runs in place,
+  // out of the GC heap, as from a device's ROMFS partition.
+  romfs: request.romfs !== undefined ? Buffer.from(request.romfs, "base64") : undefined,
   linebuffer: false,
   stdout: (bytes) => {
     out.push(...bytes);
@@ -21,6 +24,9 @@ const mp = await loadMicroPython({
   },
   stderr: (bytes) => out.push(...bytes),
 });
+
+// This port starts in /rom when it has one; a device starts at the root of its flash.
+if (request.romfs !== undefined) mp.runPython("import os\nos.chdir('/')\ndel os");
 
 const sockets = request.net ? hostSockets() : null;
 if (sockets !== null) mp.registerJsModule("kioskhost", sockets.calls);

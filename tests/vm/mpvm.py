@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 FIRMWARE_DIR = ROOT / "firmware"
 BUILD_DIR = ROOT / "build" / "firmware"
+ROMFS_IMAGE = ROOT / "build" / "firmware.romfs"  # every module of BUILD_DIR, one image
 SIMHW_DIR = ROOT / "host" / "kiosk_host" / "sim" / "hardware"
 RUNNER = Path(__file__).with_name("mpvm.mjs")
 LIB = "/lib"  # on MicroPython's default sys.path, as on a device
@@ -40,6 +41,11 @@ def board_buttons(stem: str) -> int:
 def firmware_modules() -> list[str]:
     """Every firmware module but `main`, which starts the device."""
     return sorted(p.stem for p in FIRMWARE_DIR.glob("*.py") if p.stem != "main")
+
+
+def firmware_romfs() -> bytes:
+    """The firmware's ROMFS image, as `make build` wrote it (build/firmware.romfs)."""
+    return ROMFS_IMAGE.read_bytes()
 
 
 def vm_files(*paths: Path) -> dict[str, bytes | str]:
@@ -86,6 +92,7 @@ class MicroPythonVM:
         files: Mapping[str, bytes | str] | None = None,
         run_async: bool = False,
         net: bool = False,
+        romfs: bytes | None = None,
         timeout: float = 120,
     ) -> VmResult:
         """Run `code` as __main__ with firmware `modules` (names without suffix) in /lib.
@@ -98,6 +105,8 @@ class MicroPythonVM:
         step's garbage as freed later, and every figure after it would be too low.
 
         `compiled` loads the `.mpy` files that `make build` wrote instead of the sources.
+        `romfs` is an image (as `firmware_romfs()`) mounted at /rom, ahead of /lib on
+        sys.path: its modules run in place, their code out of the GC heap.
         `files` adds more files by absolute VM path. `run_async` allows top-level await.
         `net` gives the program the host's TCP sockets as `kioskhost` (sockets.mjs), which
         the simulated `hostnet.open_connection` uses; `kioskhost.hold(True)` keeps what the
@@ -127,6 +136,8 @@ class MicroPythonVM:
             "heapsize": self.heapsize,
             "net": net,
         }
+        if romfs is not None:
+            request["romfs"] = base64.b64encode(romfs).decode()
         proc = subprocess.run(
             [self.node, "--expose-gc", str(RUNNER)],
             input=json.dumps(request).encode(),

@@ -8,12 +8,23 @@ see firmware_image.py). On the kiosk they are laid out so:
 | on the kiosk     | from                                                                |
 | ---------------- | ------------------------------------------------------------------- |
 | `/main.py`       | `device/main.py`: MicroPython runs only a source `main.py`, so this |
-|                  | one starts the compiled firmware in /lib (or waits, see below)      |
-| `/lib/*.mpy`     | `build/firmware/*.mpy`, the firmware's own `main.mpy` among them    |
+|                  | one starts the compiled firmware (or waits, see below)              |
+| ROMFS, at `/rom` | the ROMFS image of `build/firmware/*.mpy`, on a kiosk that has a    |
+|                  | ROMFS partition (see below)                                         |
+| `/lib/*.mpy`     | `build/firmware/*.mpy`, the firmware's own `main.mpy` among them,   |
+|                  | on a kiosk without one                                              |
 | `/lib/board.mpy` | `build/boards/NAME.mpy`, NAME from `board.json`                     |
 | `/config.json`   | `config.json`                                                       |
 | `/identity.json` | `identity.json`, with `fw` set to this build's version              |
 | `/ca.pem`        | `ca.pem`, when identity.json names it (a broker that speaks TLS)    |
+
+A module imported from the file system keeps its bytecode in the heap, about as much as the
+firmware's .mpy files; one in a ROMFS partition (MicroPython 1.25 or later, built with it)
+runs from flash. So when the kiosk's MicroPython has a ROMFS partition, the firmware goes
+there as one image (`mpremote romfs deploy`), written only when the partition does not hold
+it already and hashed again on the device afterwards; /lib then holds board.mpy alone, and
+device/main.py starts the firmware from /rom. Without one, the firmware goes to /lib and the
+deployment says how much of the heap it takes.
 
 Everything else on the flash (the outbox, the boot count, the commands acted on) is the
 kiosk's own and is left alone, except that a new deployment starts the boot-loop count
@@ -46,6 +57,7 @@ this module puts them in order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -65,18 +77,22 @@ from kiosk_host.fleet.firmware_image import (
     build_firmware,
     device_dir,
     device_files,
+    firmware_romfs,
     firmware_version,
     load_provisioning,
 )
 from kiosk_host.fleet.mpremote import (
     Mpremote,
+    Romfs,
     check_copies,
     check_space,
     copy_files,
     kb,
+    query_romfs,
     resume_kiosk,
     stop_kiosk,
     survey,
+    write_romfs,
 )
 from kiosk_host.fleet.provision import DEFAULT_BROKER_DIR, FLEET, credentials_file
 from kiosk_host.fleet.serial_port import probe, wait_for_reboot
@@ -113,6 +129,7 @@ class Report:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     bytes_copied: int = 0
+    romfs: str | None = None  # "written" or "unchanged": the firmware is in ROMFS; None: in /lib
     online: bool | None = None  # None: no broker reachable to ask
     status: dict[str, Any] | None = None
     verdict: str = ""
@@ -194,6 +211,8 @@ def deploy(opts: Options, out: Callable[[str], None] = print) -> Report:
         out(f"{name}: compiling the firmware ({build_dirs().tool})")
         build_firmware()
     version = firmware_version()
+    image = firmware_romfs()
+    code = sum(p.stat().st_size for p in build_dirs().firmware.glob("*.mpy"))
     report = Report(ident["device"], version)
     with _stage() as stage:
         files = device_files(prov, version, stage)
@@ -216,6 +235,17 @@ def deploy(opts: Options, out: Callable[[str], None] = print) -> Report:
             raise DeployError(other)
         if other is not None and held.owner is not None:
             out(f"{name}: replacing {held.owner[0]}/{held.owner[1]} on this board (--replace)")
+        rom = query_romfs(mp, len(image))
+        if rom is None:
+            out(
+                f"{name}: this kiosk's MicroPython has no ROMFS partition, so the firmware "
+                f"goes to /lib and is loaded into RAM when it runs ({kb(code)} of .mpy code "
+                "in the heap); a MicroPython built with ROMFS keeps it in flash (see "
+                '"Firmware in ROMFS" in docs/operating.md)'
+            )
+        else:
+            files = device_files(prov, version, stage, in_romfs=True)
+            report.romfs = _romfs_plan(mp, rom, image, name, out)
         copy = [f for f in files if (h := held.files.get(f.path)) is None or h[0] != f.sha256]
         wanted = {f.path for f in files}
         stale = sorted(
@@ -231,6 +261,8 @@ def deploy(opts: Options, out: Callable[[str], None] = print) -> Report:
             f"{kb(held.free_blocks * held.bsize)} free on the kiosk"
         )
         check_space(opts.port, held, copy, stale)
+        if rom is not None and report.romfs == "written":
+            _write_romfs(mp, rom, image, stage, opts.port, out)
         copy_files(mp, copy, stale, held.lib is None, out)
         watch = StatusWatch(broker, status_topic, ca)
         try:
@@ -250,11 +282,65 @@ def deploy(opts: Options, out: Callable[[str], None] = print) -> Report:
     return report
 
 
+def _romfs_plan(
+    mp: Mpremote, rom: Romfs, image: bytes, name: str, out: Callable[[str], None]
+) -> str:
+    """ "unchanged" when the kiosk's partition holds the image already, else "written" (to
+    be); an image larger than the partition is refused while the kiosk is as it was."""
+    if rom.sha256 == hashlib.sha256(image).hexdigest():
+        out(f"{name}: its ROMFS partition holds this firmware already ({kb(len(image))})")
+        return "unchanged"
+    if len(image) > rom.size:
+        resume_kiosk(mp)  # it goes back to being the kiosk it was
+        raise DeployError(
+            f"the firmware's ROMFS image ({len(image)} bytes) is larger than the kiosk's "
+            f"ROMFS partition 0 ({rom.size} bytes): install a MicroPython whose ROMFS "
+            'partition holds it (see "Firmware in ROMFS" in docs/operating.md), then deploy '
+            "again; the kiosk runs as before"
+        )
+    out(
+        f"{name}: its ROMFS partition 0 ({kb(rom.size)}) holds another image: "
+        f"this firmware's ({kb(len(image))}) goes there"
+    )
+    return "written"
+
+
+def _write_romfs(
+    mp: Mpremote, rom: Romfs, image: bytes, stage: Path, port: str, out: Callable[[str], None]
+) -> None:
+    """The image into the kiosk's partition 0, hashed again there; DeployError when the
+    partition does not hold it afterwards."""
+    staged = stage / "firmware.romfs"  # mpremote writes a file named *.romfs as it is
+    staged.write_bytes(image)
+    write_romfs(mp, staged, out)
+    after = query_romfs(mp, len(image))
+    if after is not None and after.sha256 == hashlib.sha256(image).hexdigest():
+        return
+    what = (
+        f"the kiosk's ROMFS partition 0 could not be written: it does not hold the firmware's "
+        f"image after `mpremote romfs deploy` (`mpremote connect {port} romfs query` shows it)"
+    )
+    if after is not None and after.sha256 == rom.sha256:
+        # Nothing was written: the kiosk's files are untouched, so it can run as it was.
+        resume_kiosk(mp)
+        raise DeployError(
+            f"{what}. Its MicroPython keeps the partition read-only: install one whose ROMFS "
+            'partition can be written (see "Firmware in ROMFS" in docs/operating.md), then '
+            "deploy again; the kiosk runs as before"
+        )
+    mp.run(["reset"], "resetting the kiosk", 30)
+    raise DeployError(
+        f"{what}. Deploy again; the kiosk stays stopped until then, as its partition may "
+        "hold part of the image"
+    )
+
+
 def _verdict(report: Report, watch: StatusWatch, online_s: float, name: str) -> str:
     copied = (
         f"{len(report.copied)} files copied ({kb(report.bytes_copied)}), "
         f"{len(report.unchanged)} unchanged"
         + (f", {len(report.removed)} removed" if report.removed else "")
+        + (f", the firmware in ROMFS ({report.romfs})" if report.romfs else "")
     )
     if watch.problem is not None:
         report.online = None

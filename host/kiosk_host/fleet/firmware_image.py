@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -213,17 +216,62 @@ def firmware_version(build: Build | None = None) -> str:
     return f"{__version__}+{digest.hexdigest()[:8]}"
 
 
+def romfs_path(build: Build) -> Path:
+    """Where the build keeps the firmware's ROMFS image: beside its folder of modules
+    (`build/firmware.romfs`, as `make build` writes it)."""
+    return build.firmware.with_name(build.firmware.name + ".romfs")
+
+
+def firmware_romfs(build: Build | None = None) -> bytes:
+    """The ROMFS image of the firmware's modules, as `mpremote romfs --no-mpy build` makes
+    it. mpremote's writer takes the files in sorted order and records only their names and
+    bytes, so the image is made here every time and equals `make build`'s
+    build/firmware.romfs; an installed host keeps a copy in its cache, as make does."""
+    build = build or build_dirs()
+    modules = sorted(build.firmware.glob("*.mpy"))
+    if not modules:
+        raise DeployError(f"{build.firmware} is empty: {build.how}")
+    try:
+        romfs = importlib.import_module("mpremote.romfs")
+    except ImportError:
+        raise fleet_tools_missing("mpremote") from None
+    # Only the modules go in (not a compilation's half-written .part file): they are
+    # gathered in a folder of their own, which gives make's image of a folder of modules.
+    with tempfile.TemporaryDirectory(prefix="kiosk-romfs-") as tmp:
+        for p in modules:
+            shutil.copyfile(p, Path(tmp) / p.name)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # it lists the files it takes
+                image = bytes(romfs.make_romfs(tmp, mpy_cross=False))
+        except SystemExit:  # how it says a file could not be read
+            raise DeployError(f"{build.firmware} could not be read: {build.how}") from None
+    saved = romfs_path(build)
+    if CHECKOUT is None and not (saved.is_file() and saved.read_bytes() == image):
+        # Written beside and renamed, as the modules are.
+        fd, part = tempfile.mkstemp(suffix=".part", dir=saved.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(image)
+        os.replace(part, saved)
+    return image
+
+
 def device_files(
-    prov: Provisioned, version: str, stage: Path, build: Build | None = None
+    prov: Provisioned,
+    version: str,
+    stage: Path,
+    build: Build | None = None,
+    in_romfs: bool = False,
 ) -> list[DeviceFile]:
-    """What the kiosk must hold, in the order it is copied: the firmware first, the start
-    last. Generated files are written into `stage` (private to this user)."""
+    """What the kiosk must hold, in the order it is copied: the firmware first (unless it
+    is in the kiosk's ROMFS partition), the start last. Generated files are written into
+    `stage` (private to this user)."""
     build = build or build_dirs()
     identity = dict(prov.identity, fw=version)
     (stage / "identity.json").write_text(json.dumps(identity, separators=(",", ":")))
     (stage / "identity.json").chmod(0o600)
     (stage / "config.json").write_bytes(prov.config)
-    sources = [(f"/lib/{p.name}", p) for p in sorted(build.firmware.glob("*.mpy"))]
+    modules = [] if in_romfs else sorted(build.firmware.glob("*.mpy"))
+    sources = [(f"/lib/{p.name}", p) for p in modules]
     board = build.boards / f"{prov.board}.mpy"
     if not board.is_file():
         raise DeployError(f"{board} is missing: {build.how}")

@@ -1,4 +1,5 @@
-"""mpremote on the kiosk: one run per step, the survey of what it holds, the copies."""
+"""mpremote on the kiosk: one run per step, the survey of what it holds, the copies, and the
+firmware's ROMFS image."""
 
 from __future__ import annotations
 
@@ -233,6 +234,38 @@ def copy_files(
 
     # A serial line carries about 4 kB/s of mpremote's copies; allow four times as long.
     mp.run(args[:-1], "copying files", timeout=60 + total / 1000, on_line=progress)
+
+
+@dataclass(frozen=True)
+class Romfs:
+    """The kiosk's ROMFS partition 0: its size, and the sha256 of its first bytes (as many
+    as the image has; None when the image does not fit)."""
+
+    size: int
+    sha256: str | None
+
+
+def query_romfs(mp: Mpremote, length: int) -> Romfs | None:
+    """The kiosk's ROMFS partition 0, hashed on the device; None when its MicroPython has
+    no ROMFS (no rom_ioctl, no partition, or one of no size)."""
+    answer = mp.answer(call("romfs", MARK, length), "asking the kiosk for its ROMFS partition")
+    size = int(answer["size"])
+    if size <= 0:
+        return None
+    digest = answer["sha256"]
+    return Romfs(size, None if digest is None else str(digest))
+
+
+def write_romfs(mp: Mpremote, image: Path, out: Callable[[str], None]) -> None:
+    """`mpremote romfs -p 0 deploy IMAGE`: mpremote takes a file named *.romfs as it is."""
+    size = image.stat().st_size
+    out(f"  writing the ROMFS image into partition 0 ({kb(size)})")
+    # As for the copies: about 4 kB/s on a serial line, four times as long allowed.
+    mp.run(
+        ["romfs", "-p", "0", "deploy", str(image)],
+        "writing the firmware's ROMFS image",
+        timeout=60 + size / 1000,
+    )
 
 
 def check_copies(mp: Mpremote, copied: Sequence[DeviceFile]) -> list[str]:

@@ -18,6 +18,12 @@
 // Each screen the firmware shows is written to standard error as `SCREEN <name>: <text>`,
 // and each reset as `RESET <kind>`.
 //
+// A file `.romfs0` in the flash folder is the board's ROMFS partition 0 (its bytes, its
+// size): each boot hands it to the VM, which mounts the image in it at /rom. This port's
+// vfs.rom_ioctl reads the partition and refuses writes (-22), as a read-only partition
+// does. The file is not part of the flash's file system: the kiosk neither lists it nor
+// counts it as used.
+//
 // Options: --fs DIR (required), --flash-kb N (the flash partition, default 2048),
 // --heap-kb N (default 1024); or SERIAL_KIOSK_FS, SERIAL_KIOSK_FLASH_KB and
 // SERIAL_KIOSK_HEAP_KB in the environment, which socat's EXEC passes on unquoted.
@@ -28,6 +34,7 @@ import { fileURLToPath } from "node:url";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 
 const SIMHW = path.join(path.dirname(fileURLToPath(import.meta.url)), "hardware");
+const ROMFS_FILE = ".romfs0"; // in the flash folder: ROMFS partition 0
 const SIM_FILES = ["simclock.py", "machine.py", "network.py", "ntptime.py", "hostflash.py",
   "hostnet.py", "serialboot.py"];
 // machine.reset_cause() after each kind of start, as the ESP32 port numbers them.
@@ -183,11 +190,13 @@ async function vm({ fs: root, flashKb, heapKb, mode, cause }) {
   const flash = new Flash(root, flashKb);
   const sockets = new Sockets();
   const t0 = performance.now();
+  const romfsFile = path.join(root, ROMFS_FILE);
   const mp = await loadMicroPython({
     heapsize: heapKb * 1024,
     linebuffer: false,
     stdout: emit,
     stderr: emit,
+    ...(fs.existsSync(romfsFile) ? { romfs: new Uint8Array(fs.readFileSync(romfsFile)) } : {}),
   });
   mp.registerJsModule("kioskhost", {
     ...flash.calls(),
@@ -321,6 +330,7 @@ class Flash {
     const walk = (rel) => {
       for (const e of fs.readdirSync(path.join(this.root, rel), { withFileTypes: true })) {
         const r = rel ? `${rel}/${e.name}` : e.name;
+        if (r === ROMFS_FILE) continue;
         if (e.isDirectory()) {
           this.dirs += 1;
           walk(r);
@@ -339,7 +349,10 @@ class Flash {
   }
 
   rel(p) {
-    return path.posix.normalize("/" + p).replace(/^\/+/, "").replace(/\/+$/, "");
+    const rel = path.posix.normalize("/" + p).replace(/^\/+/, "").replace(/\/+$/, "");
+    // The ROMFS partition is no file of the flash.
+    if (rel === ROMFS_FILE) throw Object.assign(new Error("not on the flash"), { code: "ENOENT" });
+    return rel;
   }
 
   host(rel) {
@@ -386,6 +399,7 @@ class Flash {
     const rel = this.rel(p);
     const lines = [];
     for (const e of fs.readdirSync(this.host(rel), { withFileTypes: true })) {
+      if (rel === "" && e.name === ROMFS_FILE) continue;
       if (e.isDirectory()) lines.push(`d 0 ${e.name}`);
       else if (e.isFile()) lines.push(`f ${fs.statSync(this.host(path.join(rel, e.name))).size} ${e.name}`);
     }

@@ -5,7 +5,9 @@ VM as the ESP32 would run it (REPL, raw REPL, soft and hard resets, watchdog), w
 folder as its flash, so that what mpremote copies lands in that folder and survives restarts.
 A reset boots boot.py and main.py from that folder on the simulated hardware of `hardware/`.
 The bridge reports every screen the firmware shows (`SCREEN <name>: <text>`) and every reset
-(`RESET <kind>`) on its standard error; this module collects those lines.
+(`RESET <kind>`) on its standard error; this module collects those lines. A board whose
+MicroPython has a ROMFS partition is a flash folder with the partition's bytes in `.romfs0`
+(`romfs_partition()` writes it), which the VM mounts at /rom and cannot write.
 """
 
 from __future__ import annotations
@@ -28,6 +30,20 @@ from kiosk_host.sim.virtual_kiosk import KioskSetupError
 BRIDGE = Path(__file__).resolve().with_name("serial_kiosk.mjs")
 START_TIMEOUT_S = 10.0
 DEFAULT_FLASH_KB = 2048  # the MicroPython file system on a 4 MB ESP32
+ROMFS_FILE = ".romfs0"  # in the flash folder: ROMFS partition 0, as serial_kiosk.mjs reads it
+
+
+def romfs_partition(flash: Path, image: bytes, size: int | None = None) -> Path:
+    """Give the kiosk whose flash is `flash` a ROMFS partition 0 of `size` bytes (the
+    image's own by default) holding `image`, the rest erased (0xff) as flash is; read at
+    each boot. The file it is written to."""
+    size = len(image) if size is None else size
+    if size < len(image):
+        raise ValueError(f"a {len(image)}-byte image does not fit a {size}-byte partition")
+    flash.mkdir(parents=True, exist_ok=True)
+    partition = flash / ROMFS_FILE
+    partition.write_bytes(image + b"\xff" * (size - len(image)))
+    return partition
 
 
 class SerialKiosk:
