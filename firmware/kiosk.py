@@ -166,6 +166,15 @@ class Kiosk:
             prompt = self.texts.PROMPT
         self.ui.idle(prompt, self.n, self.link_error)
 
+    def idle(self) -> bool:
+        """Nobody at the kiosk: the prompt shown (or, without settings, the problem that
+        keeps it from asking anyone), no customer's screen, follow-up, code or confirmation
+        under way and no settings waiting for one to end. A firmware update switches only
+        then."""
+        if self.pending is not None:
+            return False
+        return self.state == IDLE or (self.state == PROBLEM and self.config is None)
+
     def link_problem(self, why) -> None:
         """Why the link to the host is down (None once it is up): a line at the foot of the
         prompt for a technician. Other screens are the customer's and are left alone."""

@@ -48,7 +48,9 @@ class Link:
         board, and ca (the path of the CA certificate) when the broker speaks TLS. `hw`:
         callables for what only the device can do: ntp() -> Unix seconds, heap_free(),
         rssi() -> dBm or None, identify(seconds), reboot(), save_config(raw), load_ids() ->
-        list, save_ids(list), save_wifi(ssid, key) (a new Wi-Fi kept, see wifi_trial)."""
+        list, save_ids(list), save_wifi(ssid, key) (a new Wi-Fi kept, see wifi_trial), and
+        slots: the firmware's slots on flash (fwslot.Slots), or None where the kiosk takes no
+        update over the air."""
         self.kiosk = kiosk
         self.outbox = outbox
         self.clock = clock
@@ -90,12 +92,18 @@ class Link:
         self.wifi_said = None  # how the last Wi-Fi change went, for the status
         self.log_for = None  # the id of a `logs` command to answer
         self.log_topic = self.topics.status[:-6] + "log"
+        self.slots = hw.get("slots")
+        # The version running: a slot's, once an update was switched to, else the factory's.
+        self.fw = self.slots.version(ident["fw"]) if self.slots else ident["fw"]
+        self.trying = bool(self.slots and self.slots.trying())  # until confirmed online
+        self.ota = None  # the update being received (ota.Receiver), once one was sent
 
     # -- the supervisor ---------------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
             try:
+                self._trial_over()
                 if self.trial is not None:
                     self.trial.step(self)  # starts it, or gives it up once its time is over
                 if not await self._wifi():
@@ -157,6 +165,7 @@ class Link:
         if self.trial is not None and self.trial.on:
             limit = min(limit, self.trial.left_ms(self))
         while not w.isconnected():
+            self._trial_over()
             if self.clock.since_ms(start) > limit:
                 self.set_error("Wi-Fi: no connection to " + self.ident["ssid"])
                 return False
@@ -166,6 +175,12 @@ class Link:
     async def _session(self) -> None:
         c = self.client
         await asyncio.wait_for(c.connect(), self.CONNECT_WAIT_S)
+        if self.trying:
+            # The broker answered: the version on trial is kept, before any message is read
+            # (an update received now goes into the slot that held the old version).
+            self.slots.confirm()
+            self.trying = False
+            self.log("ota: " + self.fw + " confirmed")
         # The reader runs from the start, so that SUBACKs (and a refusal) are read while the
         # session is set up, and its end, whatever it raised, is retrieved below.
         self.read_error = None
@@ -176,6 +191,9 @@ class Link:
             t = self.topics
             for topic in (t.config, t.cmd, t.cases, t.ack):
                 await c.subscribe(topic, 1)
+            # Optional: a broker whose ACL predates updates over the air refuses it (mosquitto
+            # answers 0x80), and the kiosk must still serve its customers there.
+            await c.subscribe(t.ota, 1, True)
             start = self.clock.ticks_ms()
             while c.subacks:
                 if reader.done():
@@ -189,6 +207,8 @@ class Link:
                 if self.trial is not None and self.trial.on:
                     self.trial.keep(self)  # the broker answered over the new Wi-Fi
                 self.log("link: connected")
+                if c.refused:
+                    self.log("ota: the broker refuses " + t.ota + ": no updates over the air")
                 await self._status()
                 ticker = asyncio.create_task(self._tick())
                 self.up = True
@@ -311,6 +331,25 @@ class Link:
         if self.reboot_at is not None and clock.since_ms(self.reboot_at) >= 0:
             await self.client.disconnect()
             self.hw["reboot"]()
+        r = self.ota
+        if r is not None and r.ready() and self.kiosk.idle():
+            # Staged, and nobody at the kiosk: the next boot tries the new version.
+            self.ota = None
+            version = r.version
+            self.slots.switch(version, r.rid)
+            self.log("ota: switching to " + version)
+            await self.client.disconnect()
+            self.hw["reboot"]()
+
+    def _trial_over(self) -> None:
+        """A version on trial that has not come online in its time goes back to the old one."""
+        s = self.slots
+        if self.trying and self.clock.uptime_ms() > s.TRIAL_MS:
+            self.trying = False
+            why = "not online within %d s" % (s.TRIAL_MS // 1000)
+            s.rollback(why)
+            self.log("ota: " + self.fw + " " + why + ", rolled back")
+            self.hw["reboot"]()
 
     def _sync_time(self) -> None:
         clock = self.clock
@@ -324,16 +363,38 @@ class Link:
     async def _status(self) -> None:
         i = self.ident
         payload = wire.status_online(
-            i["fw"],
+            self.fw,
             i["board"],
             self.clock.wall(),
             self.clock.uptime_ms(),
             self.kiosk.config_error,
             self.outbox.kept_from(),
+            None if self.slots is None else i.get("takes", "mpy"),
+            self._ota_state(),
         )
         if self.wifi_said is not None:
             payload = payload[:-1] + self.wifi_said  # the object's last member
         await self.client.publish(self.topics.status, payload, 1, True)
+
+    def _ota_state(self):
+        """The status's `ota` member: the update being received; else how the last one
+        ended, from the flash (rolled back, or running and confirmed); else None."""
+        if self.ota is not None:
+            return self.ota.state()
+        s = self.slots
+        if s is None:
+            return None
+        f = s.failed()
+        if f is not None:
+            said = (f.get("id"), f.get("version"), "ota_failed", f.get("reason"))
+        else:
+            p = s.pointer()
+            if p is None or p.get("trial"):
+                return None
+            said = (p.get("id"), p.get("version"), "done", None)
+        if not (isinstance(said[0], str) and isinstance(said[1], str)):
+            return None
+        return wire.ota_state(said[0], said[1], said[2], None, said[3])
 
     async def _telemetry(self) -> None:
         k = self.kiosk
@@ -369,6 +430,19 @@ class Link:
             self._cases(payload)
         elif topic == t.ack:
             self._stored(payload)
+        elif topic == t.ota:
+            self._update(payload)
+
+    def _update(self, payload: bytes) -> None:
+        """A firmware update's manifest or chunk: to the receiver, loaded at the first."""
+        if self.ota is None:
+            import ota  # loaded only for an update
+
+            takes = self.ident.get("takes", "mpy")
+            self.ota = ota.Receiver(self.slots, self.ident, takes, self.log)
+        if self.ota.on_message(payload):
+            self.status_due = True
+            self.wake.set()
 
     def _stored(self, payload: bytes) -> None:
         """The host's mark: every event up to it is stored, so the outbox lets them go."""

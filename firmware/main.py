@@ -102,6 +102,10 @@ def start() -> None:
         with open(IDENTITY) as f:
             ident = json.load(f)
         ident["board"] = board.NAME
+        import fwslot  # the factory's, already loaded by /main.py before any update's path
+
+        slots = fwslot.Slots("/fw")
+        ident["fw"] = slots.version(ident.get("fw", "?"))  # the version running
         if ident.get("ca"):
             ident["ca"] = "/" + ident["ca"]
         clock = Clock(time)
@@ -129,6 +133,7 @@ def start() -> None:
             "load_ids": _ids_file,
             "save_ids": _save_ids,
             "save_wifi": _save_wifi,
+            "slots": slots,
         }
         link = Link(kiosk, outbox, clock, wlan, ident, hw)
         wdt = machine.WDT(timeout=WDT_MS)

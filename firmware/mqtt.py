@@ -171,6 +171,8 @@ class MQTTClient:
         self._dead = False  # the keepalive gave up on this connection
         self.addr = None  # the broker's address from the last connect that succeeded
         self.subacks = 0  # SUBACKs owed on this connection
+        self._optional = 0  # the pid of a subscription the session can do without
+        self.refused = 0  # such subscriptions the broker refused on this connection
 
     async def connect(self) -> bool:
         """Open the connection and the session; True when the broker kept a session for us.
@@ -180,7 +182,7 @@ class MQTTClient:
         self.close()
         self._idle = self._pong = 0
         self._dead = False
-        self.subacks = 0
+        self.subacks = self.refused = 0
         t = self.TIMEOUT_S
         # getaddrinfo blocks the whole loop (open_connection would call it on every attempt):
         # the address is looked up once, kept while connects succeed, and looked up afresh
@@ -274,10 +276,13 @@ class MQTTClient:
         """QoS 1 messages sent and not yet acknowledged."""
         return len(self._out)
 
-    async def subscribe(self, topic: str, qos: int = 1) -> None:
+    async def subscribe(self, topic: str, qos: int = 1, optional: bool = False) -> None:
         """Send a SUBSCRIBE; run() reads the SUBACK (counted down in `subacks`) and raises
-        MQTTError if it is refused."""
+        MQTTError if it is refused, unless the subscription is `optional`: then the refusal
+        is counted in `refused` (one optional subscription per connection)."""
         self._pid = self._pid % 65535 + 1
+        if optional:
+            self._optional = self._pid
         self.subacks += 1
         await self._send(packet(0x82, [self._pid, topic, bytes((qos,))]))
 
@@ -401,7 +406,9 @@ class MQTTClient:
                     self.on_puback(p)
             elif kind == _SUBACK:
                 if 0x80 in body[2:]:
-                    raise MQTTError(0x80)
+                    if body[0] << 8 | body[1] != self._optional:
+                        raise MQTTError(0x80)
+                    self.refused += 1
                 if self.subacks:
                     self.subacks -= 1
             elif kind == _PINGRESP:

@@ -79,6 +79,7 @@ class Topics:
         self.config = base + "config"
         self.cmd = base + "cmd"
         self.ack = base + "ack"
+        self.ota = base + "ota"
         self.cases = "kiosk/v1/" + store + "/cases"
 
 
@@ -154,8 +155,12 @@ class Events:
         ).encode()
 
 
-def status_online(fw: str, board: str, ts, up_ms: int, config_error, kept_from=None) -> bytes:
-    """`kept_from`: the oldest seq the outbox keeps, so the host's mark passes what it let go."""
+def status_online(
+    fw: str, board: str, ts, up_ms: int, config_error, kept_from=None, takes=None, ota=None
+) -> bytes:
+    """`kept_from`: the oldest seq the outbox keeps, so the host's mark passes what it let go;
+    `takes`: the kind of update the kiosk takes, where it takes any; `ota`: the last update's
+    state, a JSON object's text (`ota_state`)."""
     return (
         '{"v":1,"state":"online","fw":"'
         + fw
@@ -168,8 +173,30 @@ def status_online(fw: str, board: str, ts, up_ms: int, config_error, kept_from=N
         + ',"config_error":'
         + json.dumps(config_error)
         + ("" if kept_from is None else ',"kept_from":' + str(kept_from))
+        + ("" if takes is None else ',"takes":"' + takes + '"')
+        + ("" if ota is None else ',"ota":' + ota)
         + "}"
     ).encode()
+
+
+def ota_state(rid: str, version: str, state: str, want, reason, progress=None) -> str:
+    """The status's `ota` member: how the last update goes. `rid` and `version` are checked
+    when the manifest comes in (or come from the kiosk's own flash), so need no escaping;
+    `progress`: (chunks done, chunks in all) of the update being received."""
+    return (
+        '{"id":"'
+        + rid
+        + '","version":"'
+        + version
+        + '","state":"'
+        + state
+        + '","want":'
+        + ("null" if want is None else "[%d,%d]" % want)
+        + ',"reason":'
+        + json.dumps(None if reason is None else reason[:160])
+        + ("" if progress is None else ',"progress":[%d,%d]' % progress)
+        + "}"
+    )
 
 
 # The last will is fixed when the kiosk connects, so it carries no time.

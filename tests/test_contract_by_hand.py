@@ -53,6 +53,13 @@ BY_HAND: list[tuple[str, str, dict[str, Any]]] = [
       "lines": [{"up_ms": 0, "text": "boot: firmware 0.1.0, after power on"},
                 {"up_ms": 900, "last_ms": 40_900, "count": 3,
                  "text": "Wi-Fi: no connection to shop"}]}),
+    ("ota_manifest", f"kiosk/v1/{S}/{D}/ota",
+     {"v": 1, "op": "manifest", "id": "r19a3f2c0", "version": "0.1.0+4f2a9c1e", "kind": "mpy",
+      "chunk": 2048, "files": [{"path": "main.mpy", "size": 3004, "sha256": "ab" * 32}],
+      "mac": "cd" * 32}),
+    ("ota_chunk", f"kiosk/v1/{S}/{D}/ota",
+     {"v": 1, "op": "chunk", "id": "r19a3f2c0", "file": 0, "n": 1, "data": "TV8GAA==",
+      "mac": "ef" * 32}),
     ("ack", f"kiosk/v1/{S}/{D}/ack", {"v": 1, "seq": 41}),
     ("cases", f"kiosk/v1/{S}/cases",
      {"v": 1, "store": S, "ts": NOW, "cases": [

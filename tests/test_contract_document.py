@@ -22,6 +22,7 @@ TOPIC_TABLE = [
     ("kiosk/v1/{store}/{device}/log", "receive", 1, False),
     ("kiosk/v1/{store}/{device}/config", "send", 1, True),
     ("kiosk/v1/{store}/{device}/cmd", "send", 1, False),
+    ("kiosk/v1/{store}/{device}/ota", "send", 1, False),
     ("kiosk/v1/{store}/{device}/ack", "send", 1, True),
     ("kiosk/v1/{store}/cases", "send", 1, True),
     ("kiosk/v1/{store}/summary", "send", 1, True),

@@ -468,7 +468,11 @@ def test_kiosks_offline_or_refused_are_not_shown_green(served: Served, browser: 
     storage = Storage(served.db)
     try:
         refusal = DeviceStatus("north", "till-8", {"state": REFUSED}, int(time.time()) + 1, False)
-        storage.write_batch([], [], [refusal])
+        failed = {"id": "r1", "version": "0.2.0", "state": "ota_failed", "want": None,
+                  "reason": "not online after 2 boots", "progress": [20, 20]}  # fmt: skip
+        rolled_back = DeviceStatus("north", "till-9", {**online, "ota": failed}, int(time.time()),
+                                   False)  # fmt: skip
+        storage.write_batch([], [], [refusal, rolled_back])
     finally:
         storage.close()
     devices = served.api("/api/stores/north/devices")["devices"]
@@ -487,6 +491,12 @@ def test_kiosks_offline_or_refused_are_not_shown_green(served: Served, browser: 
             assert greenish == (d["health"] == "online"), (d["device"], d["health"], (r, g, b))
             if d["health"] != "online" and d["late_s"]:
                 expect(row.locator(".late-by")).to_contain_text("late")
+            # the update column: empty without one, a failed one in the problem colour
+            expect(row.locator(".update")).to_have_text(d["update"] or "")
+            assert ("bad" in row.locator(".update").get_attribute("class").split()) == (
+                d["device"] == "till-9"
+            )
+        assert d["update"] == "ota_failed: not online after 2 boots"  # till-9, listed last
         assert t.errors == []
 
 
@@ -500,6 +510,7 @@ def test_the_kiosk_tables_columns_align(served: Served, browser: Browser) -> Non
         columns = page.locator("#devices").evaluate(
             """(table) => {
                 const text = (n) => {
+                    if (!n.textContent) return null; // an empty update cell: no text to place
                     const range = document.createRange();
                     range.selectNodeContents(n);
                     return range.getBoundingClientRect().left;
@@ -514,12 +525,13 @@ def test_the_kiosk_tables_columns_align(served: Served, browser: Browser) -> Non
             }"""
         )
         head = columns["head"]
-        assert len(head) == 10 and columns["rows"]
+        assert len(head) == 11 and columns["rows"]
         for cells in columns["rows"]:
             assert len(cells) == len(head)
             assert {c[0] for c in cells} == {"table-cell"}, cells
             for cell, heading in zip(cells, head, strict=True):
-                left, width, text = (abs(cell[i] - heading[i]) for i in (1, 2, 3))
+                left, width = (abs(cell[i] - heading[i]) for i in (1, 2))
+                text = 0 if cell[3] is None else abs(cell[3] - heading[3])
                 assert left < 1 and width < 1 and text < 1, (cell, heading)
             assert max(c[4] for c in cells) - min(c[4] for c in cells) < 1, cells  # one top
             assert max(c[5] for c in cells) - min(c[5] for c in cells) < 1, cells  # one bottom

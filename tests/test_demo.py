@@ -16,6 +16,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kiosk_host import __version__
 from kiosk_host.demo import broker as demo_broker
 from kiosk_host.demo.broker import (
     LISTENER_KEYS,
@@ -37,6 +38,7 @@ from kiosk_host.demo.run import (
     N,
     Rate,
     S,
+    Update,
     code_on_screen,
     customers,
     scaled_stores,
@@ -89,6 +91,13 @@ def test_the_script_is_in_time_order_and_keeps_customers_off_story_kiosks() -> N
     assert script(5) == steps  # the same every run
     scores = [c.score for c in customers(5)]
     assert scores.count(4) > len(scores) / 2 and min(scores) == 1  # mostly happy, some not
+
+
+def test_the_story_updates_one_store_over_the_air_before_its_kiosk_is_switched_off() -> None:
+    (update,) = [s for s in STORY if isinstance(s, Update)]
+    assert update.store in STORES and update in script(5)
+    # its last kiosk is switched off only once the customers are done: long after the update
+    assert update.at < max(s.at for s in STORY) / 2
 
 
 def test_every_station_of_the_demo_stores_has_a_kiosk() -> None:
@@ -379,6 +388,21 @@ def test_the_demo_recovers_cases_breaches_one_stops_cleanly_and_carries_on(
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=30) as page:
             assert page.status == 200
         wait_until(lambda: online(db) == 6, 30, "six kiosks online")
+        # A new release goes over the air to one store's three kiosks, one canary first, while
+        # the customers keep tapping: built, then each kiosk receives, switches and confirms.
+        first.wait_said("Update: release ", 120)
+        updated = [k.device for k in KIOSKS if k.store == S]
+        for device in updated:
+            first.wait_said(f"Update: {S}/{device} receiving the release", 120)
+            first.wait_said(f"Update: {S}/{device} every file received and checked", 120)
+            first.wait_said(f"Update: {S}/{device} restarted on ", 120)
+        first.wait_said("Update: every kiosk of the store runs ", 60)
+        (built,) = [line for line in first.lines if "Update: release " in line]
+        new = built.split("Update: release ")[1].split()[0]
+        assert new.startswith(__version__ + "+")
+        assert [line.split(maxsplit=1)[1] for line in first.lines if f": runs {new}" in line] == [
+            f"{S}/{device}: runs {new}" for device in sorted(updated)
+        ]
         # The story: four cases recovered in time (three "Yes, wow!", one "Yes"), one breached
         # and then fixed late by staff: unconfirmed, overdue, still listed.
         expected = ["recovered", "unconfirmed", "wow", "wow", "wow"]
@@ -433,6 +457,7 @@ def test_the_demo_recovers_cases_breaches_one_stops_cleanly_and_carries_on(
     try:
         second.wait_said(f"Dashboard: http://127.0.0.1:{http_port}/", 180)
         assert second.said("carrying on with the data in")
+        second.wait_said("Update: every kiosk of the store runs ", 180)
         wait_until(lambda: len(cases(db)) > len(done), 120, "a new case on top of the old ones")
         again = cases(db)
         assert {key: again[key]["state"] for key in done} == {

@@ -337,6 +337,11 @@ def test_deploy_to_a_kiosk_whose_romfs_holds_the_firmware_leaves_only_the_board_
     old = sorted((BUILD / "firmware").glob("*.mpy"))
     for mpy in old:
         (flash / "lib" / mpy.name).write_bytes(mpy.read_bytes())
+    # And an update received over the air, rolled back once: what is deployed runs instead.
+    (flash / "fw" / "a").mkdir(parents=True)
+    pointer = {"slot": "a", "version": "0.0.1+ota", "id": "r1", "trial": False, "boots": 0}
+    (flash / "fw" / "current").write_text(json.dumps({**pointer, "up_ms": 0, "prev": None}))
+    (flash / "fw" / "failed").write_text('{"id":"r0","version":"0.0.0","reason":"test"}')
     env = {"KIOSK_BROKER": fleet_url(tmp_path, broker.port)}
     with broker, SerialKiosk(flash) as kiosk:
         mark = kiosk.mark()
@@ -351,6 +356,7 @@ def test_deploy_to_a_kiosk_whose_romfs_holds_the_firmware_leaves_only_the_board_
         assert "  removing lib/main.mpy (no longer in the firmware)" in done.stdout
         # The kiosk came online from /rom: /lib holds the board alone.
         assert sorted(p.name for p in (flash / "lib").iterdir()) == ["board.mpy"]
+        assert sorted(p.name for p in (flash / "fw").iterdir()) == ["a"]  # the pointer went
         assert (flash / ROMFS_FILE).read_bytes() == image
         assert (flash / "main.py").read_text() == DEVICE_MAIN
         assert json.loads((flash / "identity.json").read_text())["fw"] == version

@@ -1124,3 +1124,28 @@ def test_the_shipped_acl_gives_each_kiosk_only_its_own_topics() -> None:
 
     with Mosquitto(users=users, acl=acl) as broker:
         run(main(broker))
+
+
+def test_a_refused_optional_subscription_is_counted_and_the_session_goes_on(
+    mpvm: MicroPythonVM,
+) -> None:
+    """A broker whose ACL predates a topic refuses its SUBSCRIBE (mosquitto: 0x80): for the
+    kiosk's update topic that must not end every session, for any other it must."""
+    out = vm(
+        mpvm,
+        f"""
+for optional in (True, False):
+    r, w = serve({CONNACK!r})
+    c = mqtt.MQTTClient("till-1", "broker", keepalive=0)
+    await c.connect()
+    await c.subscribe("kiosk/v1/s/d/cmd", 1)
+    await c.subscribe("kiosk/v1/s/d/ota", 1, optional)
+    r.data = b"\\x90\\x03\\x00\\x01\\x01" + b"\\x90\\x03\\x00\\x02\\x80"
+    r.pos = 0
+    try:
+        print(await c.run(), c.subacks, c.refused)
+    except mqtt.MQTTError as e:
+        print("refused", e)
+""",
+    )
+    assert out == ["None 0 1", "refused 128"]

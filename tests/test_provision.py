@@ -50,7 +50,7 @@ def test_a_kiosk_gets_its_identity_config_and_board(tmp_path: Path) -> None:
     assert answer["files"] == ["board.json", "config.json", "identity.json"]
     ident = identity(out)
     assert set(ident) == {"store", "device", "letter", "host", "port", "ssid", "key", "user",
-                          "password", "fw"}  # fmt: skip
+                          "password", "fw", "ota_key"}  # fmt: skip
     assert (ident["store"], ident["device"], ident["letter"]) == ("store-12", "till-1", "A")
     assert (ident["host"], ident["port"]) == ("broker.shop.example", 1883)
     assert (ident["ssid"], ident["key"]) == WIFI

@@ -151,12 +151,18 @@ hw = {
     'save_config': config_file.save,
     'load_ids': list,
     'save_ids': save_ids,
+    'slots': SLOTS,
 }
 link = Link(rig.kiosk, rig.outbox, rig.clock, wlan, dict(
     store='%(store)s', device='%(device)s', host='127.0.0.1', port=%(port)d, ssid='shop',
     key='secret', fw='0.1.0', board=board.NAME), hw)
 asyncio.create_task(app.run(rig.kiosk, rig.buttons, rig.clock, None, guard, link))
 """
+# Where the link takes updates over the air: the slots on the flash, the receiver loaded and
+# made as the first `ota` message makes it.
+NO_OTA = "SLOTS = None\n"
+WITH_OTA = "import fwslot\nSLOTS = fwslot.Slots('/flash/fw')\n"
+RECEIVER = "import ota\nlink.ota = ota.Receiver(SLOTS, link.ident, 'mpy', link.log)\n"
 UP = (
     f"await wait(lambda: link.up and link.ids == ['{COMMAND['id']}']"
     " and 'config.json' in os.listdir('/flash'), 'the link up, the config and the command in')\n"
@@ -169,11 +175,17 @@ RELEASE = "kioskhost.hold(False)\n" + DRAINED
 
 
 def heap_by_customers(
-    mpvm: MicroPythonVM, board: str, marks: list[int], link: bool = False, rom: bool = True
+    mpvm: MicroPythonVM,
+    board: str,
+    marks: list[int],
+    link: bool = False,
+    rom: bool = True,
+    ota: bool = False,
 ) -> dict[int, int]:
     """The live heap in bytes after 0 customers, and after each count in `marks` plus each
-    of SAMPLES; connected to a mosquitto of its own when `link`; the firmware run from its
-    ROMFS image when `rom`, else from .mpy files in /lib."""
+    of SAMPLES; connected to a mosquitto of its own when `link`, with its update receiver
+    loaded too when `ota`; the firmware run from its ROMFS image when `rom`, else from .mpy
+    files in /lib."""
     if not link:
         return _run(mpvm, board, marks, None, rom)
     with tempfile.TemporaryDirectory(prefix="heap-broker-") as tmp, Mosquitto(Path(tmp)) as broker:
@@ -181,18 +193,21 @@ def heap_by_customers(
         _prime(broker, {**_rig_config(), "scale": n, "low_threshold": 1 if n == 3 else 2})
         host = Host(broker)
         try:
-            return _run(mpvm, board, marks, broker.port, rom)
+            return _run(mpvm, board, marks, broker.port, rom, ota)
         finally:
             host.close()
 
 
 def _run(
-    mpvm: MicroPythonVM, board: str, marks: list[int], port: int | None, rom: bool
+    mpvm: MicroPythonVM, board: str, marks: list[int], port: int | None, rom: bool, ota=False
 ) -> dict[int, int]:
     connected = port is not None
     steps = [SIM + (NET if connected else ""), BASE, KIOSK]
     if connected:
-        steps += [LINK % {"store": STORE, "device": DEVICE, "port": port}, UP]
+        link = LINK % {"store": STORE, "device": DEVICE, "port": port}
+        steps += [(WITH_OTA if ota else NO_OTA) + link, UP]
+        if ota:
+            steps.append(RECEIVER)
     steps += MEASURE
     window = 8  # customers that leave at least Link.WINDOW events (one or two each)
     served = 0

@@ -283,7 +283,28 @@ def device_row(d: dict[str, Any], now: int | None = None) -> dict[str, Any]:
         interval_s=d.get("interval_s"),
         refused_at=d.get("refused_at"),
     )
-    return {**d, **{k: t.get(k) for k in TELEMETRY}, "health": h.state, "late_s": h.late_s}
+    return {**d, **{k: t.get(k) for k in TELEMETRY}, "health": h.state, "late_s": h.late_s,
+            "update": update_text(d.get("ota"))}  # fmt: skip
+
+
+UPDATE_PROBLEMS = ("ota_failed", "refused")  # the update states shown as a problem
+
+
+def update_text(ota: dict[str, Any] | None) -> str | None:
+    """A kiosk's firmware update in a few words, as the dashboard's update column and
+    `devices` show it: "VER 45 %" while it receives, "VER staged", "VER done", or the state
+    and its reason for a failed or refused update; None when there is none."""
+    if not ota:
+        return None
+    state, version, reason = ota.get("state"), ota.get("version"), ota.get("reason")
+    if state in UPDATE_PROBLEMS:
+        return f"{state}: {reason}" if reason else str(state)
+    progress = ota.get("progress")
+    if state == "receiving" and isinstance(progress, list) and len(progress) == 2:
+        done, total = progress
+        # rounded down: 100 % only once every chunk is in
+        return f"{version} {done * 100 // total if total else 0} %"
+    return f"{version} {state}"
 
 
 def _when(at: int | None, now: int) -> str:
@@ -315,4 +336,7 @@ def device_line(d: dict[str, Any], now: int) -> str:
         )
     if d.get("config_error"):
         line += f"; config refused: {d['config_error']}"
+    update = d.get("update")  # device_row words it
+    if update:
+        line += f"; update {update}"
     return line

@@ -21,6 +21,7 @@ from kiosk_host.cli import digest as digest_command
 from kiosk_host.cli import fleet as fleet_commands
 from kiosk_host.cli import loadgen as loadgen_command
 from kiosk_host.cli import migrate as migrate_command
+from kiosk_host.cli import ota as ota_commands
 from kiosk_host.cli import verify as verify_command
 from kiosk_host.cli.common import (
     PASSWORD_HELP,
@@ -557,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_command.add_parser(commands, db)
     _fleet_parsers(commands)
     fleet_commands.add_broker_parsers(commands)
+    ota_commands.add_parsers(commands)
 
     store = argparse.ArgumentParser(add_help=False, parents=[db])
     store.add_argument("--store", required=True, type=identifier)

@@ -42,6 +42,11 @@ class Kiosk:
     board: str  # a file in boards/
 
 
+def identity_folder(var: Path, kiosk: Kiosk) -> Path:
+    """Where the demo keeps a kiosk's identity, as `kiosk-host provision` lays it out."""
+    return var / "devices" / kiosk.store / kiosk.device
+
+
 CLIENT_ID = "kiosk-host-demo"  # the aggregator's persistent session on the broker
 KIOSK_HOST = (sys.executable, "-m", "kiosk_host.cli.main")
 
@@ -110,15 +115,13 @@ class Child:
 class KioskProcess(Child):
     """`kiosk-host virtual-kiosk`, driven on standard input; its screens are collected."""
 
-    def __init__(
-        self, kiosk: Kiosk, broker: str, var: Path, interrupted: threading.Event | None = None
-    ) -> None:
-        """`interrupted` (the demo's Ctrl-C) ends a wait for a screen at once."""
+    def __init__(self, kiosk: Kiosk, var: Path, interrupted: threading.Event | None = None) -> None:
+        """`interrupted` (the demo's Ctrl-C) ends a wait for a screen at once. The kiosk runs
+        as its identity in `var`/devices (`identity_folder`), which names its broker."""
         state = var / "kiosks" / kiosk.store / kiosk.device
         args = [
-            *KIOSK_HOST, "virtual-kiosk", "--store", kiosk.store, "--device", kiosk.device,
-            "--broker", broker, "--state-dir", str(state), "--board", kiosk.board,
-            "--letter", kiosk.letter,
+            *KIOSK_HOST, "virtual-kiosk", "--identity", str(identity_folder(var, kiosk)),
+            "--state-dir", str(state),
         ]  # fmt: skip
         log = var / "logs" / f"kiosk-{kiosk.store}-{kiosk.device}.log"
         super().__init__(f"{kiosk.store}/{kiosk.device}", args, log)

@@ -10,6 +10,7 @@ import random
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -23,12 +24,25 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlparse
 
+from kiosk_host import __version__
 from kiosk_host.demo.broker import Mosquitto
 from kiosk_host.demo.mail import MailSink
-from kiosk_host.demo.processes import CLIENT_ID, KIOSK_HOST, Child, Kiosk, KioskProcess, Watcher
+from kiosk_host.demo.processes import (
+    CLIENT_ID,
+    KIOSK_HOST,
+    Child,
+    Kiosk,
+    KioskProcess,
+    Watcher,
+    identity_folder,
+)
 from kiosk_host.errors import UserError
+from kiosk_host.fleet.ota import version as release_version
+from kiosk_host.fleet.provision import find_board
 from kiosk_host.rules.stores import parse_stores
+from kiosk_host.shipped import FIRMWARE
 from kiosk_host.sim.virtual_kiosk import default_config
 from kiosk_host.storage.sqlite import Storage
 from kiosk_host.wire import topics
@@ -91,7 +105,16 @@ class Confirm:
     verdict: Verdict
 
 
-Step = Rate | Fix | Confirm
+@dataclass(frozen=True)
+class Update:
+    """A new firmware release for every kiosk of a store, over the air (`kiosk-host ota push
+    --canary 1`), while its customers keep tapping."""
+
+    at: float
+    store: str
+
+
+Step = Rate | Fix | Confirm | Update
 
 # With the demo's 3-minute window: every case but "lost-parcel" gets its verdict in time;
 # "lost-parcel" gets its deadline warning at 2:35 and breaches at 3:35.
@@ -112,12 +135,19 @@ STORY: tuple[Step, ...] = (
     Fix(125, S, "wrong-size", "dora", "found the right size, gift-wrapped it"),
     Confirm(135, S, "no-call-back", "help-desk", "wow"),
     Confirm(150, S, "wrong-size", "till-1", "wow"),
+    Update(30, S),
 )
 QUIET_S = 10.0  # no everyday customer at a kiosk this close to a story step there
 # The demo's kiosks send telemetry every 10 s (the product's default is 60 s), so that a kiosk
 # switched off near the end is named down on the overview within 20 s.
 TELEMETRY_S = 10
 SWITCHED_OFF = (S, "help-desk")  # the kiosk switched off once the customers are done
+# The release the demo sends: its firmware with one visible change, the thank-you screen.
+FACTORY_THANKS = 'THANK_YOU = "Thank you!"'
+NEW_THANKS = "Thank you! See you soon."
+DEMO_WIFI = ("demo-shop", "demo-shop-key")  # the simulated Wi-Fi its kiosks are set up for
+# `ota push` prints a line per kiosk when it passes another tenth or changes state.
+PROGRESS = re.compile(r"(\S+)/(\S+) \[[#.]*\]\s*\d+% (\d+)/(\d+) (\w+)(?:: (.*))?")
 # Once "lost-parcel" has breached, staff still put it right: a late fix, never counted in time.
 LATE_FIX = Fix(0, N, "lost-parcel", "ben", "found the parcel and took it to the customer's home")
 
@@ -251,6 +281,7 @@ class Demo:
         self._out = threading.Lock()
         self._next_figures = 0.0
         self._next_crowd = 0.0
+        self.pushing: subprocess.Popen[str] | None = None  # `kiosk-host ota push`, while it runs
         self.http_port = pick_port(args.http_port, HTTP_PORT, "DEMO_HTTP_PORT")
         self.mqtt_port = (
             0 if args.broker else pick_port(args.mqtt_port, MQTT_PORT, "DEMO_MQTT_PORT")
@@ -356,8 +387,9 @@ class Demo:
             f"Aggregator: {self.command(['serve', '--db', self.shown(self.db)])} ... "
             f"(log in {self.shown(self.aggregator.log)})"
         )
+        self.identities()
         for k in KIOSKS:
-            kiosk = KioskProcess(k, self.url, self.var, self.stop)
+            kiosk = KioskProcess(k, self.var, self.stop)
             kiosk.start()
             self.kiosks[(k.store, k.device)] = kiosk
         for kiosk in self.kiosks.values():
@@ -378,6 +410,35 @@ class Demo:
             f"Dashboard: http://127.0.0.1:{http_port}/ (the managers' token for changes is in "
             f"{self.shown(self.token_file())}); Ctrl-C stops the demo"
         )
+
+    def identities(self) -> None:
+        """Each kiosk's folder as `kiosk-host provision` writes it (identity.json, board.json,
+        config.json), for the demo's broker: the kiosk runs as it (`virtual-kiosk --identity`),
+        and `ota push` signs its updates with its `ota_key`, made on the first run and kept.
+        The demo's broker takes anyone, so the kiosks get no accounts of their own."""
+        url = urlparse(self.url)
+        for k in KIOSKS:
+            folder = identity_folder(self.var, k)
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                key = str(json.loads((folder / "identity.json").read_text())["ota_key"])
+            except (OSError, ValueError, KeyError, TypeError):
+                key = secrets.token_hex(32)
+            identity = {
+                "store": k.store, "device": k.device, "letter": k.letter,
+                "host": url.hostname or "127.0.0.1", "port": url.port or 1883,
+                "ssid": DEMO_WIFI[0], "key": DEMO_WIFI[1],
+                "user": unquote(url.username) if url.username else None,
+                "password": unquote(url.password) if url.password else None,
+                "fw": __version__, "ota_key": key,
+            }  # fmt: skip
+            write_private(folder / "identity.json", json.dumps(identity, indent=2) + "\n")
+            board = find_board(k.board)
+            (folder / "board.json").write_text(
+                json.dumps({"board": board.file, "name": board.name, "buttons": board.buttons})
+            )
+            config = {**default_config(k.device, SCALE), "telemetry_interval_s": TELEMETRY_S}
+            (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def wait_stored_offline(self, kiosks: Sequence[Kiosk], timeout: float) -> bool:
         """Until the aggregator's database has `kiosks` offline; False after `timeout` s."""
@@ -426,6 +487,8 @@ class Demo:
                 self.rate(step)
             elif isinstance(step, Fix):
                 self.fix(step)
+            elif isinstance(step, Update):
+                self.update(step)
             else:
                 self.confirm(step)
         self.flush_crowd()
@@ -633,6 +696,72 @@ class Demo:
         self.say(f"{step.store}/{step.device}: \"{shown[1].split(' | ')[0]}\" "
                  f"- the customer taps {VERDICT_WORDS[step.verdict]}")  # fmt: skip
 
+    def update(self, step: Update) -> None:
+        """Build a release (the firmware with a new thank-you text) and push it to the
+        store's kiosks, one canary first, in the background: the customers go on meanwhile,
+        and each kiosk's progress is said as `ota push` reports it."""
+        folder = self.var / "release"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(FIRMWARE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+        texts = folder / "texts_en.py"
+        texts.write_text(texts.read_text().replace(FACTORY_THANKS, f'THANK_YOU = "{NEW_THANKS}"'))
+        new = release_version(folder)
+        self.flush_crowd()
+        self.say(
+            f"Update: release {new} built in {self.shown(folder)}/ (its thank-you screen says "
+            f'"{NEW_THANKS}"); it goes to the {step.store} kiosks over MQTT while customers tap'
+        )
+        args = ["ota", "push", "--store", step.store, "--all", "--canary", "1",
+                "--firmware", str(folder), "--devices-dir", str(self.var / "devices"),
+                "--broker", self.url]  # fmt: skip
+        shown = [self.shown(folder) if a == str(folder) else a for a in args]
+        self.say(f"   $ {self.command(shown)}")
+        # in a process group of its own: a Ctrl-C is the demo's, which then stops it
+        self.pushing = subprocess.Popen(
+            [*KIOSK_HOST, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._follow, args=(self.pushing, new), daemon=True).start()
+
+    def _follow(self, push: subprocess.Popen[str], new: str) -> None:
+        """Say each kiosk's steps as `ota push` reports them, then how the push ended."""
+        assert push.stdout is not None and push.stderr is not None
+        said: dict[str, str] = {}
+        steps = {
+            "receiving": "receiving the release, chunk by chunk",
+            "staged": "every file received and checked; switching when nobody is at it",
+            "done": f"restarted on {new}, online, and confirmed it",
+        }
+        for line in push.stderr:
+            m = PROGRESS.fullmatch(line.strip())
+            if m is None:
+                if line.strip():
+                    self.say(f"   ota push: {line.strip()}")
+                continue
+            kiosk, state, why = f"{m.group(1)}/{m.group(2)}", m.group(5), m.group(6)
+            if said.get(kiosk) == state or state == "waiting":
+                continue
+            step = steps.get(state, state)
+            if state == "done" and kiosk not in said:  # a run of the demo before updated it
+                step = f"already runs {new}: nothing to send"
+            said[kiosk] = state
+            self.say(f"Update: {kiosk} {step}{f': {why}' if why else ''}")
+        out = push.stdout.read().strip().splitlines()
+        code = push.wait()
+        if self.stop.is_set():
+            return
+        for line in out:
+            self.say(f"   {line}")
+        if code == 0:
+            self.say(f"Update: every kiosk of the store runs {new} (ota push exit 0), its "
+                     "customers tapping on throughout")  # fmt: skip
+        else:
+            self.say(f"Update: ota push ended with exit {code}: see above")
+
     # -- stopping --------------------------------------------------------------------------
 
     def shutdown(self) -> None:
@@ -640,6 +769,10 @@ class Demo:
         will), then the aggregator (it stores and acknowledges what it has received), then
         the broker (it saves its state). Each is killed if it does not stop in time."""
         self.flush_crowd()
+        if self.pushing is not None and self.pushing.poll() is None:
+            self.pushing.terminate()  # a rollout under way: the kiosks finish on their own
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.pushing.wait(10)
         last = ", then the broker" if self.broker is not None else ""
         self.say(f"Stopping: the kiosks, the aggregator{last} ...")
         for kiosk in self.kiosks.values():
@@ -668,6 +801,13 @@ class Demo:
             f"Stopped. The data stays in {self.shown(self.var)}/; `make demo` carries on from "
             f"it (delete {self.shown(self.var)}/ to start afresh)."
         )
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner may read (an identity holds the kiosk's keys)."""
+    path.touch(0o600)
+    path.chmod(0o600)
+    path.write_text(text, encoding="utf-8")
 
 
 def run(args: argparse.Namespace) -> int:

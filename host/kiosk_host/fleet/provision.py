@@ -7,7 +7,10 @@ in the fleet's register (`kiosks.json`), which keeps every kiosk's letter unique
 store. The broker files live in one folder (`var/broker/` by default): `passwd`, `acl`,
 `kiosks.json`, `aggregator.json`, the aggregator's own account, and `fleet.json`, the fleet
 tools' account, both made with the first kiosk. Passwords are random, written only to files
-only their owner may read, and never printed.
+only their owner may read, and never printed; so is the kiosk's `ota_key`, which signs its
+firmware updates and is written to its identity.json only, never to the broker folder. A
+kiosk already provisioned in a folder is refused rather than provisioned again, so its
+password and key stay as they were.
 
 The broker binds each client id to its account (`use_username_as_clientid`), so an account is
 one connection, one session: a kiosk's is `<store>/<device>` (its client id too), each
@@ -49,6 +52,7 @@ FLEET = "kiosk-fleet"  # the fleet tools' user name, as the shipped ACL names it
 LETTERS = "ABCDEFGHJKMNPQRSTUVWXYZ"
 CA_FILE = "ca.pem"  # the name the CA certificate has beside identity.json, on the kiosk too
 PASSWORD_BYTES = 24  # 32 URL-safe characters: usable in an mqtt://user:password@ URL as is
+OTA_KEY_BYTES = 32  # the kiosk's key for signed firmware updates, as 64 hex characters
 _ACL_KIOSKS = "# Per kiosk"  # where the shipped ACL's examples begin; provisioning adds its own
 
 
@@ -123,7 +127,7 @@ class Provisioned:
             f"provisioned {self.store}/{self.device}: letter {self.letter}, board "
             f"{self.board.file}, broker {self.broker.url}",
             f"kiosk files in {self.out}: {' '.join(self.files)} (identity.json holds the Wi-Fi "
-            f"key and the broker password: readable by you only)",
+            f"key, the broker password and the update key: readable by you only)",
             f"broker account {self.user} added to {passwd} and {acl}",
         ]
         if self.aggregator.created:
@@ -378,6 +382,26 @@ def acl_head() -> str:
     )
 
 
+def current_acl(text: str) -> str:
+    """`text` (an ACL file provisioning wrote) with the shipped rules it lacks, for every
+    kiosk and for the fleet tools: a broker folder made by an earlier release gets the
+    topics added since (a kiosk's firmware updates, `ota`). Nothing is removed."""
+    shipped = SHIPPED_ACL.read_text()
+    lines = text.splitlines()
+    wanted = [line for line in shipped.splitlines() if line.startswith("pattern ")]
+    at = max((i for i, line in enumerate(lines) if line.startswith("pattern ")), default=None)
+    if at is not None:
+        lines[at + 1 : at + 1] = [line for line in wanted if line not in lines]
+    if f"user {FLEET}" in lines:
+        start = lines.index(f"user {FLEET}") + 1
+        end = start
+        while end < len(lines) and lines[end].startswith("topic "):
+            end += 1
+        block = shipped.split(f"\nuser {FLEET}\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        lines[end:end] = [line for line in block if line not in lines[start:end]]
+    return "\n".join(lines) + ("\n" if text.endswith("\n") or not text else "")
+
+
 def acl_block(store: str, device: str, letter: str) -> str:
     return (
         f"\n# {store}/{device}, letter {letter}\n"
@@ -467,6 +491,8 @@ def _ensure_account(broker_dir: Path, user: str) -> Aggregator:
     passwd = broker_dir / "passwd"
     acl = broker_dir / "acl"
     if user in password_users(passwd):
+        if acl.exists() and current_acl(acl.read_text()) != acl.read_text():
+            write_file(acl, current_acl(acl.read_text()))
         return Aggregator(user, credentials, False)
     password = _new_password()
     add_password(passwd, user, password)
@@ -570,6 +596,9 @@ def provision(req: Request) -> Provisioned:
             "user": user,
             "password": password,
             "fw": __version__,
+            # Signs the firmware updates sent to this kiosk alone; kept here and on the kiosk,
+            # never in the broker folder (an account there must not be able to forge one).
+            "ota_key": secrets.token_hex(OTA_KEY_BYTES),
         }
         if req.ca is not None:
             identity["ca"] = CA_FILE
@@ -588,7 +617,8 @@ def provision(req: Request) -> Provisioned:
             write_file(out / "identity.json", json.dumps(identity, indent=2) + "\n", 0o600)
             written.append(out / "identity.json")
             add_password(passwd, user, password)
-            write_file(acl, (acl_before or acl_head()) + acl_block(store, device, letter))
+            rules = current_acl(acl_before or acl_head())  # a folder of an earlier release too
+            write_file(acl, rules + acl_block(store, device, letter))
             register.kiosks.append(
                 {"store": store, "device": device, "letter": letter, "board": board.file,
                  "provisioned": int(time.time())}

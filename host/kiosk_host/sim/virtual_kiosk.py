@@ -8,6 +8,13 @@ input stands in for the customer: `press N`, `hold N MS`, `chord A B MS`, `sleep
 printed as `SCREEN <name>: <text>`. Given the folder `kiosk-host provision` wrote, it runs as that
 kiosk: its identity, account, letter, board and broker (TLS with its CA included), on a
 simulated Wi-Fi of the provisioned name and key.
+
+It takes firmware updates over the air as the device does (docs/ota.md): its flash folder
+holds the slots (`fw/`), the pointer and the boot guard (`boots`), and at each start it does
+what the device's loader does: the factory `fwslot` counts a trial boot or rolls it back, and
+the slot that runs goes first on the module path. A restart (the `reboot` command, a switch to
+an update, a crash while starting) runs the same command again in the same process, as the
+chip resets: standard input stays, and lines typed but not yet acted on are carried over.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ import gc
 import importlib
 import json
 import os
+import select
 import sys
 import threading
 import time
+import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlparse
 
 from kiosk_host import __version__
@@ -65,6 +75,9 @@ def module(name: str) -> Any:
     return importlib.import_module(name)
 
 
+PENDING_INPUT = "VIRTUAL_KIOSK_INPUT"  # lines typed before a restart and not yet acted on
+
+
 def load_firmware() -> None:
     """Put the firmware, the boards and the simulated hardware on the module path."""
     for path in (BOARDS, SIMHW, FIRMWARE, SIMHW / "cpython"):
@@ -99,6 +112,57 @@ class KioskSetupError(UserError, ValueError):
     """Options a virtual kiosk cannot start from; the message says what to fix."""
 
 
+def state_folder(opts: Options) -> Path:
+    """The kiosk's flash: its outbox, settings, slots and boot guard."""
+    return opts.state_dir or Path(f".virtual-kiosks/{opts.store}/{opts.device}")
+
+
+def _guard_count(path: Path) -> int:
+    """The boot guard's count of starts that have not yet run long enough to count as good."""
+    try:
+        return int(path.read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+@dataclass
+class Boot:
+    """What the start left for the firmware: its slots and its boot guard (the factory's)."""
+
+    slots: Any
+    guard: Any
+
+
+def boot(state: Path) -> Boot:
+    """The device loader's part, on the kiosk's flash folder: the factory's `fwslot` and
+    `bootguard` imported before any slot is on the module path, the trial boot counted (a
+    trial past its boots rolled back, with the boot guard's last error), and the slot that
+    runs first on the module path."""
+    load_firmware()
+    state.mkdir(parents=True, exist_ok=True)
+    slots = module("fwslot").Slots(str(state / "fw"))
+    guard = module("bootguard").BootGuard(str(state / "boots"))
+    trial = slots.trying()
+    folder = slots.boot(guard.last_error() if _guard_count(state / "boots") > 0 else None)
+    if trial and not slots.trying():
+        guard.reset()  # rolled back: the version now running starts a fresh count
+    if folder:
+        # No __pycache__ in a slot: it is to hold the release's files only, and a compiled
+        # copy is trusted by its source's size and time, which a later release written into
+        # the same slot within the same second could share.
+        sys.dont_write_bytecode = True
+        sys.path.insert(0, folder)
+    return Boot(slots, guard)
+
+
+def restart() -> NoReturn:
+    """Reset the chip: the same command again, in this process (its standard input and
+    output stay); the flash folder is all that is kept."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def provisioned(opts: Options) -> tuple[Options, dict[str, Any] | None]:
     """The options with the store, device, letter and board of the provisioned kiosk in
     `opts.identity`, and its identity as the firmware reads it (None without a folder)."""
@@ -125,10 +189,19 @@ class VirtualKiosk:
     SCAN_MS = 2  # faster than the device's 10 ms, so that scripted presses run quickly
     DEBOUNCE_MS = 6
 
-    def __init__(self, opts: Options, out: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        opts: Options,
+        out: Callable[[str], None],
+        started: Boot | None = None,
+        restart: Callable[[], None] = restart,
+    ) -> None:
         folder = opts.identity
         opts, identity = provisioned(opts)
-        load_firmware()
+        state = state_folder(opts)
+        started = started or boot(state)
+        self.guard = started.guard
+        self.restart = restart
         network = module("network")
         module("simclock").clock = RealTime()
         Buttons = module("buttons").Buttons
@@ -142,8 +215,6 @@ class VirtualKiosk:
 
         self.out = out
         self.opts = opts
-        state = opts.state_dir or Path(f".virtual-kiosks/{opts.store}/{opts.device}")
-        state.mkdir(parents=True, exist_ok=True)
         self.state = state
         self.board: Any = importlib.import_module(opts.board.replace("-", "_"))
         display = self.board.make_display()
@@ -205,8 +276,11 @@ class VirtualKiosk:
             "load_ids": self._load_ids,
             "save_ids": self._save_ids,
             "save_wifi": self._save_wifi,
+            "slots": started.slots,
         }
-        module("logring").add(f"boot: virtual kiosk, firmware {ident['fw']}", 0)
+        ident["takes"] = "py"  # the sources: the firmware runs under CPython
+        running = started.slots.version(ident["fw"])
+        module("logring").add(f"boot: virtual kiosk, firmware {running}", 0)
         self.link = Link(self.kiosk, self.outbox, self.clock, network.WLAN(), ident, hw)
 
     # -- hardware the firmware asks for --------------------------------------------------------
@@ -240,7 +314,7 @@ class VirtualKiosk:
 
     def _reboot(self) -> None:
         self._screen("reboot", "restarting")
-        os._exit(3)  # the supervisor (or the test) starts it again, as the chip would restart
+        self.restart()
 
     def _cut_after_acks(self, n: int) -> None:
         """`power-cut N`: the power goes once the broker has acknowledged N more events, so
@@ -331,12 +405,12 @@ class VirtualKiosk:
             print(f"virtual-kiosk: unknown command {line.strip()!r}", file=sys.stderr)
         return True
 
-    async def run(self, lines: asyncio.Queue[str | None]) -> None:
+    async def run(self, lines: Typed) -> None:
         app = module("app")
 
-        tasks = [
-            asyncio.create_task(app.run(self.kiosk, self.buttons, self.clock, link=self.link)),
-        ]
+        run = app.run(self.kiosk, self.buttons, self.clock, guard=self.guard, link=self.link)
+        tasks = [asyncio.create_task(run)]
+        self.typed = lines
         try:
             while True:
                 line = await lines.get()
@@ -368,10 +442,51 @@ def default_config(device: str, buttons: int) -> dict[str, Any]:
     }
 
 
-def _read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
-    for line in sys.stdin:
-        loop.call_soon_threadsafe(lines.put_nowait, line)
-    loop.call_soon_threadsafe(lines.put_nowait, None)
+class Typed:
+    """Standard input, line by line. Read from the descriptor itself (no buffer of its own
+    that a restart would lose), so that what is typed but not yet acted on can be handed to
+    the next start (`handed_over`), and whatever is still in the pipe stays there for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, earlier: str = "") -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.lines: deque[str | None] = deque(earlier.splitlines(keepends=True))
+        self.partial = b""
+        self.ready = asyncio.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            select.select([0], [], [])  # waits without taking anything from the pipe
+            with self.lock:
+                data = os.read(0, 4096)
+                self.partial += data
+                *whole, self.partial = self.partial.split(b"\n")
+                self.lines.extend(w.decode(errors="replace") + "\n" for w in whole)
+                if not data:
+                    if self.partial:
+                        self.lines.append(self.partial.decode(errors="replace"))
+                    self.lines.append(None)
+            self.loop.call_soon_threadsafe(self.ready.set)
+            if not data:
+                return
+
+    async def get(self) -> str | None:
+        """The next line; None at the end of the input."""
+        while True:
+            with self.lock:
+                if self.lines:
+                    return self.lines.popleft()
+                self.ready.clear()
+            await self.ready.wait()
+
+    def handed_over(self) -> str:
+        """What was read but not acted on; nothing more is read after this (the process is
+        about to be replaced)."""
+        self.lock.acquire()
+        return "".join(x for x in self.lines if x is not None) + self.partial.decode(
+            errors="replace"
+        )
 
 
 def _print(line: str) -> None:
@@ -379,9 +494,27 @@ def _print(line: str) -> None:
 
 
 async def serve(opts: Options) -> None:
-    kiosk = VirtualKiosk(opts, _print)
-    lines: asyncio.Queue[str | None] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-    threading.Thread(target=_read_stdin, args=(loop, lines), daemon=True).start()
+    lines = Typed(asyncio.get_running_loop(), os.environ.pop(PENDING_INPUT, ""))
+
+    def again() -> NoReturn:
+        """A restart, with what was typed and not yet acted on."""
+        os.environ[PENDING_INPUT] = lines.handed_over()
+        restart()
+
+    named, _ = provisioned(opts)
+    started = boot(state_folder(named))
+    try:
+        kiosk = VirtualKiosk(opts, _print, started, again)
+    except UserError:
+        raise  # options it cannot start from: said on one line, as every command does
+    except Exception as e:
+        # A release that fails on import or at start: counted and recorded as the device's
+        # loader does, then the chip resets; its trial boots run out and it is rolled back.
+        traceback.print_exc()
+        more = started.guard.enter()
+        started.guard.record(f"{type(e).__name__}: {e}")
+        if not more:
+            raise  # failing time after time: the kiosk stops, as the device's does
+        again()
     gc.collect()
     await kiosk.run(lines)

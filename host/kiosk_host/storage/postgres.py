@@ -43,7 +43,9 @@ from kiosk_host.storage.sqlite import (
     credited_rows,
     credited_staff,
     credited_station,
+    device_dict,
     differences,
+    ota_text,
     rollup_deltas,
     whole_quarters,
 )
@@ -216,6 +218,10 @@ PG_MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX deliveries_due ON deliveries (state, next_at);
     CREATE INDEX deliveries_by_store ON deliveries (store, created_at);
+    """,
+    """
+    ALTER TABLE devices ADD COLUMN takes TEXT;
+    ALTER TABLE devices ADD COLUMN ota TEXT;
     """,
 )
 MIGRATION_LOCK = 0x6B696F736B  # pg_advisory_xact_lock key: one migrating process at a time
@@ -664,9 +670,10 @@ class PostgresStorage:
             self.db.execute(
                 "UPDATE devices SET since = CASE WHEN state IS NOT DISTINCT FROM 'online'"
                 " THEN since ELSE %s END, state = 'online', fw = %s, board = %s,"
-                " config_error = %s, status_at = %s WHERE store = %s AND device = %s",
+                " config_error = %s, status_at = %s, takes = %s, ota = %s"
+                " WHERE store = %s AND device = %s",
                 (s.arrived, p.get("fw"), p.get("board"), p.get("config_error"), s.arrived,
-                 s.store, s.device),
+                 p.get("takes"), ota_text(p), s.store, s.device),
             )  # fmt: skip
         else:
             self.db.execute(
@@ -680,17 +687,11 @@ class PostgresStorage:
         where, args = (" WHERE store = %s", (store,)) if store else ("", ())
         rows = self.db.execute(
             "SELECT store, device, state, since, fw, board, config_error, status_at,"
-            " telemetry_at, interval_s, refused_at, telemetry"
+            " telemetry_at, interval_s, refused_at, takes, telemetry, ota"
             f" FROM devices{where} ORDER BY store, device",
             args,
         )
-        keys = ("store", "device", "state", "since", "fw", "board", "config_error", "status_at",
-                "telemetry_at", "interval_s", "refused_at")  # fmt: skip
-        return [
-            {**dict(zip(keys, r[:11], strict=True)),
-             "telemetry": json.loads(r[11]) if r[11] else None}
-            for r in rows
-        ]  # fmt: skip
+        return [device_dict(r) for r in rows]
 
     # -- recovery cases and alerts -------------------------------------------------------------
 

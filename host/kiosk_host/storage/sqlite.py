@@ -189,12 +189,18 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX deliveries_due ON deliveries (state, next_at);
     CREATE INDEX deliveries_by_store ON deliveries (store, created_at);
     """,
+    """
+    -- what the kiosk's last online status said of firmware updates: the kind of release it
+    -- takes (mpy, py) and its `ota` member as JSON text (null when the status had none)
+    ALTER TABLE devices ADD COLUMN takes TEXT;
+    ALTER TABLE devices ADD COLUMN ota TEXT;
+    """,
 )
 # The kiosk-host release that introduced each schema version: a file of a newer schema is
 # refused (old code would write it wrongly), naming the release it needs.
 SCHEMA_RELEASES: dict[int, str] = {
     1: "0.1.0", 2: "0.1.0", 3: "0.1.0", 4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 7: "0.1.0",
-    8: "0.1.0", 9: "0.1.0", 10: "0.1.0",
+    8: "0.1.0", 9: "0.1.0", 10: "0.1.0", 11: "0.1.0",
 }  # fmt: skip
 DEAD_LETTER_BYTES = 2048
 _INSERT_EVENT = (
@@ -288,6 +294,25 @@ def credited_staff(staff: object) -> str | None:
     canonical may hold what the contract never let through (a staff that is a number): such
     a staff reads as no one rather than break the board or reach its view."""
     return staff if isinstance(staff, str) and identifier_pattern().fullmatch(staff) else None
+
+
+def ota_text(status: dict[str, Any]) -> str | None:
+    """An online status's `ota` member as the devices table keeps it: JSON text, or None when
+    the status has none (the latest status is what counts, so an absent member clears it)."""
+    ota = status.get("ota")
+    return None if ota is None else json.dumps(ota, separators=(",", ":"), sort_keys=True)
+
+
+DEVICE_KEYS = ("store", "device", "state", "since", "fw", "board", "config_error", "status_at",
+               "telemetry_at", "interval_s", "refused_at", "takes")  # fmt: skip
+
+
+def device_dict(r: Sequence[Any]) -> dict[str, Any]:
+    """A devices row read as DEVICE_KEYS then telemetry and ota (JSON text) as a kiosk's dict."""
+    n = len(DEVICE_KEYS)
+    return {**dict(zip(DEVICE_KEYS, r[:n], strict=True)),
+            "telemetry": json.loads(r[n]) if r[n] else None,
+            "ota": json.loads(r[n + 1]) if r[n + 1] else None}  # fmt: skip
 
 
 def credited_station(station: object) -> str:
@@ -1151,10 +1176,10 @@ class Storage:
             p = s.payload
             self.db.execute(
                 "UPDATE devices SET since = CASE WHEN state IS 'online' THEN since ELSE ? END,"
-                " state = 'online', fw = ?, board = ?, config_error = ?, status_at = ?"
-                " WHERE store = ? AND device = ?",
+                " state = 'online', fw = ?, board = ?, config_error = ?, status_at = ?,"
+                " takes = ?, ota = ? WHERE store = ? AND device = ?",
                 (s.arrived, p.get("fw"), p.get("board"), p.get("config_error"), s.arrived,
-                 s.store, s.device),
+                 p.get("takes"), ota_text(p), s.store, s.device),
             )  # fmt: skip
         else:  # the last will: what the kiosk last said of itself stays
             self.db.execute(
@@ -1198,22 +1223,18 @@ class Storage:
     def devices(self, store: str | None = None) -> list[dict[str, Any]]:
         """The kiosks as their last status and telemetry left them: `state` (online, offline)
         and `since` when, `status_at` and `telemetry_at` (arrival times), the last
-        `telemetry` whole, `interval_s` (its config's telemetry interval, None until seen)
-        and `refused_at` (when the broker last refused its connection, or None)."""
+        `telemetry` whole, `interval_s` (its config's telemetry interval, None until seen),
+        `refused_at` (when the broker last refused its connection, or None), and what its last
+        online status said of updates: `takes` (the release kind, mpy or py) and `ota` (the
+        status's member as an object: id, version, state, want, reason, progress; or None)."""
         where, args = (" WHERE store = ?", (store,)) if store else ("", ())
         rows = self.db.execute(
             "SELECT store, device, state, since, fw, board, config_error, status_at,"
-            " telemetry_at, interval_s, refused_at, telemetry"
+            " telemetry_at, interval_s, refused_at, takes, telemetry, ota"
             f" FROM devices{where} ORDER BY store, device",
             args,
         )
-        keys = ("store", "device", "state", "since", "fw", "board", "config_error", "status_at",
-                "telemetry_at", "interval_s", "refused_at")  # fmt: skip
-        return [
-            {**dict(zip(keys, r[:11], strict=True)),
-             "telemetry": json.loads(r[11]) if r[11] else None}
-            for r in rows
-        ]  # fmt: skip
+        return [device_dict(r) for r in rows]
 
     def close(self) -> None:
         self.db.close()

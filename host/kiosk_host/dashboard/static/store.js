@@ -372,12 +372,15 @@
     refused: "refused: the broker refused its connection (a removed account or a wrong password)",
   };
 
+  // An update that failed or was refused: shown in the problem colour.
+  const UPDATE_PROBLEMS = ["ota_failed", "refused"];
+
   // online, offline or refused, as the aggregator worked it out.
   const healthOf = (d) => d.health || (d.online ? "online" : "offline");
 
   function deviceRow() {
     const row = el("tr", { class: "device" });
-    row.append(...cells($("devices"), ["name", "state", "seen", "fw", "hw", "heap", "rssi", "outbox", "dropped", "config"]));
+    row.append(...cells($("devices"), ["name", "state", "seen", "fw", "update", "hw", "heap", "rssi", "outbox", "dropped", "config"]));
     return row;
   }
 
@@ -395,6 +398,11 @@
     seen.textContent = ago(d.last_seen);
     seen.title = when(tz, d.last_seen);
     cell("fw", d.fw);
+    // the aggregator words it (devices' `update`): empty when no update was ever sent
+    const update = row.querySelector(".update");
+    update.textContent = d.update || "";
+    update.classList.toggle("bad", Boolean(d.ota) && UPDATE_PROBLEMS.includes(d.ota.state));
+    update.title = d.ota ? `update ${d.ota.id}: ${d.ota.version}, ${d.ota.state}` : "";
     cell("hw", d.board);
     cell("heap", d.heap_free === null || d.heap_free === undefined ? null : `${Math.round(d.heap_free / 1024)} kB`);
     cell("rssi", d.rssi === null || d.rssi === undefined ? null : `${d.rssi} dBm`);

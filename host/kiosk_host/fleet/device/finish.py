@@ -1,4 +1,5 @@
-"""Hashes the copies again; when all are right, removes the deployment's flag and boot count."""
+"""Hashes the copies again; when all are right, removes the deployment's flag, the boot count
+and the pointer to an update received over the air."""
 
 import binascii
 import hashlib
@@ -27,8 +28,9 @@ def finish(mark: str, expected: dict, flag: str) -> None:
             bad.append(p)
     if not bad:
         # The deployment is over: the flag goes, and with it the boot count, so that the
-        # new firmware starts with a clean slate.
-        for p in (flag, "/boots", "/boots.err"):
+        # new firmware starts with a clean slate; and the pointer to an update received
+        # over the air, so that what was deployed is what runs (docs/ota.md).
+        for p in (flag, "/boots", "/boots.err", "/fw/current", "/fw/failed"):
             try:
                 os.remove(p)
             except OSError:

@@ -6,6 +6,9 @@
 # While /deploying exists a deployment is under way: the kiosk stays stopped, without its
 # watchdog, and the REPL is free; the deployment removes the file and resets the kiosk.
 # (The flag's name is FLAG in kiosk_host/fleet/device_scripts.py.)
+# An update received over the air runs from its slot in /fw, ahead of the factory firmware
+# on sys.path, once fwslot (always the factory's) has counted its trial boot; a trial that
+# keeps failing is rolled back there (docs/ota.md, "Boot, trial and rollback").
 import os
 import sys
 
@@ -18,10 +21,45 @@ def exists(path: str) -> bool:
         return False
 
 
+def guard_count(path: str) -> int:
+    """The boot guard's count of starts that have not yet run long enough to count as good."""
+    try:
+        with open(path) as f:
+            return int(f.read() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
 if exists("/deploying"):
     print("kiosk: a deployment is under way; the kiosk starts when it is done")
 else:
     sys.path.insert(0, "/lib")  # so that `main` is the firmware's, not this file
     if exists("/rom/main.mpy"):
         sys.path.insert(0, "/rom")
-    import main  # noqa: F401
+    import bootguard
+    import fwslot
+    import machine
+
+    guard = bootguard.BootGuard("/boots")
+    slots = fwslot.Slots("/fw")
+    trial = slots.trying()
+    folder = slots.boot(guard.last_error() if guard_count("/boots") > 0 else None)
+    if trial and not slots.trying():
+        guard.reset()  # rolled back: the version now running starts a fresh count
+    if folder:
+        sys.path.insert(0, folder)
+    try:
+        import main  # noqa: F401
+    except Exception as e:
+        # The simulated machine's reset() raises instead of restarting the chip: let it end
+        # the run as a restart would.
+        if isinstance(e, getattr(machine, "ResetRequested", ())):
+            raise
+        # A release that fails on import never reaches its own boot guard: count and record
+        # the start here, so that its trial boots run out and name the error, and restart.
+        sys.print_exception(e)
+        again = guard.enter()
+        guard.record(type(e).__name__ + ": " + str(e))
+        if not again:
+            raise  # failing time after time: the REPL stays free for a deployment
+        machine.reset()
