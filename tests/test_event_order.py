@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -187,6 +188,7 @@ def snapshot(storage: Store) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.slow  # forty worlds of two stores, each stored in a shuffled order
 @settings(
     max_examples=40,
     deadline=None,

@@ -302,6 +302,7 @@ def messages(draw: st.DrawFn) -> tuple[str, bytes]:
     return topic, json.dumps(payload).encode()
 
 
+@pytest.mark.slow  # 300 batches of fuzzed messages on each back-end
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(messages(), min_size=1, max_size=20))
 def test_fuzzed_input_is_stored_or_dead_lettered_with_a_reason(
