@@ -24,7 +24,7 @@ from kiosk_host.storage.sqlite import EventRow, Storage, StorageError
 from kiosk_host.wire.contract import canonical
 from tests.broker import Mosquitto
 from tests.test_host_ingest import rating
-from tests.virtual_kiosks import KIOSK_HOST, wait_until
+from tests.virtual_kiosks import KIOSK_HOST, aggregator_online, wait_until
 
 SECRET = "s3cret-broker-password-in-the-environment"
 
@@ -128,6 +128,7 @@ class Served:
 def start_serve(broker: Mosquitto, db: Path, account: str) -> Served:
     url = f"mqtt://{account}@{broker.host}:{broker.port}"  # the password: only in the env
     env = {**os.environ, "KIOSK_BROKER_PASSWORD": SECRET}
+    started = int(time.time())
     proc = subprocess.Popen(
         [str(KIOSK_HOST), "serve", "--broker", url, "--db", str(db)],
         stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
@@ -136,6 +137,7 @@ def start_serve(broker: Mosquitto, db: Path, account: str) -> Served:
     threading.Thread(target=served.read_stderr, daemon=True).start()
     wait_until(lambda: served.said("serving") or proc.poll() is not None, 30, "serve started")
     assert proc.poll() is None, served.lines
+    aggregator_online(broker.url, started)
     return served
 
 

@@ -37,7 +37,7 @@ from tests.broker import Mosquitto
 from tests.cli_run import run_cli
 from tests.receivers import SmtpSink, WebhookReceiver
 from tests.test_event_order import case_code
-from tests.virtual_kiosks import KIOSK_HOST, wait_until
+from tests.virtual_kiosks import KIOSK_HOST, aggregator_online, wait_until
 
 S = "store-12"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -354,6 +354,7 @@ class Serve:
 
     def __init__(self, broker: Mosquitto, db: Path, stores: Path, sink: SmtpSink) -> None:
         env = {**os.environ, "HOOK_SECRET": SECRET}
+        started = int(time.time())
         self.proc = subprocess.Popen(
             [str(KIOSK_HOST), "serve", "--broker", broker.url, "--client-id", "mailing-host",
              "--db", str(db), "--stores", str(stores), "--smtp", sink.url,
@@ -364,6 +365,7 @@ class Serve:
         threading.Thread(target=self._read, daemon=True).start()
         wait_until(lambda: self.said("serving") or self.proc.poll() is not None, 30, "serve")
         assert self.proc.poll() is None, self.lines
+        aggregator_online(broker.url, started)
 
     def _read(self) -> None:
         assert self.proc.stderr is not None

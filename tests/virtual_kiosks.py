@@ -155,3 +155,20 @@ def first_seen(seqs: list[int]) -> list[int]:
             seen.add(s)
             out.append(s)
     return out
+
+
+def aggregator_online(broker: str, since: int, timeout: float = 30) -> None:
+    """Wait until the aggregator's retained status says `online` as of `since` (Unix seconds)
+    or later. `serve` says "serving" once it has asked for its connection; it publishes this
+    status after its subscription, so from then on what a kiosk publishes reaches it (on a
+    fresh broker, events published before reach no one: there is no session to keep them)."""
+    status = Watcher(broker, "kiosk/v1/_host/status", f"watch-host-{time.monotonic_ns()}")
+
+    def online() -> bool:
+        said = [json.loads(p) for _, p, _ in status.messages if p]
+        return any(s["state"] == "online" and (s["ts"] or 0) >= since for s in said)
+
+    try:
+        wait_until(online, timeout, "the aggregator online")
+    finally:
+        status.close()
