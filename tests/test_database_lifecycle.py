@@ -194,6 +194,7 @@ def served(fresh_mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Served]:
         stop_serve(s)
 
 
+@pytest.mark.slow  # serve, a stream of events, a backup and a restore
 def test_a_backup_taken_during_ingest_restores_every_event_stored_before_it(
     fresh_mosquitto: Mosquitto, served: Served, tmp_path: Path
 ) -> None:

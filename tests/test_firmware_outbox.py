@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.vm.mpvm import BUILD_DIR, ROOT, MicroPythonVM
 
 FAULTFS = Path(__file__).with_name("vm").joinpath("faultfs.py").read_text()
@@ -382,6 +384,7 @@ def sweep(mpvm: MicroPythonVM, calls: str) -> dict[str, list[int]]:
     return results
 
 
+@pytest.mark.slow  # a sweep: a power cut at every step of an append, a mount after each
 def test_a_power_cut_at_every_step_of_an_append(mpvm: MicroPythonVM) -> None:
     results = sweep(
         mpvm,

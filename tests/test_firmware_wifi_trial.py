@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from kiosk_host.wire.contract import Contract, Message
@@ -195,6 +196,7 @@ def test_the_kiosk_joins_the_new_network_reaches_the_broker_and_keeps_it(
     assert texts.index("wifi: trying shop-2") < texts.index("wifi: joined shop-2, kept")
 
 
+@pytest.mark.slow  # a minute of the trial on the simulated clock, with the link
 def test_a_network_it_cannot_join_within_a_minute_is_given_up_for_the_old_one(
     mpvm: MicroPythonVM, mosquitto: Mosquitto
 ) -> None:
@@ -211,6 +213,7 @@ def test_a_network_it_cannot_join_within_a_minute_is_given_up_for_the_old_one(
     assert "wifi: back to shop: Wi-Fi: no connection to nowhere" in texts
 
 
+@pytest.mark.slow  # a minute of the trial on the simulated clock, with the link
 def test_a_wrong_key_for_a_network_in_the_air_is_given_up_too(
     mpvm: MicroPythonVM, mosquitto: Mosquitto
 ) -> None:
