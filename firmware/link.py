@@ -416,6 +416,16 @@ class Link:
     # -- what the host sends ----------------------------------------------------------------
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        try:
+            self._dispatch(topic, payload)
+        except Exception as e:
+            # Set aside, never the session's end: the PUBACK goes once this returns, and a
+            # message whose handling raised (a flash that cannot be written, memory short,
+            # a case nobody foresaw) would otherwise come again on every reconnect.
+            self.error = describe(e, 80)
+            self.log("message on " + topic + " set aside: " + self.error)
+
+    def _dispatch(self, topic: str, payload: bytes) -> None:
         t = self.topics
         if topic == t.config:
             if payload and self.kiosk.apply_config(payload):

@@ -550,3 +550,34 @@ def test_a_confirm_queued_while_offline_survives_the_retained_config_on_reconnec
         kiosk.kill()
         watcher.client.publish(base + "config", b"", 1, retain=True).wait_for_publish(10)
         watcher.close()
+
+
+def test_a_message_whose_handling_raises_is_set_aside_not_the_sessions_end(
+    mpvm: MicroPythonVM,
+) -> None:
+    """A handler that raises (a config the flash cannot save, memory short for an update's
+    chunk) would end the session before the PUBACK, and the broker would hand the same
+    message over again on every reconnect: it is set aside, with why, and reading goes on."""
+    code = """
+import link, logring
+
+
+class Handling:
+    error = None
+    logged = []
+
+    def _dispatch(self, topic, payload):
+        raise OSError(28)  # ENOSPC
+
+    def log(self, text):
+        self.logged.append(text)
+
+
+h = Handling()
+link.Link._on_message(h, "kiosk/v1/s/d/config", b"{}", False)
+print(h.error)
+print(h.logged)
+"""
+    out = mpvm.run(code, ["link", "logring", "wire", "mqtt"]).ok().splitlines()
+    assert out[0] == "OSError: 28"
+    assert out[1] == "['message on kiosk/v1/s/d/config set aside: OSError: 28']"

@@ -592,7 +592,7 @@ def status_of(devices_dir: Path, store: str, device: str, raw: bytes | None) -> 
     if isinstance(said, list) and len(said) == 2 and all(isinstance(x, int) for x in said):
         out.done, out.total = said  # the kiosk's own count
         return out
-    try:  # a kiosk whose firmware predates the count: the push's record
+    try:  # a kiosk saying from its flash how an update ended gives no count: the push's record
         record = json.loads((devices_dir / store / device / RECORD).read_text())
     except (OSError, ValueError):
         record = {}
