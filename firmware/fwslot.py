@@ -1,9 +1,11 @@
 """Firmware slots on flash: which version runs, its trial boots, confirm and rollback.
 
 ROOT/a and ROOT/b hold an update each; ROOT/current (the pointer) names the one that runs,
-and without it the factory firmware runs. The pointer is only ever replaced whole (written
-as current.new, then renamed over current, which littlefs does atomically), so a power cut
-leaves either the old pointer or the new one, and so the whole old or the whole new version.
+and without it the factory firmware runs. An update received as a ROMFS image runs from the
+ROMFS partition it was written into (the pointer's `rom`); its slot keeps the image. The
+pointer is only ever replaced whole (written as current.new, then renamed over current, which
+littlefs does atomically), so a power cut leaves either the old pointer or the new one, and so
+the whole old or the whole new version.
 """
 
 import json
@@ -69,8 +71,15 @@ class Slots:
                 pass  # already there
         return folder
 
-    def switch(self, version: str, rid: str) -> None:
-        """Point at the staging slot, on trial: the next boot runs it."""
+    def rom(self):
+        """The ROMFS partition the running version runs from, or None: a slot's files, or the
+        factory firmware."""
+        p = self.pointer()
+        return p.get("rom") if p else None
+
+    def switch(self, version: str, rid: str, rom=None) -> None:
+        """Point at the staging slot, on trial: the next boot runs it (from ROMFS partition
+        `rom`, where it was written, when not None)."""
         p = self.pointer()
         self._put(
             self._cur,
@@ -82,6 +91,8 @@ class Slots:
                 "boots": 0,
                 "up_ms": 0,
                 "prev": p["slot"] if p else None,
+                "rom": rom,
+                "prev_rom": p.get("rom") if p else None,
             },
         )
 
@@ -117,6 +128,7 @@ class Slots:
         p["trial"] = False
         p["boots"] = 0
         p["prev"] = None
+        p["prev_rom"] = None
         self._put(self._cur, p)
         # From here on the new version runs whatever else a power cut interrupts: what is
         # left in the other slot is emptied by the next update received there.
@@ -156,6 +168,8 @@ class Slots:
                     "boots": 0,
                     "up_ms": 0,
                     "prev": None,
+                    "rom": p.get("prev_rom"),
+                    "prev_rom": None,
                 },
             )
         else:

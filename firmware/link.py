@@ -50,7 +50,8 @@ class Link:
         rssi() -> dBm or None, identify(seconds), reboot(), save_config(raw), load_ids() ->
         list, save_ids(list), save_wifi(ssid, key) (a new Wi-Fi kept, see wifi_trial), and
         slots: the firmware's slots on flash (fwslot.Slots), or None where the kiosk takes no
-        update over the air."""
+        update over the air; rom: the board's ROMFS partitions (rompart.RomParts), where the
+        kiosk takes its updates as ROMFS images."""
         self.kiosk = kiosk
         self.outbox = outbox
         self.clock = clock
@@ -336,7 +337,7 @@ class Link:
             # Staged, and nobody at the kiosk: the next boot tries the new version.
             self.ota = None
             version = r.version
-            self.slots.switch(version, r.rid)
+            self.slots.switch(version, r.rid, r.part)
             self.log("ota: switching to " + version)
             await self.client.disconnect()
             self.hw["reboot"]()
@@ -449,7 +450,7 @@ class Link:
             import ota  # loaded only for an update
 
             takes = self.ident.get("takes", "mpy")
-            self.ota = ota.Receiver(self.slots, self.ident, takes, self.log)
+            self.ota = ota.Receiver(self.slots, self.ident, takes, self.log, self.hw.get("rom"))
         if self.ota.on_message(payload):
             self.status_due = True
             self.wake.set()

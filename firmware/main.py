@@ -106,6 +106,18 @@ def start() -> None:
 
         slots = fwslot.Slots("/fw")
         ident["fw"] = slots.version(ident.get("fw", "?"))  # the version running
+        import rompart
+
+        try:
+            import vfs
+        except ImportError:
+            vfs = None  # a MicroPython before 1.23: no ROMFS, so no partitions
+        rom = rompart.RomParts(vfs)
+        if rom.count() >= rompart.PARTITIONS:
+            # Releases come as ROMFS images, written into a partition and run in place.
+            ident["takes"] = "romfs"
+        else:
+            rom = None  # releases come as .mpy files, run from a slot's folder
         if ident.get("ca"):
             ident["ca"] = "/" + ident["ca"]
         clock = Clock(time)
@@ -134,6 +146,7 @@ def start() -> None:
             "save_ids": _save_ids,
             "save_wifi": _save_wifi,
             "slots": slots,
+            "rom": rom,
         }
         link = Link(kiosk, outbox, clock, wlan, ident, hw)
         wdt = machine.WDT(timeout=WDT_MS)

@@ -5,8 +5,10 @@ is signed with HMAC-SHA256 under the kiosk's own `ota_key`; the ESP32's MicroPyt
 hmac module, so the MAC is built here on hashlib.sha256. The files go into the slot that is
 not running (fwslot.Slots.staging), one chunk at a time, appended in order; a file's size on
 flash says how far it got, so a power cut or a lost connection costs at most the chunk being
-written. Nothing here touches the running slot or the pointer: the link switches once the
-update is staged and the kiosk is idle.
+written. A release of kind `romfs` is one file, a ROMFS image: once it verifies, it is written
+into the ROMFS partition the kiosk does not run from (rompart.RomParts) and read back, so that
+its code runs in place from flash. Nothing here touches the running slot, the running
+partition or the pointer: the link switches once the update is staged and the kiosk is idle.
 """
 
 import binascii
@@ -25,6 +27,7 @@ _REASON_MAX = const(160)
 _MAX_FILES = const(48)
 _MAX_SIZE = const(200000)
 _MANIFEST = "/manifest.json"
+IMAGE = "firmware.romfs"  # the one file of a romfs release
 _EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 RECEIVING = "receiving"
@@ -159,8 +162,8 @@ def _problem(m, takes: str):
     if not is_version(m.get("version")):
         return "manifest: version must be 1 to 40 printable characters, no space or quote"
     kind = m.get("kind")
-    if kind != "mpy" and kind != "py":
-        return "manifest: kind must be mpy or py"
+    if kind != "mpy" and kind != "py" and kind != "romfs":
+        return "manifest: kind must be mpy, py or romfs"
     if kind != takes:
         return "manifest: kind " + kind + ", this kiosk takes " + takes
     if not _int(m.get("chunk"), 256, 4096):
@@ -168,6 +171,10 @@ def _problem(m, takes: str):
     files = m.get("files")
     if not isinstance(files, list) or not 1 <= len(files) <= _MAX_FILES:
         return "manifest: files must be a list of 1 to %d" % _MAX_FILES
+    if kind == "romfs" and (
+        len(files) != 1 or not isinstance(files[0], dict) or files[0].get("path") != IMAGE
+    ):
+        return "manifest: a romfs release is one file, " + IMAGE
     seen = []
     for i in range(len(files)):
         f = files[i]
@@ -195,10 +202,13 @@ class Receiver:
     whether the status is due; `state()` is the status's `ota` member; `ready()` is true once
     the update is staged, for the link to switch to it when the kiosk is idle."""
 
-    def __init__(self, slots, ident: dict, takes: str = "mpy", log=None) -> None:
+    def __init__(self, slots, ident: dict, takes: str = "mpy", log=None, rom=None) -> None:
         """`slots`: a fwslot.Slots, or None where the kiosk takes no update; `ident`: store,
-        device and ota_key (hex); `log(text)`: a line for the kiosk's log ring."""
+        device and ota_key (hex); `log(text)`: a line for the kiosk's log ring; `rom`: the
+        board's ROMFS partitions (rompart.RomParts), where the kiosk takes `romfs`."""
         self.slots = slots
+        self.rom = rom
+        self.part = None  # the ROMFS partition a staged romfs release was written into
         self.ident = ident
         self.takes = takes
         self.log = log
@@ -209,7 +219,7 @@ class Receiver:
         self.want = None  # (file, n): the chunk asked for
         self.reason = None
         self.chunk = 0
-        self.files = ()  # (path, size, sha256) of each file, in the manifest's order
+        self.files = []  # (path, size, sha256) of each file, in the manifest's order
         self.folder = ""  # the staging slot
         self.key = b""
         self.redone = -1  # the file fetched again once after a sha256 mismatch
@@ -282,7 +292,7 @@ class Receiver:
         self.version = version if is_version(version) else "?"
         self.mac = None
         self.want = None
-        self.files = ()
+        self.files = []
         if self.slots is None:
             return self._refuse("no OTA on this kiosk")
         key = self.ident.get("ota_key")
@@ -320,9 +330,10 @@ class Receiver:
         else:
             why = self._room()
             if why is not None:
-                self.files = ()
+                self.files = []
                 return self._refuse(why)
             self._empty()
+            self.part = None
             with open(self.folder + _MANIFEST, "wb") as f:
                 f.write(payload)
             self._say("ota: receiving " + rid + ", version " + version)
@@ -343,6 +354,34 @@ class Receiver:
             free += max(0, _size(self.folder + "/" + name))
         if need > free:
             return "flash: need %d KB, %d KB free" % ((need + 1023) // 1024, free // 1024)
+        if self.takes == "romfs":
+            n = self.bank()
+            room = self.rom.size(n)
+            if self.files[0][1] > room:
+                kb = (self.files[0][1] + 1023) // 1024
+                return "flash: the image is %d KB, ROMFS partition %d holds %d KB" % (
+                    kb,
+                    n,
+                    room // 1024,
+                )
+        return None
+
+    def bank(self) -> int:
+        """The ROMFS partition a romfs release goes into: of 1 and 2, the one not running.
+        Partition 0 is never written: the loader's own modules run from it."""
+        return 2 if self.slots.rom() == 1 else 1
+
+    def _install(self):
+        """The staged image written into the partition not running and read back, unless it
+        holds it already (a resume); why that failed, or None."""
+        n = self.bank()
+        path, size, sha = self.files[0]
+        if _hex(hashlib.sha256(self.rom.view(n)[:size]).digest()) != sha:
+            self._say("ota: writing ROMFS partition %d" % n)
+            self.rom.write(n, self.folder + "/" + path, size)
+            if _hex(hashlib.sha256(self.rom.view(n)[:size]).digest()) != sha:
+                return "romfs: partition %d does not read back as written" % n
+        self.part = n
         return None
 
     def _empty(self) -> None:
@@ -377,6 +416,11 @@ class Receiver:
             self.st = RECEIVING
             return
         self.want = None
+        if self.takes == "romfs":
+            why = self._install()
+            if why is not None:
+                self._refuse(why)
+                return
         self.st = STAGED
         self._say("ota: staged " + self.rid + ", version " + self.version)
 

@@ -79,8 +79,8 @@ def test_factory_switch_trial_boots_confirm_and_rollback(
     assert out == [
         "None 1.0 False None None",
         "/fw/a ['a']",
-        "[('boots', 0), ('id', 'r2'), ('prev', None), ('slot', 'a'), ('trial', True),"
-        " ('up_ms', 0), ('version', '2.0')]",
+        "[('boots', 0), ('id', 'r2'), ('prev', None), ('prev_rom', None), ('rom', None),"
+        " ('slot', 'a'), ('trial', True), ('up_ms', 0), ('version', '2.0')]",
         "2.0 True /fw/b",
         "/fw/a 1 /fw/a 2",
         # The third trial boot: rolled back to the factory firmware; the slot is left whole.
@@ -89,15 +89,16 @@ def test_factory_switch_trial_boots_confirm_and_rollback(
         "/fw/a /fw/a None [('id', 'r2'), ('reason', \"crashed: ImportError: no module named"
         " 'x'\"), ('version', '2.0')]",
         # Confirmed: no more trial, the other slot emptied, the failure forgotten.
-        "[('boots', 0), ('id', 'r2'), ('prev', None), ('slot', 'a'), ('trial', False),"
-        " ('up_ms', 0), ('version', '2.0')] None [] ['main.py', 'manifest.json']",
+        "[('boots', 0), ('id', 'r2'), ('prev', None), ('prev_rom', None), ('rom', None),"
+        " ('slot', 'a'), ('trial', False), ('up_ms', 0), ('version', '2.0')] None []"
+        " ['main.py', 'manifest.json']",
         "/fw/a 0 False /fw/b",
-        "[('boots', 0), ('id', 'r3'), ('prev', 'a'), ('slot', 'b'), ('trial', True),"
-        " ('up_ms', 0), ('version', '3.0')]",
+        "[('boots', 0), ('id', 'r3'), ('prev', 'a'), ('prev_rom', None), ('rom', None),"
+        " ('slot', 'b'), ('trial', True), ('up_ms', 0), ('version', '3.0')]",
         # Back to slot a, named by its own manifest.
-        "[('boots', 0), ('id', 'r2'), ('prev', None), ('slot', 'a'), ('trial', False),"
-        " ('up_ms', 0), ('version', '2.0')] [('id', 'r3'), ('reason', 'not online within 300"
-        " s'), ('version', '3.0')]",
+        "[('boots', 0), ('id', 'r2'), ('prev', None), ('prev_rom', None), ('rom', None),"
+        " ('slot', 'a'), ('trial', False), ('up_ms', 0), ('version', '2.0')] [('id', 'r3'),"
+        " ('reason', 'not online within 300 s'), ('version', '3.0')]",
         "160 /fw/a",
         # Confirm without a trial running changes nothing.
         "a ['manifest.json']",

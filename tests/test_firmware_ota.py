@@ -218,6 +218,8 @@ RUNNING = {
     "boots": 0,
     "up_ms": 0,
     "prev": None,
+    "rom": None,
+    "prev_rom": None,
 }
 
 
@@ -457,8 +459,11 @@ class Publisher:
     """The host's side: the manifest once the kiosk is online, then each chunk its retained
     status asks for; every status kept, and checked against the contract."""
 
-    def __init__(self, broker: Mosquitto, contract: Contract, files: list[File]) -> None:
+    def __init__(
+        self, broker: Mosquitto, contract: Contract, files: list[File], kind: str = "mpy"
+    ) -> None:
         self.files = files
+        self.kind = kind
         self.contract = contract
         self.statuses: list[dict[str, Any]] = []
         self.invalid: list[str] = []
@@ -487,7 +492,7 @@ class Publisher:
         topic = f"{self.topics}/ota"
         if not self.sent_manifest:
             self.sent_manifest = True
-            manifest = manifest_message(KEY, STORE, DEVICE, RID, VERSION, "mpy", self.files)
+            manifest = manifest_message(KEY, STORE, DEVICE, RID, VERSION, self.kind, self.files)
             client.publish(topic, manifest, 1)
         elif ota and ota["id"] == RID and ota["state"] == "receiving":
             f, n = ota["want"]
@@ -531,6 +536,8 @@ def test_the_link_receives_an_update_and_switches_only_when_idle(
         "boots": 0,
         "up_ms": 0,
         "prev": None,
+        "rom": None,
+        "prev_rom": None,
     }
     assert names == repr(sorted([f.path for f in files] + ["manifest.json"]))
     assert lines["TRYING"] == "True"

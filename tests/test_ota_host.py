@@ -23,6 +23,7 @@ from kiosk_host.aggregator.writer import classify
 from kiosk_host.cli.ota import Bars
 from kiosk_host.fleet import ota
 from kiosk_host.fleet.commands import Broker
+from kiosk_host.fleet.firmware_image import firmware_romfs, romfs_image
 from kiosk_host.fleet.ota import (
     DONE,
     FAILED,
@@ -37,12 +38,13 @@ from kiosk_host.fleet.ota import (
 )
 from kiosk_host.storage.sqlite import DeadLetter, DeviceStatus
 from kiosk_host.wire.contract import Contract, Message
-from kiosk_host.wire.ota import File
+from kiosk_host.wire.ota import ROMFS_FILE, File, OtaError, check_release, manifest_message
 from tests.broker import free_port
 from tests.cli_run import run_cli
 from tests.fleet_rig import Client, identity, provision
 from tests.test_security import STORE, Fleet, fleet
 from tests.virtual_kiosks import wait_until
+from tests.vm.mpvm import FIRMWARE_DIR, ROMFS_IMAGE, MicroPythonVM
 
 __all__ = ["fleet"]  # the module-scoped broker with provisioned kiosks, from test_security
 
@@ -139,6 +141,101 @@ def test_a_release_the_kiosk_would_refuse_is_refused_before_anything_is_sent(
         build_release("mpy", folder)
     with pytest.raises(OtaPushError, match=r"holds no \.py modules"):
         build_release("py", tmp_path)
+
+
+def test_a_romfs_release_of_the_checkout_is_one_file_the_builds_image(built_firmware: None) -> None:
+    rel = build_release("romfs", None, "r1")
+    assert (rel.rid, rel.kind, rel.version) == ("r1", "romfs", ota.version())
+    assert [f.path for f in rel.files] == [ROMFS_FILE]
+    assert rel.files[0].data == firmware_romfs()
+    assert rel.files[0].data == ROMFS_IMAGE.read_bytes()  # what `make build` wrote
+
+
+def test_a_romfs_release_of_a_firmware_folder_runs_its_change_from_rom(
+    tmp_path: Path, mpvm: MicroPythonVM
+) -> None:
+    folder = tmp_path / "fw"
+    folder.mkdir()
+    for src in FIRMWARE_DIR.glob("*.py"):
+        (folder / src.name).write_bytes(src.read_bytes())
+    texts = folder / "texts_en.py"
+    texts.write_text(texts.read_text().replace('THANK_YOU = "Thank you!"', 'THANK_YOU = "Cheers!"'))
+    rel = build_release("romfs", folder, "r1")
+    mpy = build_release("mpy", folder, "r1")
+    assert [f.path for f in rel.files] == [ROMFS_FILE] and rel.version == mpy.version
+    code = (
+        "import os, hashlib, binascii, texts_en\n"
+        "print(texts_en.__file__, texts_en.THANK_YOU)\n"
+        "for n in sorted(os.listdir('/rom')):\n"
+        "    h = hashlib.sha256(open('/rom/' + n, 'rb').read()).digest()\n"
+        "    print(n, binascii.hexlify(h).decode())\n"
+    )
+    out = mpvm.run(code, romfs=rel.files[0].data).ok().splitlines()
+    assert out[0] == "/rom/texts_en.mpy Cheers!"
+    # the image holds the folder's modules, each compiled as the mpy release compiles it
+    assert out[1:] == [f"{f.path} {f.sha256}" for f in mpy.files]
+
+
+def small_image(tmp_path: Path) -> bytes:
+    module = tmp_path / "app.mpy"
+    module.write_bytes(b"M\x06\x00\x1f not really compiled")
+    return romfs_image([module], "unreadable")
+
+
+@pytest.mark.parametrize(
+    ("files", "why"),
+    [
+        (lambda img: [File(ROMFS_FILE, img), File("app.mpy", b"M")],
+         "a romfs release is one file, firmware.romfs"),
+        (lambda img: [File("kiosk.romfs", img)], "a romfs release is one file, firmware.romfs"),
+        (lambda img: [File(ROMFS_FILE, b"M\x06" + img)], "firmware.romfs is not a ROMFS image"),
+        (lambda img: [File(ROMFS_FILE, img[:-2])], "its header says"),
+        (lambda img: [File(ROMFS_FILE, img[:3])], "its length is cut off"),
+    ],
+)  # fmt: skip
+def test_a_romfs_release_is_one_whole_image_named_firmware_romfs(
+    tmp_path: Path, files: Callable[[bytes], list[File]], why: str
+) -> None:
+    image = small_image(tmp_path)
+    check_release("r1", "0.1.0", "romfs", 2048, [File(ROMFS_FILE, image)])
+    with pytest.raises(OtaError, match=why):
+        check_release("r1", "0.1.0", "romfs", 2048, files(image))
+    with pytest.raises(OtaError, match="not a module name of kind mpy"):
+        check_release("r1", "0.1.0", "mpy", 2048, [File(ROMFS_FILE, image)])
+
+
+def test_a_romfs_manifest_is_one_the_contract_accepts(tmp_path: Path, contract: Contract) -> None:
+    image = small_image(tmp_path)
+    raw = manifest_message(KEY, STORE, "till-1", "r1", "0.1.0+abcdef12", "romfs",
+                           [File(ROMFS_FILE, image)])  # fmt: skip
+    result = contract.validate(f"kiosk/v1/{STORE}/till-1/ota", raw)
+    assert isinstance(result, Message) and result.shape == "ota_manifest", str(result)
+    m = json.loads(raw)
+    assert m["kind"] == "romfs" and m["mac"] == manifest_mac(KEY, STORE, "till-1", m)
+    assert m["files"] == [{"path": ROMFS_FILE, "size": len(image),
+                           "sha256": hashlib.sha256(image).hexdigest()}]  # fmt: skip
+
+
+def test_a_kiosk_that_takes_romfs_is_sent_the_romfs_release_and_others_theirs(
+    tmp_path: Path,
+) -> None:
+    romfs = Release("r1", "0.1.0+abcdef12", "romfs", (File(ROMFS_FILE, small_image(tmp_path)),))
+    releases = {"mpy": release((100, 5), "mpy"), "romfs": romfs}
+    for takes in ("romfs", "mpy"):
+        r = Rollout(Kiosk(STORE, "till-1", KEY, {}), releases)
+        (raw,) = r.start(online(takes=takes), 0.0)
+        m = json.loads(raw)
+        assert m["kind"] == takes and r.release is releases[takes]
+    assert m["files"][0]["path"] == "m0.mpy"
+    r = Rollout(Kiosk(STORE, "till-1", KEY, {}), releases)
+    (raw,) = r.start(online(takes="romfs"), 0.0)
+    assert [f["path"] for f in json.loads(raw)["files"]] == [ROMFS_FILE]
+    assert r.out.total == romfs.chunks[0]
+    sims = [SimKiosk("till-1"), SimKiosk("till-2"), SimKiosk("till-3")]
+    sims[0].status, sims[1].status = online(takes="romfs"), online(takes="mpy")
+    sims[2].status = online(takes="bin")  # not a kind the host builds
+    kiosks = [Kiosk(STORE, s.device, KEY, {}) for s in sims]
+    assert ota.kinds_wanted(cast(Broker, SimBroker(sims)), kiosks) == {"romfs", "mpy"}
 
 
 # -- signatures and the rollout's states ----------------------------------------------------

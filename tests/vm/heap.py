@@ -181,25 +181,32 @@ def heap_by_customers(
     link: bool = False,
     rom: bool = True,
     ota: bool = False,
+    image: bytes | None = None,
 ) -> dict[int, int]:
     """The live heap in bytes after 0 customers, and after each count in `marks` plus each
     of SAMPLES; connected to a mosquitto of its own when `link`, with its update receiver
-    loaded too when `ota`; the firmware run from its ROMFS image when `rom`, else from .mpy
-    files in /lib."""
+    loaded too when `ota`; the firmware run from its ROMFS image when `rom` (`image`, a
+    release's, instead of the build's when given), else from .mpy files in /lib."""
     if not link:
-        return _run(mpvm, board, marks, None, rom)
+        return _run(mpvm, board, marks, None, rom, image=image)
     with tempfile.TemporaryDirectory(prefix="heap-broker-") as tmp, Mosquitto(Path(tmp)) as broker:
         n = board_buttons(board)
         _prime(broker, {**_rig_config(), "scale": n, "low_threshold": 1 if n == 3 else 2})
         host = Host(broker)
         try:
-            return _run(mpvm, board, marks, broker.port, rom, ota)
+            return _run(mpvm, board, marks, broker.port, rom, ota, image)
         finally:
             host.close()
 
 
 def _run(
-    mpvm: MicroPythonVM, board: str, marks: list[int], port: int | None, rom: bool, ota=False
+    mpvm: MicroPythonVM,
+    board: str,
+    marks: list[int],
+    port: int | None,
+    rom: bool,
+    ota: bool = False,
+    image: bytes | None = None,
 ) -> dict[int, int]:
     connected = port is not None
     steps = [SIM + (NET if connected else ""), BASE, KIOSK]
@@ -234,7 +241,7 @@ def _run(
         files=files,
         run_async=connected,
         net=connected,
-        romfs=firmware_romfs() if rom else None,
+        romfs=(image or firmware_romfs()) if rom else None,
     ).ok()
     return {
         int(line.split()[1]): int(line.split()[2])

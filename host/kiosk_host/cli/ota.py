@@ -147,8 +147,9 @@ def add_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "push",
         parents=[common],
         help="send the firmware to kiosks over MQTT, signed with each one's key",
-        description="Builds the release (compiled modules for MicroPython kiosks, sources for "
-        "virtual ones, as each kiosk's status says it takes), sends each kiosk its manifest "
+        description="Builds the release (compiled modules for MicroPython kiosks, one ROMFS "
+        "image of them for kiosks with ROMFS partitions, sources for virtual ones, as each "
+        "kiosk's status says it takes), sends each kiosk its manifest "
         "and the chunks it asks for, with a progress bar per kiosk on standard error, and "
         "waits until each runs the new version and is online. Exit 0 when every kiosk does, "
         "1 otherwise, naming which and why.",

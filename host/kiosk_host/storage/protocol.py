@@ -59,7 +59,7 @@ class Store(Protocol):
     def dead_letter_count(self) -> int: ...
     def devices(self, store: str | None = None) -> list[dict[str, Any]]:
         """The kiosks' rows (sqlite.Storage.devices): health, firmware, board, telemetry, and
-        of updates `takes` (mpy, py) and `ota` (the last online status's member, or None)."""
+        of updates `takes` (mpy, py, romfs) and `ota` (the last online status's member, or None)."""
         ...
 
     # -- recovery cases and alerts -----------------------------------------------------------

@@ -1225,7 +1225,7 @@ class Storage:
         and `since` when, `status_at` and `telemetry_at` (arrival times), the last
         `telemetry` whole, `interval_s` (its config's telemetry interval, None until seen),
         `refused_at` (when the broker last refused its connection, or None), and what its last
-        online status said of updates: `takes` (the release kind, mpy or py) and `ota` (the
+        online status said of updates: `takes` (the release kind: mpy, py or romfs) and `ota` (the
         status's member as an object: id, version, state, want, reason, progress; or None)."""
         where, args = (" WHERE store = ?", (store,)) if store else ("", ())
         rows = self.db.execute(

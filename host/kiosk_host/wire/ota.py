@@ -18,10 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 CHUNK = 2048  # bytes of a file per chunk: a 2.8 KB message, well inside the kiosk's 4 KB
-KINDS = ("mpy", "py")  # compiled modules for MicroPython; sources for the virtual kiosk
+# compiled modules for MicroPython; sources for the virtual kiosk; one ROMFS image of the
+# compiled modules, for a kiosk with a ROMFS partition to write it into
+KINDS = ("mpy", "py", "romfs")
+ROMFS_FILE = "firmware.romfs"  # a romfs release's one file
+ROMFS_HEADER = b"\xd2\xcd\x31"  # how MicroPython's ROMFS image starts (mpremote's romfs.py)
 ID = re.compile(r"[a-z0-9-]{1,32}")
 VERSION = re.compile(r"[!#-\[\]-~]{1,40}")  # printable ASCII but space, quote and backslash
-PATH = re.compile(r"[A-Za-z0-9_]{1,24}\.(mpy|py)")
+PATH = re.compile(r"[A-Za-z0-9_]{1,24}\.(mpy|py|romfs)")
 MAX_FILES = 48
 MAX_SIZE = 200_000
 
@@ -83,6 +87,8 @@ def check_release(rid: str, version: str, kind: str, chunk: int, files: Sequence
         raise OtaError(f"chunk {chunk}: from 256 to 4096 bytes")
     if not 1 <= len(files) <= MAX_FILES:
         raise OtaError(f"{len(files)} files: a release has 1 to {MAX_FILES}")
+    if kind == "romfs" and [f.path for f in files] != [ROMFS_FILE]:
+        raise OtaError(f"a romfs release is one file, {ROMFS_FILE}")
     for f in files:
         if not PATH.fullmatch(f.path) or not f.path.endswith("." + kind):
             raise OtaError(f"{f.path}: not a module name of kind {kind}")
@@ -90,6 +96,27 @@ def check_release(rid: str, version: str, kind: str, chunk: int, files: Sequence
             raise OtaError(f"{f.path}: {len(f.data):,} bytes, more than {MAX_SIZE:,}")
     if len({f.path for f in files}) != len(files):
         raise OtaError("a file is named twice")
+    if kind == "romfs":
+        _check_romfs(files[0].data)
+
+
+def _check_romfs(image: bytes) -> None:
+    """Refuse what is not a whole ROMFS image: its header, then its length in 7-bit groups
+    (most significant first), then that many bytes."""
+    if not image.startswith(ROMFS_HEADER):
+        raise OtaError(f"{ROMFS_FILE} is not a ROMFS image (it does not start with its header)")
+    size, at = 0, len(ROMFS_HEADER)
+    while at < len(image) and at < 8:
+        size = (size << 7) | (image[at] & 0x7F)
+        at += 1
+        if not image[at - 1] & 0x80:
+            break
+    else:
+        raise OtaError(f"{ROMFS_FILE} is not a ROMFS image (its length is cut off)")
+    if at + size != len(image):
+        raise OtaError(
+            f"{ROMFS_FILE}: its header says {at + size:,} bytes, the file has {len(image):,}"
+        )
 
 
 def manifest_message(

@@ -6,9 +6,10 @@
 # While /deploying exists a deployment is under way: the kiosk stays stopped, without its
 # watchdog, and the REPL is free; the deployment removes the file and resets the kiosk.
 # (The flag's name is FLAG in kiosk_host/fleet/device_scripts.py.)
-# An update received over the air runs from its slot in /fw, ahead of the factory firmware
-# on sys.path, once fwslot (always the factory's) has counted its trial boot; a trial that
-# keeps failing is rolled back there (docs/ota.md, "Boot, trial and rollback").
+# An update received over the air runs from its slot in /fw, or from the ROMFS partition it
+# was written into (mounted at /rom1 or /rom2), ahead of the factory firmware on sys.path,
+# once fwslot (always the factory's, from partition 0 or /lib) has counted its trial boot; a
+# trial that keeps failing is rolled back there (docs/ota.md, "Boot, trial and rollback").
 import os
 import sys
 
@@ -46,9 +47,19 @@ else:
     folder = slots.boot(guard.last_error() if guard_count("/boots") > 0 else None)
     if trial and not slots.trying():
         guard.reset()  # rolled back: the version now running starts a fresh count
-    if folder:
-        sys.path.insert(0, folder)
+    part = slots.rom()
     try:
+        if folder and part:
+            # A release in a ROMFS partition: mounted, its code runs in place from flash.
+            # A partition that does not mount fails the start as an import would.
+            import vfs
+
+            import rompart
+
+            folder = "/rom" + str(part)
+            rompart.RomParts(vfs).mount(part, folder)
+        if folder:
+            sys.path.insert(0, folder)
         import main  # noqa: F401
     except Exception as e:
         # The simulated machine's reset() raises instead of restarting the chip: let it end
