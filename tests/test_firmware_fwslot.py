@@ -367,7 +367,8 @@ def test_a_power_cut_at_every_step_boots_one_whole_version_and_leaves_the_outbox
     }
 
 
-LOADER_IMPORT_ERROR = r"""
+# MicroPython: what a test of the loader starts with (on the VM's own file system).
+LOADER_HEAD = r"""
 import os, sys
 from fwslot import Slots
 import loader_src
@@ -385,30 +386,44 @@ def get(path):
     except OSError:
         return "-"
 
+"""
 
+
+def loader_starts(report: str, after: str = "") -> str:
+    """MicroPython: four starts of the kiosk through the loader, each as from power on: what
+    it imported forgotten, `after` run (statements, indented by 4), `report` printed."""
+    return (
+        "BASE = list(sys.path)\n"
+        "for _ in range(4):\n"
+        "    before = set(sys.modules)\n"
+        "    try:\n"
+        "        exec(loader_src.SRC, {'__name__': 'loader'})\n"
+        "        print('running')\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__, e)\n"
+        "    for m in list(sys.modules):\n"
+        "        if m not in before:\n"
+        "            del sys.modules[m]\n"
+        f"{after}"
+        "    sys.path[:] = BASE\n"
+        "    p = Slots('/fw').pointer()\n"
+        f"    print({report})\n"
+    )
+
+
+LOADER_IMPORT_ERROR = (
+    LOADER_HEAD
+    + r"""
 for d in ("/fw", "/fw/a"):
     os.mkdir(d)
 put("/lib/main.py", "print('factory main')\n")
 put("/fw/a/main.py", "print('release main')\nimport no_such_module\n")
 put("/fw/a/manifest.json", '{"id":"r2","version":"2.0"}')
 Slots("/fw").switch("2.0", "r2")
-BASE = list(sys.path)
-
-for _ in range(4):  # starts of the kiosk, each as from power on
-    before = set(sys.modules)
-    try:
-        exec(loader_src.SRC, {"__name__": "loader"})
-        print("running")
-    except Exception as e:
-        print(type(e).__name__, e)
-    for m in list(sys.modules):
-        if m not in before:
-            del sys.modules[m]
-    sys.path[:] = BASE
-    p = Slots("/fw").pointer()
-    print("guard", get("/boots"), get("/boots.err"), "pointer", p and p["boots"])
-print(sorted(Slots("/fw").failed().items()))
 """
+    + loader_starts('"guard", get("/boots"), get("/boots.err"), "pointer", p and p["boots"]')
+    + ('print(sorted(Slots("/fw").failed().items()))\n')
+)
 
 
 def test_a_release_that_fails_on_import_is_tried_twice_then_rolled_back(

@@ -30,6 +30,7 @@ from kiosk_host.wire.contract import Contract
 from kiosk_host.wire.ota import File
 from tests.broker import Mosquitto
 from tests.kiosk_runs import MONO
+from tests.test_firmware_fwslot import LOADER_HEAD, loader_starts
 from tests.test_firmware_memory import BUDGET
 from tests.test_firmware_ota import (
     DEVICE,
@@ -305,10 +306,9 @@ def test_an_image_the_partition_cannot_take_is_refused_and_nothing_switches(
 # The loader (the deployment's /main.py) at each start, on the VM's own file system, with the
 # partitions handed in as `vfs`: release 2 in partition 1 runs from there; a release whose
 # partition holds no image (erased) fails its starts and is rolled back.
-LOADER = r"""
-import sys, os
-from fwslot import Slots
-import loader_src
+LOADER = (
+    LOADER_HEAD
+    + r"""
 from romsim import RomSim
 from faultfs import FaultFS
 
@@ -317,20 +317,6 @@ with open("/factory.romfs", "rb") as f:
 with open("/r2.romfs", "rb") as f:
     rom = RomSim(FaultFS(), [FACTORY, f.read()])
 sys.modules["vfs"] = rom  # what `import vfs` gives the loader and rompart
-
-
-def put(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def get(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return "-"
-
 
 for d in ("/fw", "/fw/a", "/fw/b"):
     os.mkdir(d)
@@ -341,28 +327,17 @@ s = Slots("/fw")
 s.switch("2.0", "r2", 1)
 s.confirm()
 s.switch("3.0", "r3", 2)  # partition 2 is erased: nothing mounts
-BASE = list(sys.path)
-
-for _ in range(4):  # starts of the kiosk, each as from power on
-    before = set(sys.modules)
-    try:
-        exec(loader_src.SRC, {"__name__": "loader"})
-        print("running")
-    except Exception as e:
-        print(type(e).__name__, e)
-    for m in list(sys.modules):
-        if m not in before:
-            del sys.modules[m]
-    for where in ("/rom1", "/rom2"):
-        try:
-            rom.umount(where)
-        except OSError:
-            pass  # not mounted
-    sys.path[:] = BASE
-    p = Slots("/fw").pointer()
-    print("guard", get("/boots"), "pointer", p["rom"], p["version"], p["boots"])
-print(Slots("/fw").failed()["reason"])
 """
+    + loader_starts(
+        '"guard", get("/boots"), "pointer", p["rom"], p["version"], p["boots"]',
+        "    for where in ('/rom1', '/rom2'):\n"
+        "        try:\n"
+        "            rom.umount(where)\n"
+        "        except OSError:\n"
+        "            pass\n",
+    )
+    + 'print(Slots("/fw").failed()["reason"])\n'
+)
 
 
 def test_the_loader_runs_a_release_from_its_partition_and_rolls_back_one_that_does_not_mount(
