@@ -1,15 +1,14 @@
 """The host's storage in PostgreSQL: the same tables, methods and answers as sqlite.py.
 
-psycopg 3 with one connection pool per database URL in a process; each storage object holds
-one pooled connection while it is open (a transaction spans several of its calls), in
-autocommit mode with explicit transactions. Text that is compared or ordered (stores,
-kiosks, ids, codes) is in the "C" collation, so that it sorts byte by byte as in SQLite.
+psycopg 3; each storage object holds one connection of its own while it is open (a
+transaction spans several of its calls), in autocommit mode with explicit transactions. Text
+that is compared or ordered (stores, kiosks, ids, codes) is in the "C" collation, so that it
+sorts byte by byte as in SQLite.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,7 +16,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from kiosk_host.rules.recovery import Alert, Case
 from kiosk_host.storage import shown
@@ -227,7 +225,6 @@ PG_MIGRATIONS: Sequence[str] = (
 MIGRATION_LOCK = 0x6B696F736B  # pg_advisory_xact_lock key: one migrating process at a time
 CONNECT_TIMEOUT_S = 10
 STORE_LOCKS = 0x6B68  # pg_advisory_xact_lock's first key: one lock per store (its crc32)
-POOL_MAX = 50  # connections per database and process: the dashboard's threads and the writer
 _INSERT_EVENT = (
     "INSERT INTO events (store, device, seq, kind, at, device_ts, arrived, time_flagged,"
     " payload, score, outside) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -244,46 +241,6 @@ _ADD_ROLLUPS = (
 )
 
 
-class _Pools:
-    """One pool per database URL in this process, closed when its last storage closes."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pools: dict[str, tuple[ConnectionPool, int]] = {}
-
-    def take(self, url: str) -> tuple[ConnectionPool, psycopg.Connection[Any]]:
-        with self._lock:
-            pool, users = self._pools.get(url, (None, 0))
-            if pool is None:
-                pool = ConnectionPool(
-                    url,
-                    min_size=1,
-                    max_size=POOL_MAX,
-                    kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-                    reset=_reset,
-                    open=True,
-                )
-            self._pools[url] = (pool, users + 1)
-        return pool, pool.getconn()
-
-    def give_back(self, url: str, conn: psycopg.Connection[Any]) -> None:
-        with self._lock:
-            pool, users = self._pools[url]
-            pool.putconn(conn)
-            if users > 1:
-                self._pools[url] = (pool, users - 1)
-                return
-            del self._pools[url]
-        pool.close()
-
-
-def _reset(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("RESET ALL")  # a reader's read-only setting stays with its storage
-
-
-POOLS = _Pools()
-
-
 class PostgresStorage:
     """PostgreSQL storage; `kiosk_host.storage.open("postgresql://...")` makes one."""
 
@@ -297,17 +254,25 @@ class PostgresStorage:
         self._batch_stores: set[str] = set()
         self._held: bool = False
         self._own = 0  # the changes this storage made itself
-        try:  # one connection first: a wrong URL says why now, not after the pool's timeout
-            with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as c:
-                self._migrate(c, create)
-        except psycopg.Error as why:
+        # The connection is made here, in the caller's thread, and kept: a wrong URL or a
+        # server that does not answer says why now. (A pool growing in the background once
+        # lost an attempt to a spurious "connection timeout expired" and left the caller
+        # waiting out its own timeout.)
+        db = None
+        try:
+            db = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            self._migrate(db, create)
+        except BaseException as why:
+            if db is not None:
+                db.close()
+            if not isinstance(why, psycopg.Error):
+                raise
             said = " ".join(str(why).split())[:300]
             raise StorageError(
                 f"--db {self.where}: cannot be used as the database: {said}"
             ) from None
-        pool, self.db = POOLS.take(url)
-        del pool
-        self._closed = weakref.finalize(self, POOLS.give_back, url, self.db)
+        self.db: psycopg.Connection[Any] = db
+        self._closed = weakref.finalize(self, db.close)
 
     # -- the schema ----------------------------------------------------------------------------
 
