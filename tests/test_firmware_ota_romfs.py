@@ -237,6 +237,7 @@ print("RESULTS", json.dumps(results))
 """
 
 
+@pytest.mark.slow  # a sweep: some 330 power cuts, each followed by a resend
 def test_a_power_cut_while_the_image_is_written_keeps_the_running_release_and_resumes(
     mpvm: MicroPythonVM,
 ) -> None:
